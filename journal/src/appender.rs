@@ -1,0 +1,505 @@
+//! The raw appender: the single writer of one journal, with no service
+//! involved. Publication follows Aeron's term appender: header and payload
+//! first, then the length word with a Release store.
+
+use crate::files::{check_name, JournalLock};
+use crate::format::{
+    align_frame, checksum, max_payload, valid_page_size, FrameHeader, DEFAULT_PAGE_SIZE,
+    END_MARKER_ROOM, END_OF_PAGE, FRAME_HEADER_LEN, PAGE_HEADER_LEN,
+};
+use crate::locate::{locate_tail, pages, OpenError};
+use crate::page::{PageError, PageMut, PrepareOptions};
+use crate::prepare::Preparer;
+use crate::scan::nonzero_end;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// How an [`Appender`] opens its journal.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendOptions {
+    /// Page size for a journal that does not exist yet (an existing journal
+    /// keeps its own). A power of two from 1 MiB to 1 GiB.
+    pub page_size: u64,
+    /// Make the next page ready on a background thread (the normal case).
+    /// Without it a page switch creates the page on the caller's thread.
+    pub background: bool,
+    /// How pages are made ready.
+    pub prepare: PrepareOptions,
+}
+
+impl Default for AppendOptions {
+    fn default() -> Self {
+        AppendOptions {
+            page_size: DEFAULT_PAGE_SIZE,
+            background: true,
+            prepare: PrepareOptions {
+                prefault: true,
+                mlock: false,
+            },
+        }
+    }
+}
+
+/// The fields of a frame header the application chooses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameMeta {
+    /// Message type.
+    pub msg_type: u32,
+    /// Source id.
+    pub source: u32,
+    /// Destination id, 0 for everyone.
+    pub dest: u32,
+    /// Correlation id, 0 for none.
+    pub corr: u64,
+}
+
+/// Why a frame was not appended. Nothing was written when this is returned.
+#[derive(Debug)]
+pub enum AppendError {
+    /// The payload does not fit in one page.
+    TooLarge {
+        /// Payload length asked for.
+        len: usize,
+        /// Largest payload a page of this journal holds.
+        max: usize,
+    },
+    /// The next page could not be made (a full disk, a permission); the
+    /// frames already written are intact and a later append retries.
+    NewPage(PageError),
+    /// A replicated frame does not continue the journal.
+    OutOfOrder {
+        /// Sequence number the journal expects next.
+        expected_seq: u64,
+        /// Sequence number given.
+        seq: u64,
+        /// Time of the last frame.
+        last_time_ns: i64,
+        /// Time given.
+        time_ns: i64,
+    },
+}
+
+impl std::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppendError::TooLarge { len, max } => write!(
+                f,
+                "frame payload of {len} bytes is larger than the {max} bytes a page holds: use a larger page size"
+            ),
+            AppendError::NewPage(e) => write!(f, "cannot make the next page: {e}"),
+            AppendError::OutOfOrder {
+                expected_seq,
+                seq,
+                last_time_ns,
+                time_ns,
+            } => write!(
+                f,
+                "replicated frame seq {seq} time {time_ns} does not follow seq {} time {last_time_ns}",
+                expected_seq - 1
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AppendError {}
+
+/// The single writer of one journal.
+///
+/// Holds the journal's writer lock for its whole life: a second appender of
+/// the same journal, in any process, is refused with the holder's pid.
+#[derive(Debug)]
+pub struct Appender {
+    dir: PathBuf,
+    name: String,
+    page: PageMut,
+    /// `page.base()`, cached.
+    base: *mut u8,
+    page_size: usize,
+    max_payload: usize,
+    /// Offset of the next frame in `page`.
+    tail: usize,
+    next_seq: u64,
+    /// Whether the journal has any frame (a replica's first frame may
+    /// start at any sequence number).
+    has_frames: bool,
+    last_time: i64,
+    source: u32,
+    dest: u32,
+    switches: u64,
+    prepare: PrepareOptions,
+    preparer: Option<Preparer>,
+    _lock: JournalLock,
+}
+
+// SAFETY: `base` points into `page`'s mapping, which the Appender owns and
+// moves with it; nothing else in the process writes through it.
+unsafe impl Send for Appender {}
+
+impl Appender {
+    /// Opens journal `name` in `dir` for appending: creates it (and `dir`)
+    /// when it does not exist, else finds its tail, recovering after a
+    /// crashed writer: bytes past the last published frame are zeroed before
+    /// anything new is published, and the sequence continues.
+    ///
+    /// Refuses a journal with a damaged frame in its last page rather than
+    /// writing after it.
+    pub fn open(dir: &Path, name: &str, opts: AppendOptions) -> Result<Appender, OpenError> {
+        check_name(name).map_err(OpenError::BadName)?;
+        if !valid_page_size(opts.page_size) {
+            return Err(OpenError::BadPageSize(opts.page_size));
+        }
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lock = JournalLock::acquire(dir, name).map_err(OpenError::Locked)?;
+        let (page, tail, last, page_size) = match pages(dir, name) {
+            Err(OpenError::NotFound { .. }) => {
+                let page = PageMut::create_or_open(dir, name, 1, opts.page_size, opts.prepare)?;
+                (page, PAGE_HEADER_LEN, None, opts.page_size)
+            }
+            Err(e) => return Err(e),
+            Ok(p) => {
+                let t = locate_tail(dir, name, &p, true)?;
+                let page =
+                    PageMut::create_or_open(dir, name, t.page_no, p.page_size, opts.prepare)?;
+                (page, t.offset, t.last, p.page_size)
+            }
+        };
+        // Recovery: whatever a crashed writer left past the tail (a frame
+        // it had not published) becomes zeros, so no later frame can be
+        // read through it. The tail's own len word is already 0, so a reader
+        // waiting there sees nothing while this runs.
+        let dirty_end = nonzero_end(page.bytes(), tail);
+        if dirty_end > tail {
+            // SAFETY: [tail, dirty_end) is inside the mapping; we hold the
+            // journal lock, so no other writer; readers do not read past an
+            // unpublished len word.
+            unsafe { std::ptr::write_bytes(page.base().add(tail), 0, dirty_end - tail) };
+        }
+        let preparer = if opts.background {
+            let p = Preparer::spawn(dir.to_path_buf(), name.to_string(), page_size, opts.prepare)
+                .map_err(|source| OpenError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            p.request(page.page_no() + 1);
+            Some(p)
+        } else {
+            None
+        };
+        Ok(Appender {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            base: page.base(),
+            page,
+            page_size: page_size as usize,
+            max_payload: max_payload(page_size),
+            tail,
+            next_seq: last.map_or(1, |(s, _)| s + 1),
+            has_frames: last.is_some(),
+            last_time: last.map_or(i64::MIN, |(_, t)| t),
+            source: 0,
+            dest: 0,
+            switches: 0,
+            prepare: opts.prepare,
+            preparer,
+            _lock: lock,
+        })
+    }
+
+    /// Sets the source id put in frames written by [`append`](Self::append).
+    pub fn set_source(&mut self, source: u32) {
+        self.source = source;
+    }
+
+    /// Sets the destination id put in frames written by
+    /// [`append`](Self::append).
+    pub fn set_dest(&mut self, dest: u32) {
+        self.dest = dest;
+    }
+
+    /// Appends one frame and returns its sequence number.
+    #[inline]
+    pub fn append(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, AppendError> {
+        let meta = FrameMeta {
+            msg_type,
+            source: self.source,
+            dest: self.dest,
+            corr: 0,
+        };
+        self.append_meta(&meta, payload)
+    }
+
+    /// Appends one frame with every header field chosen.
+    #[inline]
+    pub fn append_meta(&mut self, meta: &FrameMeta, payload: &[u8]) -> Result<u64, AppendError> {
+        let off = self.reserve(payload.len())?;
+        // SAFETY: reserve() returned an offset with room for a header and
+        // payload.len() bytes inside the current page, past the tail, which
+        // no reader reads before publication.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                self.base.add(off + FRAME_HEADER_LEN),
+                payload.len(),
+            )
+        };
+        let time = self.now();
+        let seq = self.next_seq;
+        self.publish(off, meta, payload.len(), checksum(payload), seq, time);
+        Ok(seq)
+    }
+
+    /// Appends a frame copied from another journal, keeping its sequence
+    /// number and write time (the bridge's replicas). `seq` must be the
+    /// next sequence number (any, for a journal with no frame yet) and
+    /// `time_ns` no older than the last frame.
+    pub fn append_replica(
+        &mut self,
+        seq: u64,
+        time_ns: i64,
+        meta: &FrameMeta,
+        payload: &[u8],
+    ) -> Result<(), AppendError> {
+        if (self.has_frames && seq != self.next_seq) || seq == 0 || time_ns < self.last_time {
+            return Err(AppendError::OutOfOrder {
+                expected_seq: self.next_seq,
+                seq,
+                last_time_ns: self.last_time,
+                time_ns,
+            });
+        }
+        let off = self.reserve(payload.len())?;
+        // SAFETY: as in append_meta.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                self.base.add(off + FRAME_HEADER_LEN),
+                payload.len(),
+            )
+        };
+        self.publish(off, meta, payload.len(), checksum(payload), seq, time_ns);
+        Ok(())
+    }
+
+    /// Claims room for a payload of `len` bytes in the journal, to be
+    /// filled in place and published with [`Claim::commit`]. Dropping the
+    /// claim without committing publishes nothing.
+    #[inline]
+    pub fn claim(&mut self, len: usize) -> Result<Claim<'_>, AppendError> {
+        let off = self.reserve(len)?;
+        Ok(Claim {
+            app: self,
+            off,
+            len,
+            committed: false,
+        })
+    }
+
+    /// Finds room for a frame with `len` payload bytes, switching pages if
+    /// the current one is full; returns the frame's offset.
+    #[inline(always)]
+    fn reserve(&mut self, len: usize) -> Result<usize, AppendError> {
+        if len > self.max_payload {
+            return Err(AppendError::TooLarge {
+                len,
+                max: self.max_payload,
+            });
+        }
+        let size = align_frame(FRAME_HEADER_LEN + len);
+        if self.tail + size + END_MARKER_ROOM > self.page_size {
+            self.switch_page()?;
+        }
+        Ok(self.tail)
+    }
+
+    #[inline(always)]
+    fn now(&self) -> i64 {
+        crate::clock::now_ns().max(self.last_time)
+    }
+
+    /// Fills in the header of the frame at `off` and publishes it.
+    #[inline(always)]
+    fn publish(&mut self, off: usize, meta: &FrameMeta, len: usize, crc: u32, seq: u64, time: i64) {
+        // SAFETY: off is 8-aligned with room for the header in the page
+        // (reserve); its len word is still 0 (zero past the tail), so readers
+        // do not look at these bytes yet, and the len word itself is only
+        // touched atomically. The Release store of len then publishes
+        // header and payload together.
+        unsafe {
+            let h = self.base.add(off) as *mut FrameHeader;
+            (&raw mut (*h).msg_type).write(meta.msg_type);
+            (&raw mut (*h).seq).write(seq);
+            (&raw mut (*h).time_ns).write(time);
+            (&raw mut (*h).source).write(meta.source);
+            (&raw mut (*h).dest).write(meta.dest);
+            (&raw mut (*h).corr).write(meta.corr);
+            (&raw mut (*h).crc).write(crc);
+            (&raw mut (*h).flags).write(0);
+            AtomicU32::from_ptr(h as *mut u32)
+                .store((FRAME_HEADER_LEN + len) as u32, Ordering::Release);
+        }
+        self.tail = off + align_frame(FRAME_HEADER_LEN + len);
+        self.next_seq = seq + 1;
+        self.has_frames = true;
+        self.last_time = time;
+    }
+
+    /// Marks the current page ended and moves to the next one, which the
+    /// preparer has normally made ready already.
+    #[cold]
+    #[inline(never)]
+    fn switch_page(&mut self) -> Result<(), AppendError> {
+        let next_no = self.page.page_no() + 1;
+        let ready = self.preparer.as_ref().and_then(|p| p.take(next_no));
+        let next = match ready {
+            Some(p) => p,
+            None => PageMut::create_or_open(
+                &self.dir,
+                &self.name,
+                next_no,
+                self.page_size as u64,
+                self.prepare,
+            )
+            .map_err(AppendError::NewPage)?,
+        };
+        // The next page exists on disk before the marker tells readers to
+        // go there.
+        // SAFETY: tail + END_MARKER_ROOM <= page_size always holds, and the
+        // tail is 8-aligned; the word there is 0 and unread.
+        unsafe {
+            AtomicU32::from_ptr(self.base.add(self.tail) as *mut u32)
+                .store(END_OF_PAGE, Ordering::Release)
+        };
+        let old = std::mem::replace(&mut self.page, next);
+        self.base = self.page.base();
+        self.tail = PAGE_HEADER_LEN;
+        self.switches += 1;
+        match &self.preparer {
+            Some(p) => {
+                p.retire(old);
+                p.request(next_no + 1);
+            }
+            None => drop(old),
+        }
+        Ok(())
+    }
+
+    /// Sequence number the next frame gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Write time of the last frame (`i64::MIN` for an empty journal).
+    pub fn last_time_ns(&self) -> i64 {
+        self.last_time
+    }
+
+    /// Page switches this appender made.
+    pub fn page_switches(&self) -> u64 {
+        self.switches
+    }
+
+    /// Current page number and tail offset in it.
+    pub fn position(&self) -> (u64, usize) {
+        (self.page.page_no(), self.tail)
+    }
+
+    /// Largest payload a frame can have in this journal.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Page size of this journal.
+    pub fn page_size(&self) -> u64 {
+        self.page_size as u64
+    }
+
+    /// The journal's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The journal's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the preparer has the next page ready (for tests and benches).
+    pub fn next_page_ready(&self) -> bool {
+        self.preparer
+            .as_ref()
+            .is_some_and(|p| p.is_ready(self.page.page_no() + 1))
+    }
+}
+
+/// Room for one frame, claimed in the journal and filled in place.
+#[derive(Debug)]
+pub struct Claim<'a> {
+    app: &'a mut Appender,
+    off: usize,
+    len: usize,
+    committed: bool,
+}
+
+impl Claim<'_> {
+    /// Publishes the frame with `msg_type` and the appender's source and
+    /// destination; returns its sequence number.
+    #[inline]
+    pub fn commit(self, msg_type: u32) -> u64 {
+        let meta = FrameMeta {
+            msg_type,
+            source: self.app.source,
+            dest: self.app.dest,
+            corr: 0,
+        };
+        self.commit_meta(&meta)
+    }
+
+    /// Publishes the frame with every header field chosen.
+    #[inline]
+    pub fn commit_meta(mut self, meta: &FrameMeta) -> u64 {
+        let crc = checksum(&self);
+        let time = self.app.now();
+        let seq = self.app.next_seq;
+        self.app.publish(self.off, meta, self.len, crc, seq, time);
+        self.committed = true;
+        seq
+    }
+}
+
+impl std::ops::Deref for Claim<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        // SAFETY: reserve() gave room for len payload bytes after the header
+        // inside the mapping; the claim borrows the appender mutably, so only
+        // this claim touches these bytes.
+        unsafe {
+            std::slice::from_raw_parts(self.app.base.add(self.off + FRAME_HEADER_LEN), self.len)
+        }
+    }
+}
+
+impl std::ops::DerefMut for Claim<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in deref; unpublished bytes that no reader reads.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.app.base.add(self.off + FRAME_HEADER_LEN),
+                self.len,
+            )
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Leave zeros past the tail, as recovery would.
+            self.fill(0);
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The raw cursor: reads one journal's frames in order, straight from
+//! read-only mappings, following page switches. No service involved: it
+//! reads journal files directly (live, replay or analysis alike).
+
+use crate::format::{FrameHeader, END_OF_PAGE, FRAME_HEADER_LEN, PAGE_HEADER_LEN};
+use crate::locate::{first_frame, locate_tail, page_before, pages, OpenError};
+use crate::page::{PageError, PageRef};
+use crate::scan::{frame_end, load_len, Damage};
+use std::path::{Path, PathBuf};
+
+/// Where a cursor starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The first frame on disk.
+    First,
+    /// After the last frame published when the cursor opens.
+    End,
+    /// The frame with this sequence number (or the first after it).
+    Seq(u64),
+    /// The first frame written at or after this time (ns since the epoch).
+    Time(i64),
+}
+
+/// How a cursor reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CursorOptions {
+    /// Check every payload's CRC32C, failing with damage on a mismatch.
+    pub verify_crc: bool,
+    /// Pre-fault each page's mapping (MAP_POPULATE) so that reads take no
+    /// page fault; costs a few milliseconds per page when it is mapped.
+    pub populate: bool,
+}
+
+/// Why a cursor could not read on.
+#[derive(Debug)]
+pub enum ReadError {
+    /// A frame is damaged; the cursor stays before it.
+    Damaged(Damage),
+    /// The next page could not be opened.
+    Page(PageError),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Damaged(d) => write!(f, "{d}; run `tape verify` for details"),
+            ReadError::Page(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// One published frame, borrowed from the journal's mapping.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    header: &'a FrameHeader,
+    raw: &'a [u8],
+}
+
+impl<'a> Frame<'a> {
+    /// Sequence number.
+    #[inline(always)]
+    pub fn seq(&self) -> u64 {
+        self.header.seq
+    }
+    /// Write time, ns since the epoch.
+    #[inline(always)]
+    pub fn time_ns(&self) -> i64 {
+        self.header.time_ns
+    }
+    /// Message type.
+    #[inline(always)]
+    pub fn msg_type(&self) -> u32 {
+        self.header.msg_type
+    }
+    /// Source id.
+    #[inline(always)]
+    pub fn source(&self) -> u32 {
+        self.header.source
+    }
+    /// Destination id.
+    #[inline(always)]
+    pub fn dest(&self) -> u32 {
+        self.header.dest
+    }
+    /// Correlation id.
+    #[inline(always)]
+    pub fn corr(&self) -> u64 {
+        self.header.corr
+    }
+    /// CRC32C of the payload, as the writer stored it.
+    #[inline(always)]
+    pub fn crc(&self) -> u32 {
+        self.header.crc
+    }
+    /// The payload.
+    #[inline(always)]
+    pub fn payload(&self) -> &'a [u8] {
+        &self.raw[FRAME_HEADER_LEN..]
+    }
+    /// Header and payload as they are stored (`header().len` bytes).
+    #[inline(always)]
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+    /// The whole header.
+    #[inline(always)]
+    pub fn header(&self) -> &'a FrameHeader {
+        self.header
+    }
+    /// Whether the payload matches its checksum.
+    pub fn checksum_ok(&self) -> bool {
+        crate::format::checksum(self.payload()) == self.header.crc
+    }
+}
+
+/// Reads one journal in order.
+#[derive(Debug)]
+pub struct Cursor {
+    dir: PathBuf,
+    name: String,
+    page_size: u64,
+    page: PageRef,
+    off: usize,
+    /// Sequence number the next frame must have, once known.
+    expect_seq: Option<u64>,
+    /// The next page, mapped ahead of time by [`Cursor::prefetch`].
+    next_page: Option<PageRef>,
+    opts: CursorOptions,
+    /// Pages left behind, when the owner unmaps them elsewhere.
+    retired: Option<Vec<PageRef>>,
+}
+
+impl Cursor {
+    /// Opens journal `name` in `dir` at `start`. Fails with
+    /// [`OpenError::NotFound`] when it has no page yet.
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        start: Start,
+        opts: CursorOptions,
+    ) -> Result<Cursor, OpenError> {
+        let pages = pages(dir, name)?;
+        let size = Some(pages.page_size);
+        let open = |no| PageRef::open(dir, name, no, size, opts.populate);
+        let cursor = |page_no, off, expect_seq| -> Result<Cursor, OpenError> {
+            Ok(Cursor {
+                dir: dir.to_path_buf(),
+                name: name.to_string(),
+                page_size: pages.page_size,
+                page: open(page_no)?,
+                off,
+                expect_seq,
+                next_page: None,
+                opts,
+                retired: None,
+            })
+        };
+        match start {
+            Start::First => cursor(pages.numbers[0], PAGE_HEADER_LEN, None),
+            Start::End => {
+                let t = locate_tail(dir, name, &pages, false)?;
+                cursor(t.page_no, t.offset, t.last.map(|(s, _)| s + 1))
+            }
+            Start::Seq(seq) => {
+                let no = page_before(dir, name, &pages, |(s, _)| s <= seq)?;
+                let mut c = cursor(no, PAGE_HEADER_LEN, None)?;
+                c.skip_while(|h| h.seq < seq)?;
+                Ok(c)
+            }
+            Start::Time(t) => {
+                let no = page_before(dir, name, &pages, |(_, ft)| ft < t)?;
+                let mut c = cursor(no, PAGE_HEADER_LEN, None)?;
+                c.skip_while(|h| h.time_ns < t)?;
+                Ok(c)
+            }
+        }
+    }
+
+    fn skip_while(&mut self, mut pred: impl FnMut(&FrameHeader) -> bool) -> Result<(), OpenError> {
+        loop {
+            match self.peek() {
+                Ok(Some(f)) if pred(f.header()) => {}
+                Ok(_) => return Ok(()),
+                Err(ReadError::Damaged(d)) => return Err(OpenError::Damaged(d)),
+                Err(ReadError::Page(p)) => return Err(OpenError::Page(p)),
+            }
+            self.next().map_err(|e| match e {
+                ReadError::Damaged(d) => OpenError::Damaged(d),
+                ReadError::Page(p) => OpenError::Page(p),
+            })?;
+        }
+    }
+
+    /// The next unread frame, or `None` when the reader is at the end of
+    /// what the writer has published. Never blocks, never makes a system
+    /// call except when it crosses into a page it has not mapped yet.
+    #[inline]
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Frame<'_>>, ReadError> {
+        self.fetch(true)
+    }
+
+    /// The next unread frame without moving past it.
+    #[inline]
+    pub fn peek(&mut self) -> Result<Option<Frame<'_>>, ReadError> {
+        self.fetch(false)
+    }
+
+    #[inline(always)]
+    fn fetch(&mut self, consume: bool) -> Result<Option<Frame<'_>>, ReadError> {
+        let len = loop {
+            let len = load_len(self.page.bytes(), self.off);
+            if len != END_OF_PAGE {
+                break len;
+            }
+            self.turn_page()?;
+        };
+        if len == 0 {
+            return Ok(None);
+        }
+        let off = self.off;
+        let page = self.page.bytes();
+        let end = match frame_end(len, off, page.len()) {
+            Ok(end) => end,
+            Err(what) => return Err(self.damage(off, what)),
+        };
+        // SAFETY: frame_end checked that off + len lies inside the page and
+        // off is 8-aligned (FrameHeader's alignment). The Acquire load of the
+        // non-zero len above makes the header and payload visible, and a
+        // published frame never changes again.
+        let header = unsafe { &*(page.as_ptr().add(off) as *const FrameHeader) };
+        let raw = &page[off..off + len as usize];
+        if let Some(want) = self.expect_seq {
+            if header.seq != want {
+                let what = format!("sequence {} where {want} was expected", header.seq);
+                return Err(self.damage(off, what));
+            }
+        }
+        let frame = Frame { header, raw };
+        if self.opts.verify_crc && !frame.checksum_ok() {
+            let what = format!("checksum mismatch in frame seq {}", header.seq);
+            return Err(self.damage(off, what));
+        }
+        if consume {
+            self.off = end;
+            self.expect_seq = Some(header.seq + 1);
+        }
+        Ok(Some(frame))
+    }
+
+    #[cold]
+    fn damage(&self, off: usize, what: String) -> ReadError {
+        ReadError::Damaged(Damage::new(self.page.path(), off, what))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn turn_page(&mut self) -> Result<(), ReadError> {
+        let next_no = self.page.page_no() + 1;
+        let next = match self.next_page.take() {
+            Some(p) if p.page_no() == next_no => p,
+            _ => PageRef::open(
+                &self.dir,
+                &self.name,
+                next_no,
+                Some(self.page_size),
+                self.opts.populate,
+            )
+            .map_err(ReadError::Page)?,
+        };
+        let old = std::mem::replace(&mut self.page, next);
+        self.off = PAGE_HEADER_LEN;
+        match &mut self.retired {
+            Some(v) => v.push(old),
+            None => drop(old),
+        }
+        Ok(())
+    }
+
+    /// Maps the next page ahead of time if its file exists, so that the
+    /// page switch costs no system call. Returns whether it is mapped.
+    pub fn prefetch(&mut self) -> Result<bool, PageError> {
+        let next_no = self.page.page_no() + 1;
+        if self.next_page.as_ref().is_some_and(|p| p.page_no() == next_no) {
+            return Ok(true);
+        }
+        match PageRef::open(
+            &self.dir,
+            &self.name,
+            next_no,
+            Some(self.page_size),
+            self.opts.populate,
+        ) {
+            Ok(p) => {
+                self.next_page = Some(p);
+                Ok(true)
+            }
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Number of the page the next frame would be read from, and whether
+    /// the page after it is mapped ahead already.
+    pub fn page_state(&self) -> (u64, bool) {
+        (self.page.page_no(), self.next_page.is_some())
+    }
+
+    /// Hands a page mapped elsewhere (e.g. on a helper thread) to the
+    /// cursor as its next page.
+    pub fn offer_next_page(&mut self, page: PageRef) {
+        if page.page_no() == self.page.page_no() + 1 {
+            self.next_page = Some(page);
+        }
+    }
+
+    /// Keep pages the cursor leaves behind instead of unmapping them on the
+    /// reading thread; collect them with [`Cursor::take_retired`].
+    pub fn keep_retired(&mut self) {
+        self.retired.get_or_insert_with(Vec::new);
+    }
+
+    /// Pages the cursor left behind since the last call (see
+    /// [`Cursor::keep_retired`]).
+    pub fn take_retired(&mut self) -> Vec<PageRef> {
+        self.retired.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Sequence number the next frame will have, once known.
+    pub fn next_seq(&self) -> Option<u64> {
+        self.expect_seq
+    }
+
+    /// The journal's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The journal's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Page size of the journal.
+    pub fn page_size(&self) -> u64 {
+        self.page_size
+    }
+
+    /// (seq, time) of the first frame in the cursor's current page.
+    pub fn page_first_frame(&self) -> Option<(u64, i64)> {
+        first_frame(&self.page)
+    }
+}

@@ -1,0 +1,249 @@
+//! Journal names, page file names, listing a journal's pages, the writer lock.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Suffix of every page file: `<name>.<page_no:08>.journal`.
+pub const PAGE_SUFFIX: &str = ".journal";
+/// Suffix of the writer lock file: `<name>.lock`.
+pub const LOCK_SUFFIX: &str = ".lock";
+/// Longest journal name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// A journal name that is not allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadName(pub String);
+
+impl std::fmt::Display for BadName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "bad journal name {:?}: use 1 to {MAX_NAME_LEN} characters from A-Z a-z 0-9 _ - . not starting with a dot",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for BadName {}
+
+/// Checks a journal name: 1 to 64 of `A-Z a-z 0-9 _ - .`, not starting
+/// with `.`.
+pub fn check_name(name: &str) -> Result<(), BadName> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BadName(name.to_string()))
+    }
+}
+
+/// Path of page `page_no` of journal `name` in `dir`.
+pub fn page_path(dir: &Path, name: &str, page_no: u64) -> PathBuf {
+    dir.join(format!("{name}.{page_no:08}{PAGE_SUFFIX}"))
+}
+
+/// Path under which a page is built before it is renamed into place.
+pub(crate) fn page_tmp_path(dir: &Path, name: &str, page_no: u64) -> PathBuf {
+    dir.join(format!(".{name}.{page_no:08}{PAGE_SUFFIX}.tmp"))
+}
+
+/// Path of the writer lock file of journal `name` in `dir`.
+pub fn lock_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}{LOCK_SUFFIX}"))
+}
+
+/// Splits a page file name into journal name and page number.
+pub fn parse_page_file_name(file_name: &str) -> Option<(&str, u64)> {
+    let stem = file_name.strip_suffix(PAGE_SUFFIX)?;
+    let (name, no) = stem.rsplit_once('.')?;
+    if no.is_empty() || !no.bytes().all(|b| b.is_ascii_digit()) || check_name(name).is_err() {
+        return None;
+    }
+    Some((name, no.parse().ok()?))
+}
+
+/// Page numbers of journal `name` in `dir`, ascending. Empty when the
+/// journal has no page (or the folder does not exist).
+pub fn list_pages(dir: &Path, name: &str) -> io::Result<Vec<u64>> {
+    let mut pages = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(pages),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if let Some((n, no)) = entry.file_name().to_str().and_then(parse_page_file_name) {
+            if n == name {
+                pages.push(no);
+            }
+        }
+    }
+    pages.sort_unstable();
+    Ok(pages)
+}
+
+/// Names of the journals that have at least one page in `dir`, sorted.
+pub fn list_journals(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some((n, _)) = entry.file_name().to_str().and_then(parse_page_file_name) {
+            names.push(n.to_string());
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    Ok(names)
+}
+
+/// The exclusive writer lock of one journal: an `flock` on `<name>.lock`
+/// that the kernel drops when the holding process exits or is killed, so
+/// the one-writer rule holds even while no service runs.
+#[derive(Debug)]
+pub struct JournalLock {
+    _file: File,
+    path: PathBuf,
+}
+
+/// Why the writer lock could not be taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another process holds the lock; `pid` is what it wrote into the lock
+    /// file (0 when it had not written it yet).
+    Held {
+        /// The lock file.
+        path: PathBuf,
+        /// Pid of the holder, 0 if unknown.
+        pid: u32,
+    },
+    /// The lock file could not be opened or locked.
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+}
+
+impl std::fmt::Display for LockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockError::Held { path, pid } => write!(
+                f,
+                "another writer (pid {pid}) holds {}: stop it or wait for it to exit",
+                path.display()
+            ),
+            LockError::Io { path, source } => {
+                write!(f, "cannot lock {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for LockError {}
+
+impl JournalLock {
+    /// Takes the writer lock of journal `name` in `dir` without waiting.
+    pub fn acquire(dir: &Path, name: &str) -> Result<JournalLock, LockError> {
+        let path = lock_path(dir, name);
+        let io_err = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o640)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(io_err)?;
+        // SAFETY: flock on a file descriptor we own; it has no memory effects.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut s = String::new();
+                let _ = file.read_to_string(&mut s);
+                let pid = s.trim().parse().unwrap_or(0);
+                return Err(LockError::Held { path, pid });
+            }
+            return Err(io_err(err));
+        }
+        let pid = std::process::id();
+        file.set_len(0).map_err(io_err)?;
+        file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        writeln!(file, "{pid}").map_err(io_err)?;
+        Ok(JournalLock { _file: file, path })
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Pid written in the lock file of journal `name` if a live process holds
+/// its lock, `None` when nobody holds it.
+pub fn lock_holder(dir: &Path, name: &str) -> Option<u32> {
+    let path = lock_path(dir, name);
+    let mut file = File::open(&path).ok()?;
+    // SAFETY: flock on a descriptor we own. Shared and non-blocking: it
+    // succeeds only when no writer holds the exclusive lock.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if rc == 0 {
+        // SAFETY: as above; releases the shared lock we just took.
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+        return None;
+    }
+    let mut s = String::new();
+    let _ = file.read_to_string(&mut s);
+    Some(s.trim().parse().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("md").is_ok());
+        assert!(check_name("md.binance-BTC_USDT").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name(".hidden").is_err());
+        assert!(check_name("a/b").is_err());
+        assert!(check_name(&"x".repeat(65)).is_err());
+        assert_eq!(
+            parse_page_file_name("md.binance.00000003.journal"),
+            Some(("md.binance", 3))
+        );
+        assert_eq!(parse_page_file_name("md.x.journal"), None);
+        assert_eq!(parse_page_file_name(".md.00000001.journal.tmp"), None);
+    }
+
+    #[test]
+    fn lock_is_exclusive_and_names_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = JournalLock::acquire(dir.path(), "md").unwrap();
+        // flock is per open file description: a second open in the same
+        // process conflicts too.
+        match JournalLock::acquire(dir.path(), "md") {
+            Err(LockError::Held { pid, .. }) => assert_eq!(pid, std::process::id()),
+            other => panic!("expected Held, got {other:?}"),
+        }
+        assert_eq!(lock_holder(dir.path(), "md"), Some(std::process::id()));
+        drop(lock);
+        assert_eq!(lock_holder(dir.path(), "md"), None);
+        JournalLock::acquire(dir.path(), "md").unwrap();
+    }
+}

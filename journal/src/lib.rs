@@ -1,0 +1,109 @@
+//! tape-journal: the on-disk journal of tape.
+//!
+//! A journal is a named sequence of fixed-size page files in one folder
+//! (`<name>.<page_no:08>.journal`). Each page starts with a
+//! [`PageHeader`](format::PageHeader); frames follow, each a
+//! [`FrameHeader`](format::FrameHeader) and a payload, 8-byte aligned, never
+//! split across pages. The byte-level specification is `journal/FORMAT.md`;
+//! const assertions in [`format`] keep the code equal to it.
+//!
+//! This crate has no IPC: it is the format, the single-writer
+//! [`Appender`], the read-only [`Cursor`], recovery after a crashed writer
+//! (in [`Appender::open`]), [`verify`] and [`stats`]. The service, the
+//! registered `Writer` and the merging `Reader` are built on it in the
+//! other crates of the workspace.
+//!
+//! - [`Appender`]: append a frame, or [`claim`](Appender::claim) room, fill
+//!   it in place and commit. Sequence numbers run 1, 2, 3, ... across pages.
+//!   The next page is made ready by a background [`Preparer`].
+//! - [`Cursor`]: read frames in order, borrowed from a read-only mapping,
+//!   starting at the [`Start`] you choose.
+//!
+//! ```
+//! use tape_journal::{Appender, AppendOptions, Cursor, CursorOptions, Start};
+//! let dir = tempfile::tempdir().unwrap();
+//! let opts = AppendOptions { page_size: 1 << 20, ..AppendOptions::default() };
+//! let mut app = Appender::open(dir.path(), "md", opts).unwrap();
+//! assert_eq!(app.append(7, b"hello").unwrap(), 1);
+//! let mut claim = app.claim(5).unwrap();
+//! claim.copy_from_slice(b"world");
+//! assert_eq!(claim.commit(7), 2);
+//!
+//! let mut cur = Cursor::open(dir.path(), "md", Start::First, CursorOptions::default()).unwrap();
+//! let f = cur.next().unwrap().unwrap();
+//! assert_eq!((f.seq(), f.msg_type(), f.payload()), (1, 7, &b"hello"[..]));
+//! assert_eq!(cur.next().unwrap().unwrap().payload(), b"world");
+//! assert!(cur.next().unwrap().is_none());
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+#[cfg(not(all(target_os = "linux", target_endian = "little")))]
+compile_error!("tape journals are little-endian and use Linux mmap semantics");
+
+mod appender;
+pub mod clock;
+mod cursor;
+pub mod files;
+pub mod format;
+mod locate;
+pub mod page;
+mod prepare;
+mod scan;
+mod verify;
+
+pub use appender::{AppendError, AppendOptions, Appender, Claim, FrameMeta};
+pub use cursor::{Cursor, CursorOptions, Frame, ReadError, Start};
+pub use files::{check_name, list_journals, list_pages, lock_holder, JournalLock, LockError};
+pub use locate::{stats, JournalStats, OpenError};
+pub use page::{PageError, PrepareOptions};
+pub use prepare::Preparer;
+pub use scan::Damage;
+pub use verify::{verify, VerifyReport};
+
+/// Fuzzing and property-test entry points: parse untrusted bytes as a page
+/// and walk its frames the way recovery and verify do.
+pub mod parse {
+    use crate::scan::{scan_page, Damage, ScanCheck};
+    use std::path::Path;
+
+    /// What walking a page found.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct PageSummary {
+        /// Published frames.
+        pub frames: u64,
+        /// Offset just past the last frame.
+        pub tail: usize,
+        /// Whether the page ends with an end-of-page marker.
+        pub ended: bool,
+    }
+
+    /// Walks the frames of `bytes` as if it were a page (its length must be
+    /// a multiple of 8 and at least 64 + 48 bytes; anything else is
+    /// reported as damage). Checks lengths, sequence continuity, times and
+    /// checksums. Never panics on any input.
+    pub fn walk_page(bytes: &[u8]) -> Result<PageSummary, Damage> {
+        let file = Path::new("<bytes>");
+        let min = crate::format::PAGE_HEADER_LEN + crate::format::FRAME_HEADER_LEN;
+        if bytes.len() < min || bytes.len() % 8 != 0 {
+            return Err(Damage::new(file, 0, "too short or not a multiple of 8"));
+        }
+        // The walk loads len words atomically, which needs 8-aligned memory.
+        let mut words = vec![0u64; bytes.len() / 8];
+        // SAFETY: words has exactly bytes.len() bytes, any bytes are valid u64s.
+        let aligned = unsafe {
+            std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, bytes.len())
+        };
+        aligned.copy_from_slice(bytes);
+        let check = ScanCheck {
+            crc: true,
+            ..ScanCheck::default()
+        };
+        let s = scan_page(aligned, file, check)?;
+        Ok(PageSummary {
+            frames: s.frames,
+            tail: s.tail,
+            ended: s.ended,
+        })
+    }
+}

@@ -1,0 +1,274 @@
+//! Finding things in a journal without reading all of it: its tail (where
+//! the next frame goes), the page that holds a sequence number or a time,
+//! and summary statistics for `tape ls`.
+
+use crate::files::{list_pages, page_path};
+use crate::format::PAGE_HEADER_LEN;
+use crate::page::{PageError, PageRef};
+use crate::scan::{load_len, read_header, scan_page, Damage, PageScan, ScanCheck};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why a journal could not be opened or examined.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The journal name is not allowed.
+    BadName(crate::files::BadName),
+    /// The journal has no page file in that folder.
+    NotFound {
+        /// The folder.
+        dir: PathBuf,
+        /// The journal name.
+        name: String,
+    },
+    /// Listing the folder failed.
+    Io {
+        /// The folder or file.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// A page file is not a usable tape page.
+    Page(PageError),
+    /// A frame is damaged; a writer refuses to append after it.
+    Damaged(Damage),
+    /// The writer lock is held by another process.
+    Locked(crate::files::LockError),
+    /// The page size asked for is not allowed.
+    BadPageSize(u64),
+    /// The page numbers on disk have a hole.
+    MissingPage {
+        /// The page file that should exist.
+        path: PathBuf,
+    },
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::BadName(e) => e.fmt(f),
+            OpenError::NotFound { dir, name } => write!(
+                f,
+                "journal {name} not found in {}: check the name and --root",
+                dir.display()
+            ),
+            OpenError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            OpenError::Page(e) => e.fmt(f),
+            OpenError::Damaged(d) => write!(f, "{d}; run `tape verify` for details"),
+            OpenError::Locked(e) => e.fmt(f),
+            OpenError::BadPageSize(n) => write!(
+                f,
+                "page size {n} is not allowed: use a power of two from 1048576 (1 MiB) to 1073741824 (1 GiB)"
+            ),
+            OpenError::MissingPage { path } => write!(
+                f,
+                "page file {} is missing from the middle of the journal",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Io { source, .. } => Some(source),
+            OpenError::Page(e) => Some(e),
+            OpenError::Damaged(e) => Some(e),
+            OpenError::Locked(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<PageError> for OpenError {
+    fn from(e: PageError) -> Self {
+        OpenError::Page(e)
+    }
+}
+
+impl From<Damage> for OpenError {
+    fn from(e: Damage) -> Self {
+        OpenError::Damaged(e)
+    }
+}
+
+/// The pages of a journal and their size, checked to be contiguous.
+#[derive(Debug, Clone)]
+pub(crate) struct Pages {
+    pub numbers: Vec<u64>,
+    pub page_size: u64,
+}
+
+pub(crate) fn pages(dir: &Path, name: &str) -> Result<Pages, OpenError> {
+    crate::files::check_name(name).map_err(OpenError::BadName)?;
+    let numbers = list_pages(dir, name).map_err(|source| OpenError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let Some(&first) = numbers.first() else {
+        return Err(OpenError::NotFound {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+        });
+    };
+    for (i, &n) in numbers.iter().enumerate() {
+        if n != first + i as u64 {
+            return Err(OpenError::MissingPage {
+                path: page_path(dir, name, first + i as u64),
+            });
+        }
+    }
+    let page_size = crate::page::read_header(dir, name, first, None)?.page_size;
+    Ok(Pages { numbers, page_size })
+}
+
+/// Where the next frame of a journal goes.
+#[derive(Debug, Clone)]
+pub(crate) struct Tail {
+    /// Page holding the tail.
+    pub page_no: u64,
+    /// Offset of the tail in that page.
+    pub offset: usize,
+    /// (seq, time) of the last published frame, if any.
+    pub last: Option<(u64, i64)>,
+}
+
+/// Whether the page's first frame slot is unpublished.
+fn page_is_empty(page: &[u8]) -> bool {
+    load_len(page, PAGE_HEADER_LEN) == 0
+}
+
+/// Finds the tail: the highest page with a frame, walked to its end. Pages
+/// after it that have no frame are spares a writer made ahead of time.
+/// `check_crc` also checks the checksum of every frame in the tail page.
+pub(crate) fn locate_tail(
+    dir: &Path,
+    name: &str,
+    pages: &Pages,
+    check_crc: bool,
+) -> Result<Tail, OpenError> {
+    let size = Some(pages.page_size);
+    for (i, &no) in pages.numbers.iter().enumerate().rev() {
+        let page = PageRef::open(dir, name, no, size, false)?;
+        if page_is_empty(page.bytes()) && i > 0 {
+            continue;
+        }
+        let check = ScanCheck {
+            crc: check_crc,
+            ..ScanCheck::default()
+        };
+        let scan = scan_page(page.bytes(), page.path(), check)?;
+        if scan.ended {
+            // The writer makes the next page before it marks this one ended.
+            return Ok(Tail {
+                page_no: no + 1,
+                offset: PAGE_HEADER_LEN,
+                last: scan.last,
+            });
+        }
+        return Ok(Tail {
+            page_no: no,
+            offset: scan.tail,
+            last: scan.last,
+        });
+    }
+    unreachable!("pages() returns at least one page")
+}
+
+/// (seq, time) of the first frame of a page, `None` if it has none yet.
+pub(crate) fn first_frame(page: &PageRef) -> Option<(u64, i64)> {
+    let b = page.bytes();
+    let len = load_len(b, PAGE_HEADER_LEN);
+    if len == 0 || len == crate::format::END_OF_PAGE {
+        return None;
+    }
+    let h = read_header(b, PAGE_HEADER_LEN);
+    Some((h.seq, h.time_ns))
+}
+
+/// The last page whose first frame is before `target` by `key`, found by
+/// binary search over the page headers' first frames (pages with no frame
+/// yet only come last). Falls back to the first page.
+pub(crate) fn page_before(
+    dir: &Path,
+    name: &str,
+    pages: &Pages,
+    key: impl Fn((u64, i64)) -> bool,
+) -> Result<u64, OpenError> {
+    let mut err = None;
+    let idx = pages.numbers.partition_point(|&no| {
+        match PageRef::open(dir, name, no, Some(pages.page_size), false) {
+            Ok(p) => first_frame(&p).is_some_and(&key),
+            Err(e) => {
+                err.get_or_insert(e);
+                false
+            }
+        }
+    });
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    Ok(pages.numbers[idx.saturating_sub(1)])
+}
+
+/// What `tape ls` shows of a journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Number of page files.
+    pub pages: u64,
+    /// First page number on disk (1 unless old pages were pruned).
+    pub first_page: u64,
+    /// Page size in bytes.
+    pub page_size: u64,
+    /// Number of frames (last_seq - first_seq + 1; sequence numbers have no
+    /// gap).
+    pub frames: u64,
+    /// Sequence number of the first frame on disk, 0 when none.
+    pub first_seq: u64,
+    /// Sequence number of the last frame, 0 when none.
+    pub last_seq: u64,
+    /// Write time of the last frame, 0 when none.
+    pub last_time_ns: i64,
+    /// Bytes the page files take on disk.
+    pub disk_bytes: u64,
+}
+
+/// Summarises a journal from its first page's first frame and its tail.
+pub fn stats(dir: &Path, name: &str) -> Result<JournalStats, OpenError> {
+    let pages = pages(dir, name)?;
+    let first_no = pages.numbers[0];
+    let first_page = PageRef::open(dir, name, first_no, Some(pages.page_size), false)?;
+    let first = first_frame(&first_page);
+    let tail = locate_tail(dir, name, &pages, false)?;
+    let mut disk_bytes = 0;
+    for &no in &pages.numbers {
+        use std::os::unix::fs::MetadataExt;
+        let path = page_path(dir, name, no);
+        let meta = std::fs::metadata(&path).map_err(|source| OpenError::Io { path, source })?;
+        disk_bytes += meta.blocks() * 512;
+    }
+    let (first_seq, last_seq, last_time_ns) = match (first, tail.last) {
+        (Some((f, _)), Some((l, t))) => (f, l, t),
+        _ => (0, 0, 0),
+    };
+    Ok(JournalStats {
+        pages: pages.numbers.len() as u64,
+        first_page: first_no,
+        page_size: pages.page_size,
+        frames: if last_seq == 0 {
+            0
+        } else {
+            last_seq - first_seq + 1
+        },
+        first_seq,
+        last_seq,
+        last_time_ns,
+        disk_bytes,
+    })
+}
+
+/// A scan of one page that keeps going across pages (verify).
+pub(crate) fn scan_checked(page: &PageRef, check: ScanCheck) -> Result<PageScan, Damage> {
+    scan_page(page.bytes(), page.path(), check)
+}

@@ -1,0 +1,193 @@
+//! Walking the frames of a page: the one place that decides whether a frame
+//! is valid. Recovery, seeking, `verify` and `ls` all use it.
+
+use crate::format::{
+    align_frame, checksum, FrameHeader, END_MARKER_ROOM, END_OF_PAGE, FRAME_HEADER_LEN,
+    PAGE_HEADER_LEN,
+};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Damage found in a journal: the file, the byte offset in it, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The page file.
+    pub file: PathBuf,
+    /// Byte offset of the damaged frame (or field) in the file.
+    pub offset: u64,
+    /// What is wrong there.
+    pub what: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "journal damaged at {} offset {}: {}",
+            self.file.display(),
+            self.offset,
+            self.what
+        )
+    }
+}
+
+impl std::error::Error for Damage {}
+
+impl Damage {
+    pub(crate) fn new(file: &Path, offset: usize, what: impl Into<String>) -> Self {
+        Damage {
+            file: file.to_path_buf(),
+            offset: offset as u64,
+            what: what.into(),
+        }
+    }
+}
+
+/// Loads the publication word of the frame at `off` with Acquire ordering.
+///
+/// Panics (a bug, not bad input) if `off` is not a 4-aligned offset with
+/// room for a frame header: callers keep `off` inside the page.
+#[inline(always)]
+pub(crate) fn load_len(page: &[u8], off: usize) -> u32 {
+    assert!(off % 8 == 0 && off + FRAME_HEADER_LEN <= page.len());
+    // SAFETY: off is 8-aligned and in bounds (checked above) and the mapping
+    // is page-aligned, so the pointer is valid and aligned for an AtomicU32.
+    // The word may be stored concurrently by the writer, which is exactly
+    // what the atomic load is for.
+    unsafe { AtomicU32::from_ptr(page.as_ptr().add(off) as *mut u32).load(Ordering::Acquire) }
+}
+
+/// Reads the header of a frame whose `len` was already loaded non-zero
+/// with Acquire, so its bytes are published and no longer change.
+#[inline(always)]
+pub(crate) fn read_header(page: &[u8], off: usize) -> FrameHeader {
+    assert!(off % 8 == 0 && off + FRAME_HEADER_LEN <= page.len());
+    // SAFETY: in bounds and 8-aligned (checked above; FrameHeader is
+    // align(8)); the frame was published (its len was Acquire-loaded
+    // non-zero), so the writer no longer writes these bytes. Any bit pattern
+    // is a valid FrameHeader.
+    unsafe { std::ptr::read(page.as_ptr().add(off) as *const FrameHeader) }
+}
+
+/// Checks the `len` of the frame at `off` and returns the offset of the
+/// frame after it, or what is wrong.
+#[inline(always)]
+pub(crate) fn frame_end(len: u32, off: usize, page_size: usize) -> Result<usize, String> {
+    let len = len as usize;
+    if len < FRAME_HEADER_LEN {
+        return Err(format!("frame length {len} is shorter than a frame header"));
+    }
+    let end = off + align_frame(len);
+    if end + END_MARKER_ROOM > page_size {
+        return Err(format!(
+            "frame length {len} runs past the end of the page ({page_size} bytes)"
+        ));
+    }
+    Ok(end)
+}
+
+/// What a walk over one page found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PageScan {
+    /// Published frames in the page.
+    pub frames: u64,
+    /// (seq, time) of the first frame.
+    pub first: Option<(u64, i64)>,
+    /// (seq, time) of the last frame.
+    pub last: Option<(u64, i64)>,
+    /// Offset just past the last frame: where the next frame goes, or where
+    /// the end-of-page marker is.
+    pub tail: usize,
+    /// Whether the page ends with an end-of-page marker.
+    pub ended: bool,
+    /// Payload bytes in the page.
+    pub payload_bytes: u64,
+}
+
+/// How strictly [`scan_page`] checks.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ScanCheck {
+    /// The sequence number the first frame must have, if known.
+    pub expect_seq: Option<u64>,
+    /// Frames must not be older than this.
+    pub min_time: Option<i64>,
+    /// Check every payload's CRC32C.
+    pub crc: bool,
+}
+
+/// Walks the frames of one page from its first frame to its tail.
+pub(crate) fn scan_page(page: &[u8], file: &Path, check: ScanCheck) -> Result<PageScan, Damage> {
+    let page_size = page.len();
+    let mut s = PageScan {
+        tail: PAGE_HEADER_LEN,
+        ..PageScan::default()
+    };
+    let mut expect = check.expect_seq;
+    let mut min_time = check.min_time;
+    let mut off = PAGE_HEADER_LEN;
+    loop {
+        let len = load_len(page, off);
+        if len == 0 {
+            break;
+        }
+        if len == END_OF_PAGE {
+            s.ended = true;
+            break;
+        }
+        let end = frame_end(len, off, page_size).map_err(|w| Damage::new(file, off, w))?;
+        let h = read_header(page, off);
+        if let Some(want) = expect {
+            if h.seq != want {
+                return Err(Damage::new(
+                    file,
+                    off,
+                    format!("sequence {} where {want} was expected", h.seq),
+                ));
+            }
+        }
+        if let Some(t) = min_time {
+            if h.time_ns < t {
+                return Err(Damage::new(
+                    file,
+                    off,
+                    format!("time {} is older than the frame before ({t})", h.time_ns),
+                ));
+            }
+        }
+        let payload = &page[off + FRAME_HEADER_LEN..off + len as usize];
+        if check.crc && checksum(payload) != h.crc {
+            return Err(Damage::new(
+                file,
+                off,
+                format!("checksum mismatch in frame seq {}", h.seq),
+            ));
+        }
+        if s.first.is_none() {
+            s.first = Some((h.seq, h.time_ns));
+        }
+        s.last = Some((h.seq, h.time_ns));
+        s.frames += 1;
+        s.payload_bytes += payload.len() as u64;
+        expect = Some(h.seq + 1);
+        min_time = Some(h.time_ns);
+        off = end;
+    }
+    s.tail = off;
+    Ok(s)
+}
+
+/// Offset one past the last non-zero byte at or after `from`, or `from`
+/// when everything from there on is zero.
+pub(crate) fn nonzero_end(page: &[u8], from: usize) -> usize {
+    // Word by word from the end: a page is mostly zeros, scanned at memory
+    // speed. `from` and the page length are multiples of 8.
+    let words = page[from..].chunks_exact(8);
+    debug_assert!(words.remainder().is_empty());
+    let n = words.len();
+    for (i, w) in page[from..].chunks_exact(8).rev().enumerate() {
+        if w != [0u8; 8] {
+            return from + (n - i) * 8;
+        }
+    }
+    from
+}

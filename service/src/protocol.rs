@@ -1,0 +1,648 @@
+//! The wire protocol: framing, the messages both sides exchange, and the
+//! decoder that turns bytes from the socket into a [`Request`].
+//!
+//! service/PROTOCOL.md is the normative description; this module is its
+//! implementation. Every message is a frame: a `u32` little-endian length
+//! followed by that many bytes of one UTF-8 JSON object whose `"type"` field
+//! names the message. A frame is checked against its limit *before* any
+//! buffer is allocated for it, so a peer can never make us allocate more than
+//! [`MAX_REQUEST`] bytes per connection.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version spoken by this crate; sent in the `hello` handshake.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest request body (JSON bytes after the length prefix) the service
+/// accepts: 64 KiB.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// Largest reply body the client accepts: 16 MiB. Replies can be larger
+/// than requests because `list` and `journals` return many entries.
+pub const MAX_REPLY: usize = 16 * 1024 * 1024;
+
+/// Longest journal or peer name, in bytes.
+pub const MAX_NAME: usize = 255;
+
+/// Longest journal directory, in bytes (Linux `PATH_MAX`).
+pub const MAX_DIR: usize = 4096;
+
+/// Largest `per_page` a `list` request may ask for.
+pub const MAX_PER_PAGE: u32 = 1000;
+
+/// Most journals one reader registration may hold.
+pub const MAX_READER_JOURNALS: usize = 1024;
+
+/// One journal: the folder that holds its pages and its name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct JournalId {
+    /// Absolute folder of the journal's page files (canonical once the
+    /// service has registered it).
+    pub dir: PathBuf,
+    /// Journal name: 1 to 255 bytes, no `/`, no NUL, no control character,
+    /// not `.` or `..`.
+    pub journal: String,
+}
+
+/// What a registered peer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PeerKind {
+    /// Holds one journal for writing.
+    Writer,
+    /// Reads one or more journals.
+    Reader,
+    /// A kind this client does not know (sent by a newer service; a future
+    /// `endpoint` kind for request/reply is planned).
+    #[serde(other)]
+    Other,
+}
+
+/// A registered peer, as the service reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Registration id: unique within one service run, increasing in
+    /// registration order (starts at 1). `list` is ordered by it.
+    pub id: u64,
+    /// Writer or reader.
+    pub kind: PeerKind,
+    /// The reader's name, or the journal name for a writer.
+    pub name: String,
+    /// Process id of the peer (from `SO_PEERCRED`).
+    pub pid: u32,
+    /// User id of the peer (from `SO_PEERCRED`).
+    pub uid: u32,
+    /// Group id of the peer (from `SO_PEERCRED`).
+    pub gid: u32,
+    /// When it registered: nanoseconds since the Unix epoch (CLOCK_REALTIME).
+    pub since_ns: u64,
+    /// The journal a writer holds, or the journals a reader reads.
+    pub journals: Vec<JournalId>,
+}
+
+/// A peer as named in a [`JournalInfo`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalPeer {
+    /// Registration id (see [`Peer::id`]).
+    pub id: u64,
+    /// Peer name (see [`Peer::name`]).
+    pub name: String,
+    /// Process id.
+    pub pid: u32,
+}
+
+/// One registered journal with its writer and readers (the `journals` query).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalInfo {
+    /// Canonical folder of the journal.
+    pub dir: PathBuf,
+    /// Journal name.
+    pub journal: String,
+    /// The writer holding it, if any.
+    pub writer: Option<JournalPeer>,
+    /// Readers that registered it, by registration id.
+    pub readers: Vec<JournalPeer>,
+}
+
+/// Error codes carried by an `error` reply (see PROTOCOL.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The `hello` carried a protocol version the service does not speak.
+    Version,
+    /// The frame is not a JSON object with a string `type`, or its fields
+    /// have the wrong types.
+    Malformed,
+    /// The length prefix exceeds the limit, or is zero.
+    TooLarge,
+    /// The connection closed in the middle of a frame.
+    Truncated,
+    /// No `hello` within the handshake deadline, or a frame was not
+    /// completed in time.
+    Timeout,
+    /// The `type` names no message this service knows.
+    UnknownType,
+    /// The first message was not `hello`, or `hello` was sent twice.
+    HandshakeRequired,
+    /// The connection already registered a writer or reader.
+    AlreadyRegistered,
+    /// `add_journal` on a connection that is not a registered reader.
+    NotRegistered,
+    /// A field has a value out of range (bad name, relative dir, ...).
+    Invalid,
+    /// Another writer holds the journal; the reply carries its `pid`.
+    Held,
+    /// A per-connection limit was hit (e.g. journals per reader).
+    Limit,
+    /// The service has reached its connection limit.
+    Busy,
+    /// A code this client does not know (sent by a newer service).
+    #[serde(other)]
+    Other,
+}
+
+impl ErrorCode {
+    /// Whether the service closes the connection after sending this error.
+    pub fn closes_connection(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Version
+                | ErrorCode::Malformed
+                | ErrorCode::TooLarge
+                | ErrorCode::Truncated
+                | ErrorCode::Timeout
+                | ErrorCode::UnknownType
+                | ErrorCode::HandshakeRequired
+                | ErrorCode::Busy
+        )
+    }
+}
+
+/// A message from a client to the service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Handshake: must be the first message of every connection.
+    Hello {
+        /// Protocol version the client speaks.
+        version: u32,
+    },
+    /// Register this connection as the writer of one journal.
+    RegisterWriter {
+        /// Absolute journal folder.
+        dir: PathBuf,
+        /// Journal name.
+        journal: String,
+    },
+    /// Register this connection as a reader.
+    RegisterReader {
+        /// Reader name.
+        name: String,
+        /// Journals it reads (may be empty).
+        #[serde(default)]
+        journals: Vec<JournalId>,
+    },
+    /// Add one journal to this connection's reader registration.
+    AddJournal {
+        /// Absolute journal folder.
+        dir: PathBuf,
+        /// Journal name.
+        journal: String,
+    },
+    /// Find the oldest registered peer with this name.
+    Find {
+        /// Peer name.
+        name: String,
+    },
+    /// One page of registered peers, ordered by registration id.
+    List {
+        /// Zero-based page index.
+        page: u64,
+        /// Peers per page, 1 to 1000.
+        per_page: u32,
+    },
+    /// Number of registered peers.
+    Count,
+    /// Every registered journal with its writer and readers.
+    Journals,
+}
+
+/// The `type` values [`Request`] knows, to tell `unknown_type` from
+/// `malformed`.
+const REQUEST_TYPES: &[&str] = &[
+    "hello",
+    "register_writer",
+    "register_reader",
+    "add_journal",
+    "find",
+    "list",
+    "count",
+    "journals",
+];
+
+/// A message from the service to a client: exactly one per request, in
+/// request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// Answer to `hello`.
+    Hello {
+        /// Protocol version of the service.
+        version: u32,
+        /// Process id of the service.
+        service_pid: u32,
+    },
+    /// Answer to `register_writer` / `register_reader`.
+    Registered {
+        /// The new registration id.
+        id: u64,
+    },
+    /// Answer to `add_journal`.
+    Ok,
+    /// Answer to `find`.
+    Peer {
+        /// The peer, or `null` when none has that name.
+        peer: Option<Peer>,
+    },
+    /// Answer to `list`.
+    Peers {
+        /// Total number of registered peers.
+        total: u64,
+        /// The page asked for (possibly empty).
+        peers: Vec<Peer>,
+    },
+    /// Answer to `count`.
+    Count {
+        /// Number of registered peers.
+        count: u64,
+    },
+    /// Answer to `journals`.
+    Journals {
+        /// Registered journals, ordered by `(dir, journal)`.
+        journals: Vec<JournalInfo>,
+    },
+    /// The request failed.
+    Error {
+        /// What went wrong.
+        code: ErrorCode,
+        /// One lower-case sentence for people.
+        message: String,
+        /// With `held`: the pid of the writer holding the journal.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+    },
+}
+
+impl Reply {
+    /// An error reply without a pid.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
+        Reply::Error {
+            code,
+            message: message.into(),
+            pid: None,
+        }
+    }
+}
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+pub enum FrameError {
+    /// The peer closed the connection cleanly before a frame began.
+    Eof,
+    /// The peer closed the connection in the middle of a frame.
+    Truncated,
+    /// The length prefix is zero or larger than the limit.
+    TooLarge(u32),
+    /// A read timed out in the middle of a frame.
+    Timeout,
+    /// Another I/O error.
+    Io(io::Error),
+}
+
+/// Why a frame body is not a valid request: the error code and message to
+/// send back before closing the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// `malformed` or `unknown_type`.
+    pub code: ErrorCode,
+    /// One lower-case sentence.
+    pub message: String,
+}
+
+/// Reads one frame into `buf` (cleared first). The length prefix is checked
+/// against `max` before anything is allocated.
+pub fn read_frame<R: Read>(r: &mut R, max: usize, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+    let mut len = [0u8; 4];
+    read_exact_or(r, &mut len, true)?;
+    let n = u32::from_le_bytes(len);
+    if n == 0 || n as usize > max {
+        return Err(FrameError::TooLarge(n));
+    }
+    buf.clear();
+    buf.resize(n as usize, 0);
+    read_exact_or(r, buf, false)
+}
+
+/// `read_exact` that tells a clean EOF (nothing read, `at_start`) from a
+/// truncated frame and maps timeouts.
+fn read_exact_or<R: Read>(r: &mut R, mut out: &mut [u8], at_start: bool) -> Result<(), FrameError> {
+    let mut got_any = false;
+    while !out.is_empty() {
+        match r.read(out) {
+            Ok(0) if at_start && !got_any => return Err(FrameError::Eof),
+            Ok(0) => return Err(FrameError::Truncated),
+            Ok(k) => {
+                got_any = true;
+                out = &mut out[k..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(FrameError::Timeout)
+            }
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Writes one frame: the length prefix and the JSON of `msg`.
+pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
+    w.write_all(&encode_frame(msg)?)
+}
+
+/// One whole frame: the `u32` little-endian length, then the JSON of `msg`.
+pub fn encode_frame<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
+    let mut frame = vec![0u8; 4];
+    serde_json::to_writer(&mut frame, msg).map_err(io::Error::other)?;
+    let len = u32::try_from(frame.len() - 4)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too large"))?;
+    frame[..4].copy_from_slice(&len.to_le_bytes());
+    Ok(frame)
+}
+
+/// Decodes a frame body into a request. Never panics; allocation is bounded
+/// by the body size (serde_json also bounds nesting depth at 128).
+pub fn decode_request(body: &[u8]) -> Result<Request, DecodeError> {
+    let malformed = |what: String| DecodeError {
+        code: ErrorCode::Malformed,
+        message: what,
+    };
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| malformed(format!("the message is not valid json ({e}): send one utf-8 json object per frame")))?;
+    let ty = match value.get("type") {
+        Some(serde_json::Value::String(s)) => s.as_str(),
+        _ => {
+            return Err(malformed(
+                "the message is not a json object with a string \"type\" field: see PROTOCOL.md"
+                    .into(),
+            ))
+        }
+    };
+    if !REQUEST_TYPES.contains(&ty) {
+        return Err(DecodeError {
+            code: ErrorCode::UnknownType,
+            message: format!(
+                "unknown message type {:?}: use one of {}",
+                truncate(ty, 64),
+                REQUEST_TYPES.join(", ")
+            ),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| {
+        malformed(format!(
+            "bad fields in a {ty} message ({e}): see PROTOCOL.md for its fields"
+        ))
+    })
+}
+
+/// Decodes a reply body (client side).
+pub fn decode_reply(body: &[u8]) -> Result<Reply, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Checks a journal name; the error is a lower-case sentence.
+pub fn validate_journal_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(format!(
+            "journal name {:?} must be 1 to {MAX_NAME} bytes long",
+            truncate(name, 64)
+        ));
+    }
+    if name == "." || name == ".." || name.contains('/') || name.chars().any(char::is_control) {
+        return Err(format!(
+            "journal name {:?} must not be . or .. nor contain / or control characters",
+            truncate(name, 64)
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a reader name; the error is a lower-case sentence.
+pub fn validate_peer_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(format!(
+            "name {:?} must be 1 to {MAX_NAME} bytes long",
+            truncate(name, 64)
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!(
+            "name {:?} must not contain control characters",
+            truncate(name, 64)
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a journal folder as sent on the wire: absolute, at most
+/// [`MAX_DIR`] bytes, no NUL.
+pub fn validate_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = dir.as_os_str().as_bytes();
+    if !dir.is_absolute() || bytes.len() > MAX_DIR || bytes.contains(&0) {
+        return Err(format!(
+            "journal folder {:?} must be an absolute path of at most {MAX_DIR} bytes",
+            truncate(&dir.to_string_lossy(), 128)
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Cursor;
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut v = (body.len() as u32).to_le_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn round_trip_requests() {
+        let reqs = [
+            Request::Hello { version: 1 },
+            Request::RegisterWriter {
+                dir: "/a/b".into(),
+                journal: "md".into(),
+            },
+            Request::RegisterReader {
+                name: "s1".into(),
+                journals: vec![JournalId {
+                    dir: "/a".into(),
+                    journal: "x".into(),
+                }],
+            },
+            Request::List {
+                page: 2,
+                per_page: 7,
+            },
+            Request::Count,
+            Request::Journals,
+        ];
+        for r in reqs {
+            let mut wire = Vec::new();
+            write_frame(&mut wire, &r).unwrap();
+            let mut buf = Vec::new();
+            read_frame(&mut Cursor::new(wire), MAX_REQUEST, &mut buf).unwrap();
+            assert_eq!(decode_request(&buf).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn documented_examples_decode() {
+        // The exact bytes PROTOCOL.md shows.
+        let r = decode_request(br#"{"type":"hello","version":1}"#).unwrap();
+        assert_eq!(r, Request::Hello { version: 1 });
+        let r = decode_request(br#"{"type":"count"}"#).unwrap();
+        assert_eq!(r, Request::Count);
+        let r = decode_request(br#"{"type":"register_reader","name":"s"}"#).unwrap();
+        assert!(matches!(r, Request::RegisterReader { journals, .. } if journals.is_empty()));
+        let reply = decode_reply(br#"{"type":"error","code":"held","message":"m","pid":7}"#).unwrap();
+        assert!(matches!(
+            reply,
+            Reply::Error {
+                code: ErrorCode::Held,
+                pid: Some(7),
+                ..
+            }
+        ));
+        let reply = decode_reply(br#"{"type":"error","code":"from_the_future","message":"m"}"#)
+            .unwrap();
+        assert!(matches!(
+            reply,
+            Reply::Error {
+                code: ErrorCode::Other,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn classify_bad_bodies() {
+        assert_eq!(
+            decode_request(b"\xff\x00garbage").unwrap_err().code,
+            ErrorCode::Malformed
+        );
+        assert_eq!(decode_request(b"[1,2]").unwrap_err().code, ErrorCode::Malformed);
+        assert_eq!(
+            decode_request(br#"{"type":"launch_missiles"}"#).unwrap_err().code,
+            ErrorCode::UnknownType
+        );
+        assert_eq!(
+            decode_request(br#"{"type":"list","page":"x","per_page":1}"#)
+                .unwrap_err()
+                .code,
+            ErrorCode::Malformed
+        );
+    }
+
+    #[test]
+    fn frame_limits() {
+        let mut buf = Vec::new();
+        let big = (u32::MAX).to_le_bytes();
+        assert!(matches!(
+            read_frame(&mut Cursor::new(big), MAX_REQUEST, &mut buf),
+            Err(FrameError::TooLarge(u32::MAX))
+        ));
+        assert!(buf.capacity() == 0, "nothing allocated for a refused frame");
+        assert!(matches!(
+            read_frame(&mut Cursor::new([0u8; 4]), MAX_REQUEST, &mut buf),
+            Err(FrameError::TooLarge(0))
+        ));
+        assert!(matches!(
+            read_frame(&mut Cursor::new(Vec::new()), MAX_REQUEST, &mut buf),
+            Err(FrameError::Eof)
+        ));
+        assert!(matches!(
+            read_frame(&mut Cursor::new([5u8, 0]), MAX_REQUEST, &mut buf),
+            Err(FrameError::Truncated)
+        ));
+        let mut t = frame(b"{\"type\":\"count\"}");
+        t.truncate(10);
+        assert!(matches!(
+            read_frame(&mut Cursor::new(t), MAX_REQUEST, &mut buf),
+            Err(FrameError::Truncated)
+        ));
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_journal_name("md").is_ok());
+        for bad in ["", ".", "..", "a/b", "a\0b", "a\nb"] {
+            assert!(validate_journal_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_journal_name(&"x".repeat(256)).is_err());
+        assert!(validate_peer_name("strategy one").is_ok());
+        assert!(validate_peer_name("").is_err());
+        assert!(validate_dir(std::path::Path::new("rel")).is_err());
+        assert!(validate_dir(std::path::Path::new("/abs")).is_ok());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes through framing and decoding: never a panic, and
+        /// never a buffer larger than the request limit.
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut cur = Cursor::new(&bytes);
+            let mut buf = Vec::new();
+            for _ in 0..8 {
+                match read_frame(&mut cur, MAX_REQUEST, &mut buf) {
+                    Ok(()) => {
+                        prop_assert!(buf.capacity() <= MAX_REQUEST);
+                        let _ = decode_request(&buf);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let _ = decode_request(&bytes);
+        }
+
+        /// A well-framed body of arbitrary JSON-ish text decodes or is
+        /// refused with a code that closes the connection.
+        #[test]
+        fn json_like_bodies(body in "\\{(\"type\":\"[a-z_]{0,16}\",?)?(\"[a-z_]{1,8}\":(\\d{1,20}|\"[^\"]{0,8}\"|null|\\[\\]|\\{\\}),?){0,4}\\}") {
+            let wire = frame(body.as_bytes());
+            let mut buf = Vec::new();
+            read_frame(&mut Cursor::new(wire), MAX_REQUEST, &mut buf).unwrap();
+            if let Err(e) = decode_request(&buf) {
+                prop_assert!(e.code.closes_connection());
+            }
+        }
+
+        /// A length prefix of any value never allocates past the limit.
+        #[test]
+        fn length_prefix_bounded(len in any::<u32>(), tail in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut wire = len.to_le_bytes().to_vec();
+            wire.extend_from_slice(&tail);
+            let mut buf = Vec::new();
+            let _ = read_frame(&mut Cursor::new(wire), MAX_REQUEST, &mut buf);
+            prop_assert!(buf.capacity() <= MAX_REQUEST);
+        }
+    }
+}
