@@ -180,9 +180,9 @@ impl Appender {
         let preparer = if opts.background {
             let p = Preparer::spawn(dir.to_path_buf(), name.to_string(), page_size, opts.prepare)
                 .map_err(|source| OpenError::Io {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
+                path: dir.to_path_buf(),
+                source,
+            })?;
             p.request(page.page_no() + 1);
             Some(p)
         } else {
@@ -487,10 +487,7 @@ impl std::ops::DerefMut for Claim<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in deref; unpublished bytes that no reader reads.
         unsafe {
-            std::slice::from_raw_parts_mut(
-                self.app.base.add(self.off + FRAME_HEADER_LEN),
-                self.len,
-            )
+            std::slice::from_raw_parts_mut(self.app.base.add(self.off + FRAME_HEADER_LEN), self.len)
         }
     }
 }

@@ -283,7 +283,11 @@ impl Cursor {
     /// page switch costs no system call. Returns whether it is mapped.
     pub fn prefetch(&mut self) -> Result<bool, PageError> {
         let next_no = self.page.page_no() + 1;
-        if self.next_page.as_ref().is_some_and(|p| p.page_no() == next_no) {
+        if self
+            .next_page
+            .as_ref()
+            .is_some_and(|p| p.page_no() == next_no)
+        {
             return Ok(true);
         }
         match PageRef::open(
@@ -325,7 +329,10 @@ impl Cursor {
     /// Pages the cursor left behind since the last call (see
     /// [`Cursor::keep_retired`]).
     pub fn take_retired(&mut self) -> Vec<PageRef> {
-        self.retired.as_mut().map(std::mem::take).unwrap_or_default()
+        self.retired
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Sequence number the next frame will have, once known.

@@ -12,6 +12,27 @@ pub const PAGE_SUFFIX: &str = ".journal";
 pub const LOCK_SUFFIX: &str = ".lock";
 /// Longest journal name.
 pub const MAX_NAME_LEN: usize = 64;
+/// Environment variable naming the root when `--root` is not given.
+pub const ROOT_ENV: &str = "TAPE_ROOT";
+/// Root used when neither `--root` nor `$TAPE_ROOT` is given.
+pub const DEFAULT_ROOT: &str = "/tmp/trading";
+
+/// The root: `arg` if given, else `$TAPE_ROOT` if set and not empty, else
+/// `/tmp/trading`.
+pub fn resolve_root(arg: Option<&Path>) -> PathBuf {
+    if let Some(p) = arg {
+        return p.to_path_buf();
+    }
+    match std::env::var_os(ROOT_ENV) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(DEFAULT_ROOT),
+    }
+}
+
+/// Folder of a root's journals: `<root>/journal`.
+pub fn journal_dir(root: &Path) -> PathBuf {
+    root.join("journal")
+}
 
 /// A journal name that is not allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]

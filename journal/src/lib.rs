@@ -54,7 +54,10 @@ mod verify;
 
 pub use appender::{AppendError, AppendOptions, Appender, Claim, FrameMeta};
 pub use cursor::{Cursor, CursorOptions, Frame, ReadError, Start};
-pub use files::{check_name, list_journals, list_pages, lock_holder, JournalLock, LockError};
+pub use files::{
+    check_name, journal_dir, list_journals, list_pages, lock_holder, resolve_root, JournalLock,
+    LockError,
+};
 pub use locate::{stats, JournalStats, OpenError};
 pub use page::{PageError, PrepareOptions};
 pub use prepare::Preparer;
@@ -91,9 +94,8 @@ pub mod parse {
         // The walk loads len words atomically, which needs 8-aligned memory.
         let mut words = vec![0u64; bytes.len() / 8];
         // SAFETY: words has exactly bytes.len() bytes, any bytes are valid u64s.
-        let aligned = unsafe {
-            std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, bytes.len())
-        };
+        let aligned =
+            unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, bytes.len()) };
         aligned.copy_from_slice(bytes);
         let check = ScanCheck {
             crc: true,

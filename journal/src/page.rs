@@ -76,7 +76,11 @@ impl std::fmt::Display for PageError {
                 path.display()
             ),
             PageError::BadMagic { path } => {
-                write!(f, "{}: not a tape journal page (wrong magic)", path.display())
+                write!(
+                    f,
+                    "{}: not a tape journal page (wrong magic)",
+                    path.display()
+                )
             }
             PageError::BadVersion { path, version } => write!(
                 f,

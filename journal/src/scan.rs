@@ -45,11 +45,11 @@ impl Damage {
 
 /// Loads the publication word of the frame at `off` with Acquire ordering.
 ///
-/// Panics (a bug, not bad input) if `off` is not a 4-aligned offset with
-/// room for a frame header: callers keep `off` inside the page.
+/// Panics (a bug, not bad input) if `off` is not an 8-aligned offset with
+/// room for the end-of-page marker: callers keep `off` inside the page.
 #[inline(always)]
 pub(crate) fn load_len(page: &[u8], off: usize) -> u32 {
-    assert!(off % 8 == 0 && off + FRAME_HEADER_LEN <= page.len());
+    assert!(off % 8 == 0 && off + END_MARKER_ROOM <= page.len());
     // SAFETY: off is 8-aligned and in bounds (checked above) and the mapping
     // is page-aligned, so the pointer is valid and aligned for an AtomicU32.
     // The word may be stored concurrently by the writer, which is exactly

@@ -1,1 +1,425 @@
-//! placeholder
+//! tape-reader: the [`Reader`] a strategy polls many journals with.
+//!
+//! A `Reader` reads any number of journals ([`Reader::add_journal`], also
+//! while reading) and [`Reader::next`] returns, without blocking, the unread
+//! frame with the smallest write time among them, borrowed straight from
+//! the read-only mapping of its page. Pages are followed and unmapped on
+//! their own.
+//!
+//! Registration: [`Reader::create`] registers the reader's name and its
+//! journals with the `tape service` of the root (so `tape ls` and the
+//! service's "who is online" show it) and re-registers if the service
+//! restarts. **A reader also works with no service at all**:
+//! [`ReaderBuilder::service`] with [`ServiceMode::Never`] (replay and
+//! analysis of journal files) or [`ServiceMode::IfRunning`] (register when a
+//! service runs, read regardless). Reading never talks to the service.
+//!
+//! A journal that does not exist yet when it is added is waited for: it is
+//! read from its first frame once its first page appears.
+//!
+//! ```
+//! # let root = tempfile::tempdir().unwrap();
+//! use tape_reader::{Reader, ServiceMode, Start};
+//! use tape_journal::{Appender, AppendOptions};
+//! let dir = tape_journal::journal_dir(root.path());
+//! let opts = AppendOptions { page_size: 1 << 20, ..AppendOptions::default() };
+//! let mut a = Appender::open(&dir, "a", opts).unwrap();
+//! let mut b = Appender::open(&dir, "b", opts).unwrap();
+//! a.append(1, b"a1").unwrap();
+//! b.append(1, b"b1").unwrap();
+//! a.append(1, b"a2").unwrap();
+//!
+//! let mut r = Reader::builder("strategy").root(root.path())
+//!     .service(ServiceMode::Never).start(Start::First).create().unwrap();
+//! r.add_journal(&dir, "a").unwrap();
+//! r.add_journal(&dir, "b").unwrap();
+//! let mut got = Vec::new();
+//! while let Some(f) = r.next().unwrap() {
+//!     got.push(f.payload().to_vec());
+//! }
+//! assert_eq!(got, [b"a1".to_vec(), b"b1".to_vec(), b"a2".to_vec()]);
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use tape_journal::{Cursor, CursorOptions, OpenError, ReadError};
+use tape_service::{ReaderLease, RegisterError};
+
+pub use tape_journal::{Frame, Start};
+
+/// Whether a reader registers with the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServiceMode {
+    /// Register; fail if no service runs.
+    #[default]
+    Required,
+    /// Register if a service runs; read regardless.
+    IfRunning,
+    /// Do not talk to any service (replay, analysis).
+    Never,
+}
+
+/// Why a [`Reader`] could not be created.
+#[derive(Debug)]
+pub enum CreateError {
+    /// The service refused or is not running (with [`ServiceMode::Required`]).
+    Register(RegisterError),
+}
+
+impl std::fmt::Display for CreateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CreateError::Register(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CreateError {}
+
+/// Why a journal could not be added.
+#[derive(Debug)]
+pub enum AddError {
+    /// The journal exists but cannot be read (a bad page, damage).
+    Open(OpenError),
+    /// The service refused the journal's registration.
+    Register(RegisterError),
+}
+
+impl std::fmt::Display for AddError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AddError::Open(e) => e.fmt(f),
+            AddError::Register(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for AddError {}
+
+/// Builds a [`Reader`].
+#[derive(Debug, Clone)]
+pub struct ReaderBuilder {
+    name: String,
+    root: Option<PathBuf>,
+    start: Start,
+    service: ServiceMode,
+    opts: CursorOptions,
+}
+
+impl ReaderBuilder {
+    /// The root whose service to register with (default: `$TAPE_ROOT`, else
+    /// `/tmp/trading`).
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = Some(root.into());
+        self
+    }
+
+    /// Where journals added later start (default [`Start::End`]: frames
+    /// published from now on).
+    pub fn start(mut self, start: Start) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Whether to register with the service (default
+    /// [`ServiceMode::Required`]).
+    pub fn service(mut self, mode: ServiceMode) -> Self {
+        self.service = mode;
+        self
+    }
+
+    /// Check every payload's CRC32C, reporting a mismatch as damage.
+    pub fn verify_crc(mut self, on: bool) -> Self {
+        self.opts.verify_crc = on;
+        self
+    }
+
+    /// Pre-fault each page's mapping when it is mapped (no page faults while
+    /// reading; a few ms per page at the switch).
+    pub fn populate(mut self, on: bool) -> Self {
+        self.opts.populate = on;
+        self
+    }
+
+    /// Creates the reader (registering it, per the service mode).
+    pub fn create(self) -> Result<Reader, CreateError> {
+        let root = tape_journal::resolve_root(self.root.as_deref());
+        let lease = match self.service {
+            ServiceMode::Never => None,
+            ServiceMode::Required => {
+                Some(ReaderLease::acquire(&root, &self.name, &[]).map_err(CreateError::Register)?)
+            }
+            ServiceMode::IfRunning => ReaderLease::acquire(&root, &self.name, &[]).ok(),
+        };
+        Ok(Reader {
+            name: self.name,
+            root,
+            start: self.start,
+            opts: self.opts,
+            lease,
+            sources: Vec::new(),
+            idle: 0,
+        })
+    }
+}
+
+/// One journal of a reader.
+#[derive(Debug)]
+struct Source {
+    dir: PathBuf,
+    name: String,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    /// The journal has no page yet; opened at its first frame once it has.
+    Waiting,
+    /// Reading; `head` caches the write time of the next unread frame.
+    Open { cursor: Cursor, head: Option<i64> },
+}
+
+/// A frame returned by [`Reader::next`]: the frame and the journal it is
+/// from.
+#[derive(Debug, Clone, Copy)]
+pub struct ReaderFrame<'a> {
+    /// Index of the journal, in the order it was added.
+    pub journal: usize,
+    /// Name of the journal.
+    pub journal_name: &'a str,
+    /// The frame, borrowed from the mapping.
+    pub frame: Frame<'a>,
+}
+
+impl<'a> std::ops::Deref for ReaderFrame<'a> {
+    type Target = Frame<'a>;
+    fn deref(&self) -> &Frame<'a> {
+        &self.frame
+    }
+}
+
+/// How many empty polls pass between the housekeeping steps (retrying
+/// journals that do not exist yet, mapping next pages ahead).
+const HOUSEKEEPING_EVERY: u32 = 1 << 12;
+
+/// Reads many journals merged in write-time order.
+#[derive(Debug)]
+pub struct Reader {
+    name: String,
+    root: PathBuf,
+    start: Start,
+    opts: CursorOptions,
+    lease: Option<ReaderLease>,
+    sources: Vec<Source>,
+    idle: u32,
+}
+
+impl Reader {
+    /// A reader named `name`, registered with the service of the default
+    /// root, reading journals from their end (new frames).
+    pub fn create(name: &str) -> Result<Reader, CreateError> {
+        Reader::builder(name).create()
+    }
+
+    /// A builder for a reader named `name`.
+    pub fn builder(name: &str) -> ReaderBuilder {
+        ReaderBuilder {
+            name: name.to_string(),
+            root: None,
+            start: Start::End,
+            service: ServiceMode::Required,
+            opts: CursorOptions::default(),
+        }
+    }
+
+    /// Adds journal `name` in `dir`, read from the reader's start position.
+    /// Returns its index (as in [`ReaderFrame::journal`]).
+    pub fn add_journal(&mut self, dir: impl AsRef<Path>, name: &str) -> Result<usize, AddError> {
+        let start = self.start;
+        self.add_journal_at(dir, name, start)
+    }
+
+    /// Adds journal `name` in `dir`, read from `start`.
+    pub fn add_journal_at(
+        &mut self,
+        dir: impl AsRef<Path>,
+        name: &str,
+        start: Start,
+    ) -> Result<usize, AddError> {
+        let dir = dir.as_ref().to_path_buf();
+        tape_journal::check_name(name).map_err(|e| AddError::Open(OpenError::BadName(e)))?;
+        let state = match Cursor::open(&dir, name, start, self.opts) {
+            Ok(cursor) => State::Open { cursor, head: None },
+            Err(OpenError::NotFound { .. }) => State::Waiting,
+            Err(e) => return Err(AddError::Open(e)),
+        };
+        if let Some(lease) = &mut self.lease {
+            lease.add_journal(&dir, name).map_err(AddError::Register)?;
+        }
+        self.sources.push(Source {
+            dir,
+            name: name.to_string(),
+            state,
+        });
+        Ok(self.sources.len() - 1)
+    }
+
+    /// The unread frame with the smallest write time among the journals
+    /// (ties go to the journal added first), or `None` when no journal has
+    /// an unread frame. Never blocks.
+    #[inline]
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<ReaderFrame<'_>>, ReadError> {
+        let mut best: Option<(usize, i64)> = None;
+        for (i, src) in self.sources.iter_mut().enumerate() {
+            if let State::Open { cursor, head } = &mut src.state {
+                if head.is_none() {
+                    *head = cursor.peek()?.map(|f| f.time_ns());
+                }
+                if let Some(t) = *head {
+                    if best.is_none_or(|(_, bt)| t < bt) {
+                        best = Some((i, t));
+                    }
+                }
+            }
+        }
+        let Some((i, _)) = best else {
+            self.idle_poll();
+            return Ok(None);
+        };
+        let src = &mut self.sources[i];
+        let State::Open { cursor, head } = &mut src.state else {
+            unreachable!("best is an open source")
+        };
+        *head = None;
+        let frame = cursor.next()?.expect("a peeked frame is still there");
+        Ok(Some(ReaderFrame {
+            journal: i,
+            journal_name: &src.name,
+            frame,
+        }))
+    }
+
+    #[cold]
+    fn idle_poll(&mut self) {
+        self.idle = self.idle.wrapping_add(1);
+        if self.idle % HOUSEKEEPING_EVERY == 0 {
+            self.housekeeping();
+        }
+    }
+
+    /// Opens journals that appeared since they were added and maps next
+    /// pages ahead of time. [`Reader::next`] calls it every few thousand
+    /// empty polls; call it yourself after a pause if you like.
+    pub fn housekeeping(&mut self) {
+        for src in &mut self.sources {
+            match &mut src.state {
+                State::Waiting => {
+                    if let Ok(cursor) = Cursor::open(&src.dir, &src.name, Start::First, self.opts) {
+                        src.state = State::Open { cursor, head: None };
+                    }
+                }
+                State::Open { cursor, .. } => {
+                    let _ = cursor.prefetch();
+                }
+            }
+        }
+    }
+
+    /// Whether every added journal exists and is being read.
+    pub fn all_open(&self) -> bool {
+        self.sources
+            .iter()
+            .all(|s| matches!(s.state, State::Open { .. }))
+    }
+
+    /// Number of journals added.
+    pub fn journals(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// The reader's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether the reader is registered with a service right now.
+    pub fn is_registered(&self) -> bool {
+        self.lease.as_ref().is_some_and(|l| l.is_registered())
+    }
+}
+
+/// An idle strategy for a polling loop: spin, then yield, then park (sleep
+/// with a growing timeout), so that more pollers than cores never starve
+/// the writer. Call [`Idle::idle`] after an empty poll and [`Idle::reset`]
+/// after a frame.
+///
+/// ```
+/// let mut idle = tape_reader::Idle::new();
+/// for _ in 0..10 { idle.idle(); }
+/// idle.reset();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Idle {
+    n: u32,
+    spins: u32,
+    yields: u32,
+    max_park: std::time::Duration,
+}
+
+impl Default for Idle {
+    fn default() -> Self {
+        Idle::new()
+    }
+}
+
+impl Idle {
+    /// 1000 spins, then 100 yields, then parks growing from 50 µs to 1 ms.
+    pub fn new() -> Idle {
+        Idle::with(1000, 100, std::time::Duration::from_millis(1))
+    }
+
+    /// A strategy with the given number of spins and yields before parking,
+    /// and the longest park.
+    pub fn with(spins: u32, yields: u32, max_park: std::time::Duration) -> Idle {
+        Idle {
+            n: 0,
+            spins,
+            yields,
+            max_park,
+        }
+    }
+
+    /// Waits a little, longer the longer nothing came.
+    #[inline]
+    pub fn idle(&mut self) {
+        self.n = self.n.saturating_add(1);
+        if self.n <= self.spins {
+            std::hint::spin_loop();
+        } else if self.n <= self.spins + self.yields {
+            std::thread::yield_now();
+        } else {
+            let k = (self.n - self.spins - self.yields).min(20);
+            let park = std::time::Duration::from_micros(50 * k as u64).min(self.max_park);
+            std::thread::sleep(park);
+        }
+    }
+
+    /// Whether the strategy has reached parking (the caller may flush
+    /// output or do housekeeping then).
+    pub fn is_parking(&self) -> bool {
+        self.n > self.spins + self.yields
+    }
+
+    /// Back to spinning, after a frame came.
+    #[inline]
+    pub fn reset(&mut self) {
+        self.n = 0;
+    }
+}

@@ -20,7 +20,8 @@
 //! end-of-file and drops the registration. So that "free at once" holds even
 //! before that thread has run, every request that reads or changes the
 //! registry first polls the sockets of all registered peers (one `poll(2)`
-//! with a zero timeout) and drops those whose peer has hung up.
+//! with a zero timeout) and drops those whose peer has hung up (`POLLHUP`:
+//! the peer closed its socket or shut down both directions).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -40,9 +41,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{getsockopt, sockopt};
 
 use crate::protocol::{
-    decode_request, encode_frame, read_frame, validate_dir, validate_journal_name, validate_peer_name,
-    write_frame, ErrorCode, FrameError, JournalId, Reply, Request, MAX_PER_PAGE, MAX_REPLY,
-    MAX_REQUEST, PROTOCOL_VERSION,
+    decode_request, encode_frame, read_frame, validate_dir, validate_journal_name,
+    validate_peer_name, write_frame, ErrorCode, FrameError, JournalId, Reply, Request,
+    MAX_PER_PAGE, MAX_REPLY, MAX_REQUEST, PROTOCOL_VERSION,
 };
 use crate::registry::{Cred, Refusal, Registry};
 use crate::{lock_path, socket_path};
@@ -481,15 +482,14 @@ impl State {
         let dead: Vec<u64> = {
             let mut fds: Vec<PollFd<'_>> = registered
                 .iter()
-                .map(|id| PollFd::new(self.conns[id].stream.as_fd(), PollFlags::POLLRDHUP))
+                .map(|id| PollFd::new(self.conns[id].stream.as_fd(), PollFlags::empty()))
                 .collect();
             if nix::poll::poll(&mut fds, PollTimeout::ZERO).is_err() {
                 return;
             }
-            let gone = PollFlags::POLLRDHUP
-                | PollFlags::POLLHUP
-                | PollFlags::POLLERR
-                | PollFlags::POLLNVAL;
+            // POLLHUP is reported when the peer has closed its socket (or
+            // shut down both directions), whatever `events` asked for.
+            let gone = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
             registered
                 .iter()
                 .zip(&fds)

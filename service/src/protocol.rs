@@ -377,23 +377,25 @@ pub fn decode_request(body: &[u8]) -> Result<Request, DecodeError> {
         code: ErrorCode::Malformed,
         message: what,
     };
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| malformed(format!("the message is not valid json ({e}): send one utf-8 json object per frame")))?;
-    let ty = match value.get("type") {
-        Some(serde_json::Value::String(s)) => s.as_str(),
-        _ => {
-            return Err(malformed(
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        malformed(format!(
+            "the message is not valid json ({e}): send one utf-8 json object per frame"
+        ))
+    })?;
+    let ty =
+        match value.get("type") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            _ => return Err(malformed(
                 "the message is not a json object with a string \"type\" field: see PROTOCOL.md"
                     .into(),
-            ))
-        }
-    };
-    if !REQUEST_TYPES.contains(&ty) {
+            )),
+        };
+    if !REQUEST_TYPES.contains(&ty.as_str()) {
         return Err(DecodeError {
             code: ErrorCode::UnknownType,
             message: format!(
                 "unknown message type {:?}: use one of {}",
-                truncate(ty, 64),
+                truncate(&ty, 64),
                 REQUEST_TYPES.join(", ")
             ),
         });
@@ -521,7 +523,8 @@ mod tests {
         assert_eq!(r, Request::Count);
         let r = decode_request(br#"{"type":"register_reader","name":"s"}"#).unwrap();
         assert!(matches!(r, Request::RegisterReader { journals, .. } if journals.is_empty()));
-        let reply = decode_reply(br#"{"type":"error","code":"held","message":"m","pid":7}"#).unwrap();
+        let reply =
+            decode_reply(br#"{"type":"error","code":"held","message":"m","pid":7}"#).unwrap();
         assert!(matches!(
             reply,
             Reply::Error {
@@ -530,8 +533,8 @@ mod tests {
                 ..
             }
         ));
-        let reply = decode_reply(br#"{"type":"error","code":"from_the_future","message":"m"}"#)
-            .unwrap();
+        let reply =
+            decode_reply(br#"{"type":"error","code":"from_the_future","message":"m"}"#).unwrap();
         assert!(matches!(
             reply,
             Reply::Error {
@@ -547,9 +550,14 @@ mod tests {
             decode_request(b"\xff\x00garbage").unwrap_err().code,
             ErrorCode::Malformed
         );
-        assert_eq!(decode_request(b"[1,2]").unwrap_err().code, ErrorCode::Malformed);
         assert_eq!(
-            decode_request(br#"{"type":"launch_missiles"}"#).unwrap_err().code,
+            decode_request(b"[1,2]").unwrap_err().code,
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            decode_request(br#"{"type":"launch_missiles"}"#)
+                .unwrap_err()
+                .code,
             ErrorCode::UnknownType
         );
         assert_eq!(

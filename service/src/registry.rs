@@ -133,16 +133,6 @@ impl Registry {
         }
     }
 
-    /// Whether `id` is registered.
-    pub fn contains(&self, id: u64) -> bool {
-        self.peers.contains_key(&id)
-    }
-
-    /// Registration ids, in order.
-    pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        self.peers.keys().copied()
-    }
-
     /// The oldest peer named `name`.
     pub fn find(&self, name: &str) -> Option<Peer> {
         self.peers.values().find(|p| p.name == name).cloned()
@@ -250,7 +240,9 @@ mod tests {
     #[test]
     fn reader_journal_limit() {
         let mut r = Registry::default();
-        let many: Vec<_> = (0..=MAX_READER_JOURNALS).map(|i| j(&i.to_string())).collect();
+        let many: Vec<_> = (0..=MAX_READER_JOURNALS)
+            .map(|i| j(&i.to_string()))
+            .collect();
         assert_eq!(
             r.register_reader(C, 0, "s".into(), many.clone()),
             Err(Refusal::Limit)

@@ -1,1 +1,212 @@
-//! placeholder
+//! tape-writer: the [`Writer`] a market-data process appends with.
+//!
+//! A `Writer` is three things together:
+//!
+//! - a registration with the `tape service` of its root
+//!   ([`WriterLease`](tape_service::WriterLease)), which refuses a second
+//!   writer of the same journal with the holder's pid and knows who is
+//!   online; it re-registers on its own if the service restarts;
+//! - the journal's writer lock, which the kernel holds for as long as the
+//!   process lives (so the one-writer rule holds through a service restart);
+//! - a raw [`Appender`](tape_journal::Appender) whose next page is made
+//!   ready on a background thread, so the hot path ([`Writer::write`],
+//!   [`Writer::claim`]) makes no system call, takes no lock and allocates
+//!   nothing, page switches included.
+//!
+//! ```
+//! # let root = tempfile::tempdir().unwrap();
+//! # let _service = tape_service::Service::start(root.path()).unwrap();
+//! use tape_writer::Writer;
+//! let dir = tape_journal::journal_dir(root.path());
+//! let mut w = Writer::builder("md").root(root.path()).page_size(1 << 20).create().unwrap();
+//! assert_eq!(w.write(1, b"tick").unwrap(), 1);
+//! let mut claim = w.claim(8).unwrap();
+//! claim.copy_from_slice(&42u64.to_le_bytes());
+//! assert_eq!(claim.commit(2), 2);
+//! # drop(w);
+//! # assert!(dir.join("md.00000001.journal").exists());
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use tape_journal::{AppendError, AppendOptions, Appender, Claim, FrameMeta, OpenError};
+use tape_service::{RegisterError, WriterLease};
+
+pub use tape_journal::format::DEFAULT_PAGE_SIZE;
+
+/// Why a [`Writer`] could not be created. No page file is created when the
+/// service refuses.
+#[derive(Debug)]
+pub enum CreateError {
+    /// The service refused the registration (not running, another writer
+    /// holds the journal, a bad name).
+    Register(RegisterError),
+    /// The journal could not be opened, created or recovered (a damaged
+    /// journal, a full disk, the writer lock held by another process).
+    Open(OpenError),
+}
+
+impl std::fmt::Display for CreateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CreateError::Register(e) => e.fmt(f),
+            CreateError::Open(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CreateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CreateError::Register(e) => Some(e),
+            CreateError::Open(e) => Some(e),
+        }
+    }
+}
+
+/// Builds a [`Writer`] with options other than the defaults.
+#[derive(Debug, Clone)]
+pub struct WriterBuilder {
+    name: String,
+    root: Option<PathBuf>,
+    dir: Option<PathBuf>,
+    opts: AppendOptions,
+}
+
+impl WriterBuilder {
+    /// The root whose service to register with (default: `$TAPE_ROOT`, else
+    /// `/tmp/trading`).
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = Some(root.into());
+        self
+    }
+
+    /// The folder of the journal (default: `<root>/journal`).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Page size for a journal this writer creates (default 128 MiB; an
+    /// existing journal keeps its own).
+    pub fn page_size(mut self, bytes: u64) -> Self {
+        self.opts.page_size = bytes;
+        self
+    }
+
+    /// `mlock` each page as it is made ready (best effort).
+    pub fn mlock(mut self, on: bool) -> Self {
+        self.opts.prepare.mlock = on;
+        self
+    }
+
+    /// Registers with the service, then opens (creates, or recovers) the
+    /// journal.
+    pub fn create(self) -> Result<Writer, CreateError> {
+        let root = tape_journal::resolve_root(self.root.as_deref());
+        let dir = self.dir.unwrap_or_else(|| tape_journal::journal_dir(&root));
+        tape_journal::check_name(&self.name)
+            .map_err(|e| CreateError::Open(OpenError::BadName(e)))?;
+        let lease = WriterLease::acquire(&root, &dir, &self.name).map_err(CreateError::Register)?;
+        let appender = Appender::open(&dir, &self.name, self.opts).map_err(CreateError::Open)?;
+        Ok(Writer {
+            appender,
+            _lease: lease,
+            root,
+        })
+    }
+}
+
+/// The single writer of one journal, registered with the service.
+#[derive(Debug)]
+pub struct Writer {
+    appender: Appender,
+    _lease: WriterLease,
+    root: PathBuf,
+}
+
+impl Writer {
+    /// Registers with the service of the default root and opens journal
+    /// `name` in `dir`, creating it if needed. Fails, creating nothing,
+    /// when no service runs (start `tape service`) or another writer holds
+    /// the journal.
+    pub fn create(dir: impl AsRef<Path>, name: &str) -> Result<Writer, CreateError> {
+        Writer::builder(name).dir(dir.as_ref()).create()
+    }
+
+    /// A builder for journal `name` with default options.
+    pub fn builder(name: &str) -> WriterBuilder {
+        WriterBuilder {
+            name: name.to_string(),
+            root: None,
+            dir: None,
+            opts: AppendOptions::default(),
+        }
+    }
+
+    /// Appends one frame and returns its sequence number.
+    #[inline]
+    pub fn write(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, AppendError> {
+        self.appender.append(msg_type, payload)
+    }
+
+    /// Appends one frame with every header field chosen.
+    #[inline]
+    pub fn write_meta(&mut self, meta: &FrameMeta, payload: &[u8]) -> Result<u64, AppendError> {
+        self.appender.append_meta(meta, payload)
+    }
+
+    /// Claims room for a payload of `len` bytes, to fill in place and
+    /// publish with [`Claim::commit`] (zero-copy). Dropping the claim
+    /// publishes nothing.
+    #[inline]
+    pub fn claim(&mut self, len: usize) -> Result<Claim<'_>, AppendError> {
+        self.appender.claim(len)
+    }
+
+    /// Appends a frame replicated from another journal, keeping its
+    /// sequence number and write time (see
+    /// [`Appender::append_replica`]).
+    pub fn write_replica(
+        &mut self,
+        seq: u64,
+        time_ns: i64,
+        meta: &FrameMeta,
+        payload: &[u8],
+    ) -> Result<(), AppendError> {
+        self.appender.append_replica(seq, time_ns, meta, payload)
+    }
+
+    /// Sets the source id of frames written with [`write`](Self::write).
+    pub fn set_source(&mut self, source: u32) {
+        self.appender.set_source(source);
+    }
+
+    /// Sets the destination id of frames written with
+    /// [`write`](Self::write).
+    pub fn set_dest(&mut self, dest: u32) {
+        self.appender.set_dest(dest);
+    }
+
+    /// Sequence number the next frame gets.
+    pub fn next_seq(&self) -> u64 {
+        self.appender.next_seq()
+    }
+
+    /// Whether the service currently has this writer registered (false for
+    /// a moment while a restarted service is reconnected to).
+    pub fn is_registered(&self) -> bool {
+        self._lease.is_registered()
+    }
+
+    /// The root this writer registered with.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The raw appender, for statistics (page switches, position).
+    pub fn appender(&self) -> &Appender {
+        &self.appender
+    }
+}

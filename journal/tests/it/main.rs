@@ -1,0 +1,13 @@
+//! Integration tests of tape-journal: one test binary (as ripgrep does), each
+//! test in its own temporary folder. Tests that are about two processes spawn
+//! real processes by re-executing this binary with `--exact <test>` and the
+//! role to play in the `TAPE_IT_ROLE` environment variable (see
+//! [`common::spawn_role`]). No test asserts on timing: a [`common::Deadline`]
+//! fails a test that hangs instead.
+
+mod common;
+mod damage;
+mod positions;
+mod processes;
+mod props;
+mod recovery;

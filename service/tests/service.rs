@@ -1,0 +1,565 @@
+//! Integration tests of the service, its protocol and the leases. Each test
+//! runs in its own temporary root; waits are bounded by a watchdog, never
+//! asserted as timings.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tape_service::protocol::{decode_reply, ErrorCode, Reply};
+use tape_service::{
+    socket_path, Client, ConnectError, ReaderLease, RegisterError, Service, ServiceError,
+    WriterLease,
+};
+
+const ROLE_ENV: &str = "TAPE_SERVICE_TEST_ROLE";
+const ROOT_ENV: &str = "TAPE_SERVICE_TEST_ROOT";
+
+/// Aborts the whole test binary if a test hangs (e.g. a drop that never
+/// returns), so a hang is a failure with a message rather than a stuck CI.
+struct Watchdog(Option<mpsc::Sender<()>>);
+
+impl Watchdog {
+    fn new(what: &'static str) -> Watchdog {
+        let (tx, rx) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(90)) {
+                eprintln!("watchdog: test {what} hung for 90 s; aborting");
+                std::process::abort();
+            }
+        });
+        Watchdog(Some(tx))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.take();
+    }
+}
+
+/// Polls `f` until it returns `Some`, failing the test after 30 s.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn journal_dir(root: &Path) -> PathBuf {
+    root.join("journal")
+}
+
+/// A child process running this test binary in a role; killed on drop.
+struct RoleChild {
+    child: Child,
+}
+
+impl RoleChild {
+    /// Starts `role` on `root` and waits until it prints READY.
+    fn spawn(role: &str, root: &Path) -> RoleChild {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["child_role", "--exact", "--nocapture", "--test-threads=1"])
+            .env(ROLE_ENV, role)
+            .env(ROOT_ENV, root)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if line.trim() == "READY" {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let guard = RoleChild { child };
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("child role did not become ready");
+        guard
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL and reap: once this returns the kernel has closed every
+    /// socket of the child.
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for RoleChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Entry point of the child processes; a no-op in a normal test run.
+#[test]
+fn child_role() {
+    let Ok(role) = std::env::var(ROLE_ENV) else {
+        return;
+    };
+    let root = PathBuf::from(std::env::var(ROOT_ENV).unwrap());
+    let parent = std::os::unix::process::parent_id();
+    let _keep: Box<dyn std::any::Any> = match role.as_str() {
+        "writer" => Box::new(WriterLease::acquire(&root, &journal_dir(&root), "md").unwrap()),
+        "service" => Box::new(Service::start(&root).unwrap()),
+        other => panic!("unknown role {other}"),
+    };
+    println!("READY");
+    std::io::stdout().flush().unwrap();
+    // Live until killed; exit if the test that started us is gone.
+    while std::os::unix::process::parent_id() == parent {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------- raw wire
+
+fn raw(root: &Path) -> UnixStream {
+    let s = UnixStream::connect(socket_path(root)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
+}
+
+fn send_json(s: &mut UnixStream, json: &str) {
+    let mut frame = (json.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(json.as_bytes());
+    s.write_all(&frame).unwrap();
+}
+
+/// The next reply, or `None` when the service closed the connection.
+fn recv(s: &mut UnixStream) -> Option<Reply> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(decode_reply(&body).expect("the service sent a reply we cannot decode"))
+}
+
+fn hello(s: &mut UnixStream) {
+    send_json(s, r#"{"type":"hello","version":1}"#);
+    assert!(matches!(recv(s), Some(Reply::Hello { version: 1, .. })));
+}
+
+/// After a protocol violation: an error reply with `code` (when the peer
+/// could still be answered) and then the connection closed.
+fn expect_error_then_close(s: &mut UnixStream, code: ErrorCode) {
+    match recv(s) {
+        Some(Reply::Error { code: c, .. }) => assert_eq!(c, code),
+        None => {}
+        Some(other) => panic!("expected error {code:?}, got {other:?}"),
+    }
+    assert!(recv(s).is_none(), "connection should be closed");
+}
+
+// ------------------------------------------------------------------- tests
+
+#[test]
+fn second_writer_is_refused_and_drop_frees_at_once() {
+    let _w = Watchdog::new("second_writer");
+    let root = tempfile::tempdir().unwrap();
+    let _svc = Service::start(root.path()).unwrap();
+    let dir = journal_dir(root.path());
+
+    let first = WriterLease::acquire(root.path(), &dir, "md").unwrap();
+    assert!(first.is_registered());
+    let err = WriterLease::acquire(root.path(), &dir, "md").unwrap_err();
+    let me = std::process::id();
+    assert!(matches!(err, RegisterError::Held { pid, .. } if pid == me));
+    assert_eq!(
+        err.to_string(),
+        format!("journal md is held by another writer (pid {me})")
+    );
+    // The same name in another folder is another journal.
+    let other_dir = root.path().join("elsewhere");
+    let _other = WriterLease::acquire(root.path(), &other_dir, "md").unwrap();
+    // A relative spelling of the same folder is the same journal.
+    let dotted = dir.join("..").join("journal");
+    assert!(matches!(
+        WriterLease::acquire(root.path(), &dotted, "md"),
+        Err(RegisterError::Held { .. })
+    ));
+
+    drop(first);
+    // No waiting: the journal is free as soon as the lease is dropped.
+    let again = WriterLease::acquire(root.path(), &dir, "md").unwrap();
+    assert!(again.is_registered());
+}
+
+#[test]
+fn killed_child_writer_frees_journal_at_once() {
+    let _w = Watchdog::new("killed_child");
+    let root = tempfile::tempdir().unwrap();
+    let _svc = Service::start(root.path()).unwrap();
+    let dir = journal_dir(root.path());
+
+    let child = RoleChild::spawn("writer", root.path());
+    let child_pid = child.pid();
+    let mut client = Client::connect(root.path()).unwrap();
+    let js = client.journals().unwrap();
+    assert_eq!(js.len(), 1);
+    assert_eq!(js[0].writer.as_ref().unwrap().pid, child_pid);
+    match WriterLease::acquire(root.path(), &dir, "md") {
+        Err(RegisterError::Held { pid, .. }) => assert_eq!(pid, child_pid),
+        other => panic!("expected held by the child, got {other:?}"),
+    }
+
+    child.kill9();
+    // The child is reaped, so the kernel has closed its socket: the journal
+    // must be free now, without any retry.
+    let lease = WriterLease::acquire(root.path(), &dir, "md").unwrap();
+    assert!(lease.is_registered());
+    let js = client.journals().unwrap();
+    assert_eq!(js[0].writer.as_ref().unwrap().pid, std::process::id());
+}
+
+#[test]
+fn find_list_count_over_pages() {
+    let _w = Watchdog::new("find_list_count");
+    let root = tempfile::tempdir().unwrap();
+    let _svc = Service::start(root.path()).unwrap();
+    let dir = journal_dir(root.path());
+
+    let readers: Vec<ReaderLease> = (0..50)
+        .map(|i| {
+            ReaderLease::acquire(
+                root.path(),
+                &format!("reader-{i:02}"),
+                &[(dir.clone(), format!("j{}", i % 3))],
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut client = Client::connect(root.path()).unwrap();
+    assert_eq!(client.count().unwrap(), 50);
+
+    let mut seen = Vec::new();
+    for page in 0.. {
+        let peers = client.list(page, 7).unwrap();
+        if peers.is_empty() {
+            break;
+        }
+        assert!(peers.len() <= 7);
+        seen.extend(peers);
+    }
+    assert_eq!(seen.len(), 50, "every reader exactly once");
+    assert!(seen.windows(2).all(|w| w[0].id < w[1].id), "stable order");
+    let mut names: Vec<_> = seen.iter().map(|p| p.name.clone()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 50);
+
+    let p = client.find("reader-17").unwrap().unwrap();
+    assert_eq!(p.pid, std::process::id());
+    assert_eq!(p.kind, tape_service::PeerKind::Reader);
+    assert_eq!(p.journals[0].journal, "j2");
+    assert!(p.since_ns > 0);
+    assert!(client.find("nobody").unwrap().is_none());
+
+    let js = client.journals().unwrap();
+    assert_eq!(js.len(), 3);
+    assert_eq!(js.iter().map(|j| j.readers.len()).sum::<usize>(), 50);
+
+    assert!(matches!(
+        client.list(0, 0),
+        Err(tape_service::QueryError::Refused {
+            code: ErrorCode::Invalid,
+            ..
+        })
+    ));
+    drop(readers);
+    assert_eq!(client.count().unwrap(), 0);
+}
+
+#[test]
+fn bad_input_closes_only_that_connection() {
+    let _w = Watchdog::new("bad_input");
+    let root = tempfile::tempdir().unwrap();
+    let _svc = Service::start(root.path()).unwrap();
+    let dir = journal_dir(root.path());
+    let writer = WriterLease::acquire(root.path(), &dir, "md").unwrap();
+    let reader =
+        ReaderLease::acquire(root.path(), "strategy", &[(dir.clone(), "md".into())]).unwrap();
+    let r = root.path();
+
+    let check_others = |case: &str| {
+        assert!(writer.is_registered(), "writer lost after {case}");
+        assert!(reader.is_registered(), "reader lost after {case}");
+        let mut c = Client::connect(r).unwrap_or_else(|e| panic!("service down after {case}: {e}"));
+        assert_eq!(c.count().unwrap(), 2, "after {case}");
+        let js = c.journals().unwrap();
+        assert_eq!(js[0].writer.as_ref().unwrap().name, "md", "after {case}");
+        assert_eq!(js[0].readers[0].name, "strategy", "after {case}");
+    };
+
+    // Garbage bytes (an HTTP request): the first four bytes read as a huge length.
+    let mut s = raw(r);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    expect_error_then_close(&mut s, ErrorCode::TooLarge);
+    check_others("garbage");
+
+    // Binary garbage that frames correctly but is not JSON.
+    let mut s = raw(r);
+    hello(&mut s);
+    s.write_all(&[8, 0, 0, 0, 0xff, 0xfe, 0, 1, 2, 3, 4, 5])
+        .unwrap();
+    expect_error_then_close(&mut s, ErrorCode::Malformed);
+    check_others("binary body");
+
+    // A truncated message: the length promises more than ever comes.
+    let mut s = raw(r);
+    hello(&mut s);
+    s.write_all(&100u32.to_le_bytes()).unwrap();
+    s.write_all(br#"{"type":"co"#).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    expect_error_then_close(&mut s, ErrorCode::Truncated);
+    check_others("truncated");
+
+    // An oversized length prefix.
+    let mut s = raw(r);
+    hello(&mut s);
+    s.write_all(&(64 * 1024 + 1u32).to_le_bytes()).unwrap();
+    expect_error_then_close(&mut s, ErrorCode::TooLarge);
+    check_others("oversized");
+
+    // An unknown message type.
+    let mut s = raw(r);
+    hello(&mut s);
+    send_json(&mut s, r#"{"type":"launch","target":"moon"}"#);
+    expect_error_then_close(&mut s, ErrorCode::UnknownType);
+    check_others("unknown type");
+
+    // A bad protocol version.
+    let mut s = raw(r);
+    send_json(&mut s, r#"{"type":"hello","version":99}"#);
+    expect_error_then_close(&mut s, ErrorCode::Version);
+    check_others("bad version");
+
+    // A request before the handshake.
+    let mut s = raw(r);
+    send_json(&mut s, r#"{"type":"count"}"#);
+    expect_error_then_close(&mut s, ErrorCode::HandshakeRequired);
+    check_others("no hello");
+
+    // Wrong field types.
+    let mut s = raw(r);
+    hello(&mut s);
+    send_json(&mut s, r#"{"type":"list","page":-1,"per_page":"x"}"#);
+    expect_error_then_close(&mut s, ErrorCode::Malformed);
+    check_others("bad fields");
+
+    // A value out of range is refused but the connection stays usable.
+    let mut s = raw(r);
+    hello(&mut s);
+    send_json(
+        &mut s,
+        r#"{"type":"register_writer","dir":"rel","journal":"md"}"#,
+    );
+    assert!(matches!(
+        recv(&mut s),
+        Some(Reply::Error {
+            code: ErrorCode::Invalid,
+            ..
+        })
+    ));
+    send_json(&mut s, r#"{"type":"count"}"#);
+    assert!(matches!(recv(&mut s), Some(Reply::Count { count: 2 })));
+    // A raw second writer of md is refused with the holder's pid.
+    let d = dir.canonicalize().unwrap();
+    send_json(
+        &mut s,
+        &format!(
+            r#"{{"type":"register_writer","dir":{},"journal":"md"}}"#,
+            serde_json::to_string(d.to_str().unwrap()).unwrap()
+        ),
+    );
+    match recv(&mut s) {
+        Some(Reply::Error {
+            code: ErrorCode::Held,
+            pid,
+            ..
+        }) => assert_eq!(pid, Some(std::process::id())),
+        other => panic!("expected held, got {other:?}"),
+    }
+    drop(s);
+    check_others("invalid value");
+
+    // A peer that connects and says nothing is dropped after the deadline.
+    let mut s = raw(r);
+    expect_error_then_close(&mut s, ErrorCode::Timeout);
+    check_others("silent peer");
+}
+
+#[test]
+fn leases_register_again_after_service_restart() {
+    let _w = Watchdog::new("restart");
+    let root = tempfile::tempdir().unwrap();
+    let dir = journal_dir(root.path());
+    let mut svc = Some(Service::start(root.path()).unwrap());
+    let writer = WriterLease::acquire(root.path(), &dir, "md").unwrap();
+    let reader =
+        ReaderLease::acquire(root.path(), "strategy", &[(dir.clone(), "md".into())]).unwrap();
+
+    for round in 0..2 {
+        drop(svc.take()); // stop the service: every connection is closed
+        eventually("leases notice the service is gone", || {
+            (!writer.is_registered() && !reader.is_registered()).then_some(())
+        });
+        // Added while the service is away: remembered and sent later.
+        reader.add_journal(&dir, &format!("late{round}")).unwrap();
+        svc = Some(Service::start(root.path()).unwrap());
+        eventually("leases register again on their own", || {
+            (writer.is_registered() && reader.is_registered()).then_some(())
+        });
+        let mut c = Client::connect(root.path()).unwrap();
+        let js = eventually("the new service knows both", || {
+            let js = c.journals().ok()?;
+            let md = js.iter().find(|j| j.journal == "md")?;
+            (md.writer.is_some() && md.readers.len() == 1).then_some(js)
+        });
+        let md = js.iter().find(|j| j.journal == "md").unwrap();
+        assert_eq!(md.writer.as_ref().unwrap().pid, std::process::id());
+        assert_eq!(md.readers[0].name, "strategy");
+        for r in 0..=round {
+            let late = format!("late{r}");
+            let j = js.iter().find(|j| j.journal == late).expect("late journal");
+            assert_eq!(j.readers[0].name, "strategy");
+        }
+        assert_eq!(c.count().unwrap(), 2);
+        // Still exactly one writer.
+        assert!(matches!(
+            WriterLease::acquire(root.path(), &dir, "md"),
+            Err(RegisterError::Held { .. })
+        ));
+    }
+
+    // A journal added while connected is registered at once.
+    reader.add_journal(&dir, "now").unwrap();
+    let mut c = Client::connect(root.path()).unwrap();
+    assert!(c.journals().unwrap().iter().any(|j| j.journal == "now"));
+
+    // Leases dropped while the service is down (in their backoff) return
+    // promptly; the watchdog catches a hang.
+    drop(svc);
+    eventually("leases notice the service is gone", || {
+        (!writer.is_registered()).then_some(())
+    });
+    drop(writer);
+    drop(reader);
+}
+
+#[test]
+fn second_service_refused_and_stale_socket_taken_over() {
+    let _w = Watchdog::new("second_service");
+    let root = tempfile::tempdir().unwrap();
+
+    // A service in a child process, then one here on the same root.
+    let child = RoleChild::spawn("service", root.path());
+    let err = Service::start(root.path()).unwrap_err();
+    assert!(
+        matches!(err, ServiceError::AlreadyRunning { pid: Some(p), .. } if p == child.pid()),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("already running") && text.contains(&format!("pid {}", child.pid())));
+    let mut c = Client::connect(root.path()).unwrap();
+    assert_eq!(c.service_pid(), child.pid());
+    drop(c);
+
+    // SIGKILL leaves the socket file behind, but the lock dies with it.
+    child.kill9();
+    assert!(socket_path(root.path()).exists(), "a stale socket is left");
+    assert!(matches!(
+        Client::connect(root.path()),
+        Err(ConnectError::NotRunning { .. })
+    ));
+    let svc = Service::start(root.path()).unwrap();
+    let mut c = Client::connect(root.path()).unwrap();
+    assert_eq!(c.service_pid(), std::process::id());
+    assert_eq!(c.count().unwrap(), 0);
+    let mode = std::fs::metadata(svc.socket_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660);
+
+    // And in-process, a second service on the same root is refused too.
+    match Service::start(root.path()) {
+        Err(ServiceError::AlreadyRunning { pid, .. }) => {
+            assert_eq!(pid, Some(std::process::id()))
+        }
+        other => panic!("expected already running, got {other:?}"),
+    }
+    drop(svc);
+    assert!(
+        !socket_path(root.path()).exists(),
+        "drop removes the socket"
+    );
+}
+
+#[test]
+fn no_service_is_a_clear_error() {
+    let _w = Watchdog::new("no_service");
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let err = Client::connect(r).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no tape service is running on {} (socket {}): start one with `tape service --root {}`",
+            r.display(),
+            socket_path(r).display(),
+            r.display()
+        )
+    );
+    let err = WriterLease::acquire(r, &journal_dir(r), "md").unwrap_err();
+    assert!(matches!(
+        err,
+        RegisterError::Connect(ConnectError::NotRunning { .. })
+    ));
+    let err = WriterLease::acquire(r, &journal_dir(r), "a/b").unwrap_err();
+    assert!(matches!(err, RegisterError::Invalid(_)), "{err:?}");
+}
+
+#[test]
+fn python_client_from_protocol_md() {
+    let _w = Watchdog::new("python_client");
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("python3 not found: skipping the PROTOCOL.md example check");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let _svc = Service::start(root.path()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/protocol_client.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(socket_path(root.path()))
+        .arg(journal_dir(root.path()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("OK"), "{stdout}");
+}

@@ -1,0 +1,4 @@
+//! `journal-bench`: cross-process latency and throughput of tape.
+fn main() {
+    eprintln!("journal-bench: not yet built");
+}

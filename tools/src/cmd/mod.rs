@@ -1,0 +1,7 @@
+//! One module per `tape` subcommand.
+
+pub mod ls;
+pub mod service;
+pub mod tail;
+pub mod verify;
+pub mod write;

@@ -1,0 +1,166 @@
+//! `tape tail JOURNAL...`: print frames of one or more journals merged in
+//! time order.
+
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::Path;
+use tape_reader::{Idle, Reader, ReaderFrame, ServiceMode, Start};
+
+/// Output format of `tape tail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The payload and a newline.
+    Text,
+    /// One JSON object a line: journal, seq, time_ns, type, source, dest,
+    /// payload (UTF-8) or payload_hex.
+    Json,
+    /// The payload in lowercase hex and a newline.
+    Hex,
+}
+
+/// Parses `--from`: `start`, `end`, `seq:N` or `time:RFC3339` (or
+/// `time:NANOS`).
+pub fn parse_from(s: &str) -> Result<Start, String> {
+    match s {
+        "start" => return Ok(Start::First),
+        "end" => return Ok(Start::End),
+        _ => {}
+    }
+    if let Some(n) = s.strip_prefix("seq:") {
+        return n
+            .parse()
+            .map(Start::Seq)
+            .map_err(|_| format!("{n:?} is not a sequence number"));
+    }
+    if let Some(t) = s.strip_prefix("time:") {
+        if let Ok(ns) = t.parse::<i64>() {
+            return Ok(Start::Time(ns));
+        }
+        return crate::timefmt::parse_rfc3339(t).map(Start::Time);
+    }
+    Err(format!(
+        "{s:?} is not a start position: use start, end, seq:N or time:RFC3339"
+    ))
+}
+
+/// Options of `tape tail`.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    /// Where to start; `None` = `end` with `follow`, else `start`.
+    pub from: Option<Start>,
+    /// Keep printing new frames.
+    pub follow: bool,
+    /// Output format.
+    pub format: Format,
+}
+
+/// Prints the frames of `journals` (in `dir`) to `out`.
+pub fn run(
+    root: &Path,
+    dir: &Path,
+    journals: &[String],
+    opts: &TailOptions,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let start = opts.from.unwrap_or(if opts.follow {
+        Start::End
+    } else {
+        Start::First
+    });
+    let mut reader = Reader::builder(&format!("tape-tail-{}", std::process::id()))
+        .root(root)
+        .start(start)
+        .service(ServiceMode::IfRunning)
+        .create()?;
+    for j in journals {
+        reader
+            .add_journal(dir, j)
+            .with_context(|| format!("cannot read journal {j}"))?;
+    }
+    if !opts.follow && !reader.all_open() {
+        let missing: Vec<_> = journals
+            .iter()
+            .filter(|j| tape_journal::list_pages(dir, j).map_or(true, |p| p.is_empty()))
+            .cloned()
+            .collect();
+        bail!(
+            "journal {} not found in {}: check the name and --root",
+            missing.join(", "),
+            dir.display()
+        );
+    }
+    let mut idle = Idle::new();
+    let mut line = Vec::with_capacity(256);
+    loop {
+        match reader.next()? {
+            Some(f) => {
+                idle.reset();
+                line.clear();
+                format_frame(&f, opts.format, &mut line);
+                out.write_all(&line)?;
+            }
+            None if !opts.follow => break,
+            None => {
+                if !idle.is_parking() {
+                    out.flush()?;
+                }
+                idle.idle();
+                if idle.is_parking() {
+                    reader.housekeeping();
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn push_hex(bytes: &[u8], out: &mut Vec<u8>) {
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize]);
+        out.push(HEX[(b & 15) as usize]);
+    }
+}
+
+/// Appends one frame, formatted, to `out`.
+pub fn format_frame(f: &ReaderFrame<'_>, format: Format, out: &mut Vec<u8>) {
+    match format {
+        Format::Text => {
+            out.extend_from_slice(f.payload());
+            out.push(b'\n');
+        }
+        Format::Hex => {
+            push_hex(f.payload(), out);
+            out.push(b'\n');
+        }
+        Format::Json => {
+            let mut obj = serde_json::Map::new();
+            obj.insert("journal".into(), f.journal_name.into());
+            obj.insert("seq".into(), f.seq().into());
+            obj.insert("time_ns".into(), f.time_ns().into());
+            obj.insert("type".into(), f.msg_type().into());
+            obj.insert("source".into(), f.source().into());
+            obj.insert("dest".into(), f.dest().into());
+            if f.corr() != 0 {
+                obj.insert("corr".into(), f.corr().into());
+            }
+            match std::str::from_utf8(f.payload()) {
+                Ok(s) => {
+                    obj.insert("payload".into(), s.into());
+                }
+                Err(_) => {
+                    let mut h = Vec::with_capacity(f.payload().len() * 2);
+                    push_hex(f.payload(), &mut h);
+                    obj.insert(
+                        "payload_hex".into(),
+                        String::from_utf8(h).expect("hex is ascii").into(),
+                    );
+                }
+            }
+            serde_json::to_writer(&mut *out, &obj).expect("writing to a Vec cannot fail");
+            out.push(b'\n');
+        }
+    }
+}
