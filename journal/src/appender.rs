@@ -25,6 +25,9 @@ pub struct AppendOptions {
     pub background: bool,
     /// How pages are made ready.
     pub prepare: PrepareOptions,
+    /// Pin the background thread to this CPU (e.g. the writer's own core,
+    /// so its work never preempts a reader pinned elsewhere).
+    pub helper_core: Option<usize>,
 }
 
 impl Default for AppendOptions {
@@ -36,6 +39,7 @@ impl Default for AppendOptions {
                 prefault: true,
                 mlock: false,
             },
+            helper_core: None,
         }
     }
 }
@@ -178,8 +182,14 @@ impl Appender {
             unsafe { std::ptr::write_bytes(page.base().add(tail), 0, dirty_end - tail) };
         }
         let preparer = if opts.background {
-            let p = Preparer::spawn(dir.to_path_buf(), name.to_string(), page_size, opts.prepare)
-                .map_err(|source| OpenError::Io {
+            let p = Preparer::spawn(
+                dir.to_path_buf(),
+                name.to_string(),
+                page_size,
+                opts.prepare,
+                opts.helper_core,
+            )
+            .map_err(|source| OpenError::Io {
                 path: dir.to_path_buf(),
                 source,
             })?;
@@ -352,7 +362,7 @@ impl Appender {
     #[inline(never)]
     fn switch_page(&mut self) -> Result<(), AppendError> {
         let next_no = self.page.page_no() + 1;
-        let ready = self.preparer.as_ref().and_then(|p| p.take(next_no));
+        let ready = self.preparer.as_ref().and_then(|p| p.take_wait(next_no));
         let next = match ready {
             Some(p) => p,
             None => PageMut::create_or_open(

@@ -3,6 +3,7 @@
 /// Nanoseconds since the Unix epoch (CLOCK_REALTIME). A vDSO call: no
 /// system call on Linux with a TSC clock source.
 #[inline(always)]
+#[allow(clippy::unnecessary_cast)] // time_t is not i64 everywhere
 pub fn now_ns() -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

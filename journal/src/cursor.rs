@@ -2,11 +2,13 @@
 //! read-only mappings, following page switches. No service involved: it
 //! reads journal files directly (live, replay or analysis alike).
 
+use crate::exchange::PageExchange;
 use crate::format::{FrameHeader, END_OF_PAGE, FRAME_HEADER_LEN, PAGE_HEADER_LEN};
 use crate::locate::{first_frame, locate_tail, page_before, pages, OpenError};
 use crate::page::{PageError, PageRef};
 use crate::scan::{frame_end, load_len, Damage};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where a cursor starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +132,8 @@ pub struct Cursor {
     opts: CursorOptions,
     /// Pages left behind, when the owner unmaps them elsewhere.
     retired: Option<Vec<PageRef>>,
+    /// The helper that maps pages ahead and unmaps old ones, if any.
+    exchange: Option<Arc<PageExchange>>,
 }
 
 impl Cursor {
@@ -155,6 +159,7 @@ impl Cursor {
                 next_page: None,
                 opts,
                 retired: None,
+                exchange: None,
             })
         };
         match start {
@@ -259,9 +264,13 @@ impl Cursor {
     #[inline(never)]
     fn turn_page(&mut self) -> Result<(), ReadError> {
         let next_no = self.page.page_no() + 1;
-        let next = match self.next_page.take() {
-            Some(p) if p.page_no() == next_no => p,
-            _ => PageRef::open(
+        let mut next = self.next_page.take().filter(|p| p.page_no() == next_no);
+        if next.is_none() {
+            next = self.exchange.as_ref().and_then(|ex| ex.take_ready(next_no));
+        }
+        let next = match next {
+            Some(p) => p,
+            None => PageRef::open(
                 &self.dir,
                 &self.name,
                 next_no,
@@ -272,11 +281,27 @@ impl Cursor {
         };
         let old = std::mem::replace(&mut self.page, next);
         self.off = PAGE_HEADER_LEN;
-        match &mut self.retired {
-            Some(v) => v.push(old),
-            None => drop(old),
+        if let Some(ex) = &self.exchange {
+            ex.retire(next_no, old);
+        } else if let Some(v) = &mut self.retired {
+            v.push(old);
         }
         Ok(())
+    }
+
+    /// Creates the exchange through which a helper thread maps this
+    /// cursor's next pages ahead (pre-faulted when `populate`) and unmaps
+    /// the ones it left; run [`PageExchange::serve`] on that thread.
+    pub fn exchange(&mut self, populate: bool) -> Arc<PageExchange> {
+        let ex = Arc::new(PageExchange::new(
+            self.dir.clone(),
+            self.name.clone(),
+            self.page_size,
+            populate,
+            self.page.page_no(),
+        ));
+        self.exchange = Some(ex.clone());
+        ex
     }
 
     /// Maps the next page ahead of time if its file exists, so that the

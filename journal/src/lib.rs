@@ -44,6 +44,7 @@ compile_error!("tape journals are little-endian and use Linux mmap semantics");
 mod appender;
 pub mod clock;
 mod cursor;
+mod exchange;
 pub mod files;
 pub mod format;
 mod locate;
@@ -54,11 +55,12 @@ mod verify;
 
 pub use appender::{AppendError, AppendOptions, Appender, Claim, FrameMeta};
 pub use cursor::{Cursor, CursorOptions, Frame, ReadError, Start};
+pub use exchange::{pin_thread, PageExchange};
 pub use files::{
     check_name, journal_dir, list_journals, list_pages, lock_holder, resolve_root, JournalLock,
     LockError,
 };
-pub use locate::{stats, JournalStats, OpenError};
+pub use locate::{page_starts, stats, JournalStats, OpenError, PageStart};
 pub use page::{PageError, PrepareOptions};
 pub use prepare::Preparer;
 pub use scan::Damage;

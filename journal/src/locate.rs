@@ -272,3 +272,18 @@ pub fn stats(dir: &Path, name: &str) -> Result<JournalStats, OpenError> {
 pub(crate) fn scan_checked(page: &PageRef, check: ScanCheck) -> Result<PageScan, Damage> {
     scan_page(page.bytes(), page.path(), check)
 }
+
+/// A page number and (seq, time) of the page's first frame, if any.
+pub type PageStart = (u64, Option<(u64, i64)>);
+
+/// Each page of a journal with (seq, time) of its first frame (`None` for
+/// a page with no frame yet), in page order. Reads one frame header a page.
+pub fn page_starts(dir: &Path, name: &str) -> Result<Vec<PageStart>, OpenError> {
+    let pages = pages(dir, name)?;
+    let mut out = Vec::with_capacity(pages.numbers.len());
+    for &no in &pages.numbers {
+        let page = PageRef::open(dir, name, no, Some(pages.page_size), false)?;
+        out.push((no, first_frame(&page)));
+    }
+    Ok(out)
+}

@@ -16,6 +16,9 @@ struct State {
     ready: Option<PageMut>,
     /// Pages the writer left, to unmap off the hot path.
     retired: Vec<PageMut>,
+    /// The page number the last attempt failed to make (the appender then
+    /// makes it itself and gets the error).
+    failed: Option<u64>,
     stop: bool,
 }
 
@@ -23,6 +26,8 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    /// Signalled when a page is ready or failed.
+    done: Condvar,
 }
 
 /// Handle to the preparer thread of one appender; dropping it stops the
@@ -34,18 +39,26 @@ pub struct Preparer {
 }
 
 impl Preparer {
-    /// Starts the thread for journal `name` in `dir`.
+    /// Starts the thread for journal `name` in `dir`, pinned to `core` if
+    /// given.
     pub fn spawn(
         dir: PathBuf,
         name: String,
         page_size: u64,
         opts: PrepareOptions,
+        core: Option<usize>,
     ) -> std::io::Result<Preparer> {
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tape-prep-{name}"))
-            .spawn(move || run(&s, &dir, &name, page_size, opts))?;
+            .spawn(move || {
+                if let Some(c) = core {
+                    // Best effort: an unpinned helper still works.
+                    let _ = crate::exchange::pin_thread(c);
+                }
+                run(&s, &dir, &name, page_size, opts)
+            })?;
         Ok(Preparer {
             shared,
             thread: Some(thread),
@@ -63,11 +76,33 @@ impl Preparer {
     pub fn take(&self, page_no: u64) -> Option<PageMut> {
         let mut st = lock(&self.shared.state);
         match st.ready.take() {
-            Some(p) if p.page_no() == page_no => Some(p),
+            Some(p) if p.page_no() == page_no => {
+                st.want = None;
+                Some(p)
+            }
             other => {
                 st.ready = other;
                 None
             }
+        }
+    }
+
+    /// Takes page `page_no`, waiting while the thread is still making it.
+    /// `None` when it was not asked for or making it failed: the page is
+    /// then not being touched by the thread, and the caller may make it.
+    pub fn take_wait(&self, page_no: u64) -> Option<PageMut> {
+        let mut st = lock(&self.shared.state);
+        loop {
+            if st.ready.as_ref().is_some_and(|p| p.page_no() == page_no) {
+                // Handed over: the thread must not make (and pre-fault) it
+                // again while the writer fills it.
+                st.want = None;
+                return st.ready.take();
+            }
+            if st.want != Some(page_no) || st.failed == Some(page_no) || st.stop {
+                return None;
+            }
+            st = self.shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -105,7 +140,6 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 }
 
 fn run(shared: &Shared, dir: &std::path::Path, name: &str, page_size: u64, opts: PrepareOptions) {
-    let mut failed: Option<u64> = None;
     loop {
         let (job, retired) = {
             let mut st = lock(&shared.state);
@@ -116,7 +150,7 @@ fn run(shared: &Shared, dir: &std::path::Path, name: &str, page_size: u64, opts:
                 let job = st
                     .want
                     .filter(|&n| st.ready.as_ref().is_none_or(|p| p.page_no() != n))
-                    .filter(|&n| failed != Some(n));
+                    .filter(|&n| st.failed != Some(n));
                 if job.is_some() || !st.retired.is_empty() {
                     break (job, std::mem::take(&mut st.retired));
                 }
@@ -131,10 +165,11 @@ fn run(shared: &Shared, dir: &std::path::Path, name: &str, page_size: u64, opts:
                 Ok(page) => {
                     let mut st = lock(&shared.state);
                     st.ready = Some(page);
-                    failed = None;
+                    st.failed = None;
                 }
-                Err(_) => failed = Some(no),
+                Err(_) => lock(&shared.state).failed = Some(no),
             }
+            shared.done.notify_all();
         }
     }
 }

@@ -41,19 +41,21 @@ pub fn verify(dir: &Path, name: &str) -> Result<VerifyReport, OpenError> {
     };
     let last_no = *pages.numbers.last().expect("at least one page");
     let mut ended_prev = true;
+    let mut prev_tail = PAGE_HEADER_LEN;
     for &no in &pages.numbers {
         let page = PageRef::open(dir, name, no, Some(pages.page_size), false)?;
-        let scan = scan_checked(&page, check)?;
-        if !ended_prev && scan.frames > 0 {
-            // The page before this one was not ended, yet this one has
-            // frames: readers would never get here.
+        if !ended_prev && crate::locate::first_frame(&page).is_some() {
+            // The page before this one stops (a zero length word) without an
+            // end-of-page marker, yet this one has frames: readers would
+            // never get here. The damage is where the page before stops.
             return Err(Damage::new(
                 &page_path(dir, name, no - 1),
-                PAGE_HEADER_LEN,
-                "page has no end-of-page marker but the next page has frames",
+                prev_tail,
+                "frames stop here without an end-of-page marker but the next page has frames",
             )
             .into());
         }
+        let scan = scan_checked(&page, check)?;
         if let Some((first, _)) = scan.first {
             if report.first_seq == 0 {
                 report.first_seq = first;
@@ -79,6 +81,7 @@ pub fn verify(dir: &Path, name: &str) -> Result<VerifyReport, OpenError> {
             }
         }
         ended_prev = scan.ended || no == last_no;
+        prev_tail = scan.tail;
     }
     Ok(report)
 }

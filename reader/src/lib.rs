@@ -43,7 +43,10 @@
 #![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
-use tape_journal::{Cursor, CursorOptions, OpenError, ReadError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use tape_journal::{Cursor, CursorOptions, OpenError, PageExchange, ReadError};
 use tape_service::{ReaderLease, RegisterError};
 
 pub use tape_journal::{Frame, Start};
@@ -105,9 +108,26 @@ pub struct ReaderBuilder {
     start: Start,
     service: ServiceMode,
     opts: CursorOptions,
+    background: bool,
+    helper_core: Option<usize>,
 }
 
 impl ReaderBuilder {
+    /// Map next pages ahead and unmap old ones on a helper thread (default
+    /// on), so that `next` never makes a system call or takes a page fault
+    /// at a page switch. Off: the reading thread does it.
+    pub fn background(mut self, on: bool) -> Self {
+        self.background = on;
+        self
+    }
+
+    /// Pin the helper thread to this CPU (e.g. a core other than the
+    /// reader's own).
+    pub fn helper_core(mut self, core: Option<usize>) -> Self {
+        self.helper_core = core;
+        self
+    }
+
     /// The root whose service to register with (default: `$TAPE_ROOT`, else
     /// `/tmp/trading`).
     pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
@@ -135,8 +155,9 @@ impl ReaderBuilder {
         self
     }
 
-    /// Pre-fault each page's mapping when it is mapped (no page faults while
-    /// reading; a few ms per page at the switch).
+    /// Pre-fault each page's mapping when it is mapped (default on): no page
+    /// faults while reading. With the background helper the cost is paid
+    /// there; without it, a few ms per page at the switch.
     pub fn populate(mut self, on: bool) -> Self {
         self.opts.populate = on;
         self
@@ -152,6 +173,11 @@ impl ReaderBuilder {
             }
             ServiceMode::IfRunning => ReaderLease::acquire(&root, &self.name, &[]).ok(),
         };
+        let helper = if self.background {
+            Some(Helper::spawn(self.helper_core))
+        } else {
+            None
+        };
         Ok(Reader {
             name: self.name,
             root,
@@ -160,6 +186,7 @@ impl ReaderBuilder {
             lease,
             sources: Vec::new(),
             idle: 0,
+            helper,
         })
     }
 }
@@ -173,6 +200,7 @@ struct Source {
 }
 
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // few sources; the hot path keeps the cursor inline
 enum State {
     /// The journal has no page yet; opened at its first frame once it has.
     Waiting,
@@ -213,6 +241,65 @@ pub struct Reader {
     lease: Option<ReaderLease>,
     sources: Vec<Source>,
     idle: u32,
+    helper: Option<Helper>,
+}
+
+/// The helper thread of a reader: serves the page exchange of every cursor.
+#[derive(Debug)]
+struct Helper {
+    shared: Arc<HelperShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct HelperShared {
+    exchanges: Mutex<Vec<Arc<PageExchange>>>,
+    stop: AtomicBool,
+}
+
+impl Helper {
+    fn spawn(core: Option<usize>) -> Helper {
+        let shared = Arc::new(HelperShared::default());
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("tape-reader-pages".into())
+            .spawn(move || {
+                if let Some(c) = core {
+                    let _ = tape_journal::pin_thread(c);
+                }
+                while !s.stop.load(Ordering::Acquire) {
+                    let list = s
+                        .exchanges
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone();
+                    let worked = list.iter().fold(false, |w, ex| ex.serve() | w);
+                    if !worked {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
+            })
+            .ok();
+        Helper { shared, thread }
+    }
+
+    fn add(&self, cursor: &mut Cursor) {
+        let ex = cursor.exchange(true);
+        self.shared
+            .exchanges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ex);
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Reader {
@@ -229,7 +316,12 @@ impl Reader {
             root: None,
             start: Start::End,
             service: ServiceMode::Required,
-            opts: CursorOptions::default(),
+            opts: CursorOptions {
+                verify_crc: false,
+                populate: true,
+            },
+            background: true,
+            helper_core: None,
         }
     }
 
@@ -250,7 +342,12 @@ impl Reader {
         let dir = dir.as_ref().to_path_buf();
         tape_journal::check_name(name).map_err(|e| AddError::Open(OpenError::BadName(e)))?;
         let state = match Cursor::open(&dir, name, start, self.opts) {
-            Ok(cursor) => State::Open { cursor, head: None },
+            Ok(mut cursor) => {
+                if let Some(h) = &self.helper {
+                    h.add(&mut cursor);
+                }
+                State::Open { cursor, head: None }
+            }
             Err(OpenError::NotFound { .. }) => State::Waiting,
             Err(e) => return Err(AddError::Open(e)),
         };
@@ -271,6 +368,25 @@ impl Reader {
     #[inline]
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<ReaderFrame<'_>>, ReadError> {
+        if self.idle >= HOUSEKEEPING_EVERY {
+            self.idle = 0;
+            self.housekeeping();
+        }
+        if self.sources.len() == 1 {
+            // One journal: no merge, no peek.
+            let src = &mut self.sources[0];
+            if let State::Open { cursor, .. } = &mut src.state {
+                if let Some(frame) = cursor.next()? {
+                    return Ok(Some(ReaderFrame {
+                        journal: 0,
+                        journal_name: &src.name,
+                        frame,
+                    }));
+                }
+            }
+            self.idle += 1;
+            return Ok(None);
+        }
         let mut best: Option<(usize, i64)> = None;
         for (i, src) in self.sources.iter_mut().enumerate() {
             if let State::Open { cursor, head } = &mut src.state {
@@ -285,7 +401,7 @@ impl Reader {
             }
         }
         let Some((i, _)) = best else {
-            self.idle_poll();
+            self.idle += 1;
             return Ok(None);
         };
         let src = &mut self.sources[i];
@@ -301,14 +417,6 @@ impl Reader {
         }))
     }
 
-    #[cold]
-    fn idle_poll(&mut self) {
-        self.idle = self.idle.wrapping_add(1);
-        if self.idle % HOUSEKEEPING_EVERY == 0 {
-            self.housekeeping();
-        }
-    }
-
     /// Opens journals that appeared since they were added and maps next
     /// pages ahead of time. [`Reader::next`] calls it every few thousand
     /// empty polls; call it yourself after a pause if you like.
@@ -316,12 +424,19 @@ impl Reader {
         for src in &mut self.sources {
             match &mut src.state {
                 State::Waiting => {
-                    if let Ok(cursor) = Cursor::open(&src.dir, &src.name, Start::First, self.opts) {
+                    if let Ok(mut cursor) =
+                        Cursor::open(&src.dir, &src.name, Start::First, self.opts)
+                    {
+                        if let Some(h) = &self.helper {
+                            h.add(&mut cursor);
+                        }
                         src.state = State::Open { cursor, head: None };
                     }
                 }
                 State::Open { cursor, .. } => {
-                    let _ = cursor.prefetch();
+                    if self.helper.is_none() {
+                        let _ = cursor.prefetch();
+                    }
                 }
             }
         }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::protocol::{
-    decode_reply, read_frame, write_frame, ErrorCode, JournalId, JournalInfo, Peer, Reply, Request,
-    MAX_REPLY, PROTOCOL_VERSION,
+    decode_reply, read_frame, write_frame, ErrorCode, JournalId, JournalInfo, NoSigPipe, Peer,
+    Reply, Request, MAX_REPLY, PROTOCOL_VERSION,
 };
 use crate::socket_path;
 
@@ -322,7 +322,7 @@ impl Client {
 
     /// Sends one request and reads its reply, whatever it is.
     fn call(&mut self, req: &Request) -> Result<Reply, QueryError> {
-        write_frame(&mut self.stream, req).map_err(QueryError::Io)?;
+        write_frame(&mut NoSigPipe(&self.stream), req).map_err(QueryError::Io)?;
         let frame = read_frame(&mut self.stream, MAX_REPLY, &mut self.buf);
         frame.map_err(|e| QueryError::Io(frame_io_error(e)))?;
         decode_reply(&self.buf).map_err(|e| QueryError::Protocol(e.to_string()))

@@ -42,7 +42,7 @@ use nix::sys::socket::{getsockopt, sockopt};
 
 use crate::protocol::{
     decode_request, encode_frame, read_frame, validate_dir, validate_journal_name,
-    validate_peer_name, write_frame, ErrorCode, FrameError, JournalId, Reply, Request,
+    validate_peer_name, write_frame, ErrorCode, FrameError, JournalId, NoSigPipe, Reply, Request,
     MAX_PER_PAGE, MAX_REPLY, MAX_REQUEST, PROTOCOL_VERSION,
 };
 use crate::registry::{Cred, Refusal, Registry};
@@ -410,7 +410,7 @@ impl Shared {
     }
 
     /// Takes a new connection: refuses it when full, else starts its thread.
-    fn admit(self: &Arc<Self>, mut stream: UnixStream) -> Option<JoinHandle<()>> {
+    fn admit(self: &Arc<Self>, stream: UnixStream) -> Option<JoinHandle<()>> {
         let _ = stream.set_nonblocking(false);
         let _ = stream.set_write_timeout(Some(IO_DEADLINE));
         let clone = stream.try_clone().ok()?;
@@ -420,7 +420,7 @@ impl Shared {
                 drop(st);
                 let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
                 let _ = write_frame(
-                    &mut stream,
+                    &mut NoSigPipe(&stream),
                     &Reply::error(
                         ErrorCode::Busy,
                         format!(
@@ -589,6 +589,10 @@ impl<'a> Connection<'a> {
                 Ok(req) => self.handle(req),
                 Err(e) => Reply::error(e.code, e.message),
             };
+            // An idle connection keeps no large buffer.
+            if buf.capacity() > 4096 {
+                buf = Vec::new();
+            }
             let close = matches!(&reply, Reply::Error { code, .. } if code.closes_connection());
             if !self.send(&reply) || close {
                 return;
@@ -609,7 +613,7 @@ impl<'a> Connection<'a> {
             },
             Err(_) => return false,
         };
-        self.stream.write_all(&frame).is_ok()
+        NoSigPipe(&self.stream).write_all(&frame).is_ok()
     }
 
     fn handle(&mut self, req: Request) -> Reply {

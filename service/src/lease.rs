@@ -28,7 +28,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use crate::client::{Client, ConnectError, QueryError};
 use crate::daemon::canonical_dir;
 use crate::protocol::{
-    validate_dir, validate_journal_name, validate_peer_name, ErrorCode, JournalId,
+    validate_dir, validate_journal_name, validate_peer_name, ErrorCode, JournalId, NoSigPipe,
     MAX_READER_JOURNALS,
 };
 use crate::socket_path;
@@ -323,7 +323,7 @@ impl Lease {
 
     fn wake(&self) {
         // A full buffer means a wake-up is already pending.
-        let _ = (&self.wake).write(&[1]);
+        let _ = NoSigPipe(&self.wake).write(&[1]);
     }
 }
 

@@ -370,6 +370,31 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
     Ok(frame)
 }
 
+/// A writer for a Unix socket that never raises SIGPIPE: it uses `send(2)`
+/// with `MSG_NOSIGNAL`, so a peer that has gone away is an `EPIPE` error,
+/// even in a process that restored SIGPIPE's default action (as command-line
+/// tools that stop quietly on a closed pipe do).
+#[derive(Debug)]
+pub struct NoSigPipe<'a>(pub &'a std::os::unix::net::UnixStream);
+
+impl Write for NoSigPipe<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use nix::sys::socket::{send, MsgFlags};
+        use std::os::fd::AsRawFd;
+        loop {
+            match send(self.0.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL) {
+                Ok(n) => return Ok(n),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Decodes a frame body into a request. Never panics; allocation is bounded
 /// by the body size (serde_json also bounds nesting depth at 128).
 pub fn decode_request(body: &[u8]) -> Result<Request, DecodeError> {

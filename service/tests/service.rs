@@ -79,7 +79,8 @@ impl RoleChild {
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
-                if line.trim() == "READY" {
+                // libtest prints "test child_role ... " first, on the same line.
+                if line.trim_end().ends_with("READY") {
                     let _ = tx.send(());
                 }
             }
@@ -479,7 +480,7 @@ fn second_service_refused_and_stale_socket_taken_over() {
     );
     let text = err.to_string();
     assert!(text.contains("already running") && text.contains(&format!("pid {}", child.pid())));
-    let mut c = Client::connect(root.path()).unwrap();
+    let c = Client::connect(root.path()).unwrap();
     assert_eq!(c.service_pid(), child.pid());
     drop(c);
 
@@ -562,4 +563,42 @@ fn python_client_from_protocol_md() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("OK"), "{stdout}");
+}
+
+/// The soft limit on open files of this process, from /proc.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[test]
+fn connection_limit_refuses_with_busy() {
+    let _w = Watchdog::new("connection_limit");
+    // Both ends of every connection live in this process.
+    let needed = 2 * tape_service::MAX_CONNECTIONS as u64 + 200;
+    if !matches!(open_files_limit(), Some(n) if n >= needed) {
+        eprintln!("fewer than {needed} open files allowed: skipping the connection limit test");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let _svc = Service::start(root.path()).unwrap();
+    let writer = WriterLease::acquire(root.path(), &journal_dir(root.path()), "md").unwrap();
+
+    // The lease holds one connection; fill the rest.
+    let mut conns: Vec<UnixStream> = (1..tape_service::MAX_CONNECTIONS)
+        .map(|_| {
+            let mut s = raw(root.path());
+            hello(&mut s);
+            s
+        })
+        .collect();
+    let mut extra = raw(root.path());
+    expect_error_then_close(&mut extra, ErrorCode::Busy);
+    assert!(writer.is_registered());
+
+    // A freed slot is usable again.
+    drop(conns.pop());
+    let mut c = eventually("a slot frees up", || Client::connect(root.path()).ok());
+    assert_eq!(c.count().unwrap(), 1);
 }

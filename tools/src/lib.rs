@@ -5,6 +5,7 @@
 //! sentence with a non-zero exit; a closed pipe (`tape tail md | head`) ends
 //! the command quietly.
 
+pub mod bench;
 pub mod cmd;
 pub mod timefmt;
 

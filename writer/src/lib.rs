@@ -101,6 +101,13 @@ impl WriterBuilder {
         self
     }
 
+    /// Pin the background page preparer to this CPU (e.g. the writer's own
+    /// core, so its work never preempts a reader pinned elsewhere).
+    pub fn helper_core(mut self, core: Option<usize>) -> Self {
+        self.opts.helper_core = core;
+        self
+    }
+
     /// Registers with the service, then opens (creates, or recovers) the
     /// journal.
     pub fn create(self) -> Result<Writer, CreateError> {

@@ -33,7 +33,7 @@ pub fn payload_len(seq: u64, max: usize) -> usize {
 
 /// Fills `buf` with the payload of frame `seq` (any length).
 pub fn fill_payload(seq: u64, buf: &mut [u8]) {
-    let h = mix(seq ^ 0x5EED_0F_7A9E).to_le_bytes();
+    let h = mix(seq ^ 0x005E_ED0F_7A9E).to_le_bytes();
     for (i, b) in buf.iter_mut().enumerate() {
         *b = h[i & 7] ^ (i as u8);
     }
@@ -52,6 +52,7 @@ pub fn foreground() -> AppendOptions {
         page_size: PAGE,
         background: false,
         prepare: PrepareOptions::default(),
+        ..AppendOptions::default()
     }
 }
 

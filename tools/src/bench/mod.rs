@@ -1,0 +1,531 @@
+//! `journal-bench`: one-way latency and throughput of tape between
+//! processes, beside the floor of the same box measured in the same run.
+//!
+//! The coordinator (this module) starts a service on a temporary root
+//! (tmpfs when the box has one), then runs three phases, each with fresh
+//! processes of this same binary in a hidden role (see [`roles`]):
+//!
+//! 1. **floor**: a writer process stores its clock reading into one cache
+//!    line of a shared mapping at the pace; a reader process polls it and
+//!    subtracts it from its own clock. One cache-line transfer plus one
+//!    clock read: nothing can do better on this box.
+//! 2. **latency**: a `Writer` appends frames at the pace (`--rate`); each
+//!    `Reader` records, for every frame, its clock at receipt minus the
+//!    frame's write time.
+//! 3. **throughput**: the writer appends `--frames` frames as fast as it
+//!    can; each reader checks every sequence number.
+//!
+//! The writer runs on the first core, the first reader on the second; the
+//! helper threads (page preparer, page mapper) run on the writer's core so
+//! they never preempt a pinned reader. Readers beyond the cores there are
+//! use an idle strategy (spin, yield, park), and so do all readers then.
+
+pub mod ctl;
+mod plot;
+pub mod roles;
+
+use anyhow::{bail, Context, Result};
+use ctl::{Ctl, Line};
+use hdrhistogram::Histogram;
+use roles::{Kind, Report, Role};
+use serde::Serialize;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Options of a run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Frames in the throughput phase.
+    pub frames: u64,
+    /// Payload bytes per frame.
+    pub size: usize,
+    /// Pace of the floor and latency phases, frames per second.
+    pub rate: u64,
+    /// Seconds the floor and latency phases each last.
+    pub latency_secs: f64,
+    /// Reader processes.
+    pub readers: usize,
+    /// Page size of the bench journals.
+    pub page_size: u64,
+    /// An existing root with a running service, instead of a temporary one.
+    pub root: Option<PathBuf>,
+    /// Print progress on standard error.
+    pub progress: bool,
+}
+
+/// Percentiles of a latency distribution.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// 99.9th percentile.
+    pub p999_ns: u64,
+    /// 99.99th percentile.
+    pub p9999_ns: u64,
+    /// Largest.
+    pub max_ns: u64,
+    /// Samples.
+    pub count: u64,
+}
+
+/// The result of a run; `--json` prints it (the keys DESIGN.md fixes
+/// first, more after).
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    /// Frames in the throughput phase.
+    pub frames: u64,
+    /// Payload bytes per frame.
+    pub size: usize,
+    /// Latency median.
+    pub p50_ns: u64,
+    /// Latency 99th percentile.
+    pub p99_ns: u64,
+    /// Latency 99.9th percentile.
+    pub p999_ns: u64,
+    /// Largest latency.
+    pub max_ns: u64,
+    /// Throughput phase: frames per second delivered to the slowest reader.
+    pub throughput_fps: f64,
+    /// Frames some reader did not get, both phases (must be 0).
+    pub lost: u64,
+    /// Page switches the writer made, both phases.
+    pub page_switches: u64,
+    /// Worst latency of the frames around a page switch.
+    pub switch_max_ns: u64,
+    /// Floor median.
+    pub floor_ns: u64,
+    /// Floor 99th percentile.
+    pub floor_p99_ns: u64,
+    /// Floor 99.9th percentile.
+    pub floor_p999_ns: u64,
+    /// Floor largest.
+    pub floor_max_ns: u64,
+    /// Throughput phase: payload bytes per second.
+    pub throughput_bytes_per_sec: f64,
+    /// Throughput phase: frames per second the writer appended.
+    pub writer_fps: f64,
+    /// Pace of the floor and latency phases.
+    pub rate: u64,
+    /// Frames in the latency phase.
+    pub latency_frames: u64,
+    /// Reader processes.
+    pub readers: usize,
+    /// Page size.
+    pub page_size: u64,
+    /// Cores the box lets this process use.
+    pub cores: usize,
+    /// Whether readers used the idle strategy (more processes than cores).
+    pub idle_readers: bool,
+    /// Latency distribution, all readers.
+    pub latency: Percentiles,
+    /// Floor distribution.
+    pub floor: Percentiles,
+    #[serde(skip)]
+    hist_latency: Option<Histogram<u64>>,
+    #[serde(skip)]
+    hist_floor: Option<Histogram<u64>>,
+}
+
+impl Results {
+    /// Writes the SVG plot of both percentile distributions.
+    pub fn plot(&self, path: &Path) -> Result<()> {
+        let (Some(l), Some(f)) = (&self.hist_latency, &self.hist_floor) else {
+            bail!("no distributions to plot");
+        };
+        plot::percentiles(
+            path,
+            &[("tape one-way latency", l), ("floor (one cache line)", f)],
+        )
+    }
+}
+
+/// Kills the child processes still running when dropped.
+struct Children(Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Children {
+    fn spawn(&mut self, what: &str, role: &Role) -> Result<()> {
+        let exe = std::env::current_exe()?;
+        let child = Command::new(exe)
+            .arg("--role-spec")
+            .arg(serde_json::to_string(role)?)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start the {what} process"))?;
+        self.0.push((what.to_string(), child));
+        Ok(())
+    }
+
+    /// Waits for every child and parses its report.
+    fn reports(&mut self) -> Result<Vec<Report>> {
+        let mut out = Vec::new();
+        for (what, mut c) in self.0.drain(..) {
+            let mut line = String::new();
+            if let Some(s) = c.stdout.take() {
+                BufReader::new(s).read_line(&mut line)?;
+            }
+            let status = c.wait()?;
+            if !status.success() {
+                bail!("the {what} process failed ({status})");
+            }
+            out.push(
+                serde_json::from_str(&line)
+                    .with_context(|| format!("the {what} process sent no report"))?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn merge(reports: &[Report]) -> Result<Histogram<u64>> {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)?;
+    for r in reports {
+        for &(v, n) in &r.hist {
+            h.record_n(v, n)?;
+        }
+    }
+    Ok(h)
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    Percentiles {
+        p50_ns: h.value_at_quantile(0.50),
+        p99_ns: h.value_at_quantile(0.99),
+        p999_ns: h.value_at_quantile(0.999),
+        p9999_ns: h.value_at_quantile(0.9999),
+        max_ns: h.max(),
+        count: h.len(),
+    }
+}
+
+/// The root of a run: a temporary one with its own in-process service, or
+/// the one given.
+struct Root {
+    path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    _service: Option<tape_service::Service>,
+}
+
+fn make_root(given: Option<&Path>) -> Result<Root> {
+    if let Some(p) = given {
+        tape_service::Client::connect(p)?;
+        return Ok(Root {
+            path: p.to_path_buf(),
+            _tmp: None,
+            _service: None,
+        });
+    }
+    let shm = Path::new("/dev/shm");
+    let tmp = if shm.is_dir() {
+        tempfile::Builder::new()
+            .prefix("journal-bench-")
+            .tempdir_in(shm)?
+    } else {
+        tempfile::Builder::new()
+            .prefix("journal-bench-")
+            .tempdir()?
+    };
+    let service = tape_service::Service::start(tmp.path())?;
+    Ok(Root {
+        path: tmp.path().to_path_buf(),
+        _tmp: Some(tmp),
+        _service: Some(service),
+    })
+}
+
+fn progress(cfg: &Config, msg: &str) {
+    if cfg.progress {
+        eprintln!("journal-bench: {msg}");
+    }
+}
+
+/// Waits for the writer of a phase, printing its progress.
+fn watch(cfg: &Config, ctl: &Ctl, what: &str, frames: u64) {
+    if !cfg.progress {
+        return;
+    }
+    let mut last = Instant::now();
+    while ctl.get(Line::Done) == 0 {
+        std::thread::sleep(Duration::from_millis(50));
+        if last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            let done = ctl.get(Line::Progress) as f64 / frames.max(1) as f64;
+            eprintln!("journal-bench: {what}: {:.0}%", done * 100.0);
+        }
+    }
+}
+
+/// Runs the bench.
+pub fn run(cfg: &Config) -> Result<Results> {
+    if cfg.readers == 0 {
+        bail!("--readers must be at least 1");
+    }
+    if !tape_journal::format::valid_page_size(cfg.page_size) {
+        bail!("--page-size must be a power of two from 1048576 (1 MiB) to 1073741824 (1 GiB)");
+    }
+    if cfg.size > tape_journal::format::max_payload(cfg.page_size) {
+        bail!("--size is larger than a page of --page-size holds");
+    }
+    if cfg.rate == 0 {
+        bail!("--rate must be at least 1");
+    }
+    let cores: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    // This process and the service it starts only wait; keep their wake-ups
+    // on the writer's core, away from the readers'.
+    if let (Some(&c), true) = (cores.first(), cores.len() > 1) {
+        let _ = tape_journal::pin_thread(c);
+    }
+    let root = make_root(cfg.root.as_deref())?;
+    let ncores = cores.len().max(1);
+    let idle = cfg.readers + 1 > ncores;
+    let writer_core = cores.first().copied();
+    let reader_core = |i: usize| cores.get(1 + i).copied();
+    let system = root.path.join("system");
+    std::fs::create_dir_all(&system)?;
+    let pid = std::process::id();
+    let latency_frames = ((cfg.rate as f64 * cfg.latency_secs) as u64).max(1);
+    let base = Role {
+        kind: Kind::Writer,
+        ctl: system.join(format!("bench-{pid}.ctl")),
+        root: root.path.clone(),
+        journal: String::new(),
+        frames: 0,
+        size: cfg.size,
+        rate: cfg.rate,
+        page_size: cfg.page_size,
+        core: writer_core,
+        helper_core: writer_core,
+        idle,
+        parties: 0,
+        latency: true,
+        index: 0,
+    };
+    progress(
+        cfg,
+        &format!(
+            "{} reader(s), {}-byte frames, pages of {} bytes, {} cores{}, root {}",
+            cfg.readers,
+            cfg.size,
+            cfg.page_size,
+            ncores,
+            if idle { " (readers idle-poll)" } else { "" },
+            root.path.display()
+        ),
+    );
+
+    // Phase 1: the floor.
+    progress(
+        cfg,
+        &format!("floor: {latency_frames} clock readings at {}/s", cfg.rate),
+    );
+    let ctl = Ctl::open(&base.ctl, true)?;
+    let mut kids = Children(Vec::new());
+    kids.spawn(
+        "floor reader",
+        &Role {
+            kind: Kind::FloorReader,
+            frames: latency_frames,
+            core: reader_core(0),
+            ..base.clone()
+        },
+    )?;
+    kids.spawn(
+        "floor writer",
+        &Role {
+            kind: Kind::FloorWriter,
+            frames: latency_frames,
+            parties: 1,
+            ..base.clone()
+        },
+    )?;
+    watch(cfg, &ctl, "floor", latency_frames);
+    let floor_reports = kids.reports()?;
+    let hist_floor = merge(&floor_reports[..1])?;
+
+    // Phases 2 and 3: latency, then throughput.
+    let phase = |name: &str, frames: u64, rate: u64, latency: bool| -> Result<Vec<Report>> {
+        let ctl = Ctl::open(&base.ctl, true)?;
+        let journal = format!("bench-{name}-{pid}");
+        let role = Role {
+            journal: journal.clone(),
+            frames,
+            rate,
+            latency,
+            ..base.clone()
+        };
+        let mut kids = Children(Vec::new());
+        kids.spawn(
+            "writer",
+            &Role {
+                parties: 1 + cfg.readers as i64,
+                ..role.clone()
+            },
+        )?;
+        ctl.wait_at_least(Line::Ready, 1, Instant::now() + Duration::from_secs(30))?;
+        for i in 0..cfg.readers {
+            kids.spawn(
+                &format!("reader {i}"),
+                &Role {
+                    kind: Kind::Reader,
+                    core: if idle { None } else { reader_core(i) },
+                    index: i,
+                    ..role.clone()
+                },
+            )?;
+        }
+        watch(cfg, &ctl, name, frames);
+        let reports = kids.reports()?;
+        // The journals of a run are large: remove them now.
+        let dir = tape_journal::journal_dir(&root.path);
+        for no in tape_journal::list_pages(&dir, &journal).unwrap_or_default() {
+            let _ = std::fs::remove_file(tape_journal::files::page_path(&dir, &journal, no));
+        }
+        let _ = std::fs::remove_file(tape_journal::files::lock_path(&dir, &journal));
+        Ok(reports)
+    };
+    progress(
+        cfg,
+        &format!("latency: {latency_frames} frames at {}/s", cfg.rate),
+    );
+    let lat = phase("latency", latency_frames, cfg.rate, true)?;
+    progress(
+        cfg,
+        &format!("throughput: {} frames as fast as possible", cfg.frames),
+    );
+    let tput = phase("throughput", cfg.frames, 0, false)?;
+    let _ = std::fs::remove_file(&base.ctl);
+
+    let hist_latency = merge(&lat[1..])?;
+    if std::env::var_os("JOURNAL_BENCH_DEBUG").is_some() {
+        for r in &lat[1..] {
+            eprintln!("journal-bench: slowest frame seq {}", r.max_seq);
+        }
+    }
+    let l = percentiles(&hist_latency);
+    let f = percentiles(&hist_floor);
+    let writer = &tput[0];
+    let slowest_end = tput[1..]
+        .iter()
+        .map(|r| r.end_ns)
+        .max()
+        .unwrap_or(writer.end_ns);
+    let elapsed = (slowest_end - writer.start_ns).max(1) as f64 / 1e9;
+    let writer_elapsed = (writer.end_ns - writer.start_ns).max(1) as f64 / 1e9;
+    let lost = lat[1..].iter().chain(&tput[1..]).map(|r| r.lost).sum();
+    Ok(Results {
+        frames: cfg.frames,
+        size: cfg.size,
+        p50_ns: l.p50_ns,
+        p99_ns: l.p99_ns,
+        p999_ns: l.p999_ns,
+        max_ns: l.max_ns,
+        throughput_fps: cfg.frames as f64 / elapsed,
+        lost,
+        page_switches: lat[0].page_switches + writer.page_switches,
+        switch_max_ns: lat[1..].iter().map(|r| r.switch_max_ns).max().unwrap_or(0),
+        floor_ns: f.p50_ns,
+        floor_p99_ns: f.p99_ns,
+        floor_p999_ns: f.p999_ns,
+        floor_max_ns: f.max_ns,
+        throughput_bytes_per_sec: cfg.frames as f64 * cfg.size as f64 / elapsed,
+        writer_fps: cfg.frames as f64 / writer_elapsed,
+        rate: cfg.rate,
+        latency_frames,
+        readers: cfg.readers,
+        page_size: cfg.page_size,
+        cores: ncores,
+        idle_readers: idle,
+        latency: l,
+        floor: f,
+        hist_latency: Some(hist_latency),
+        hist_floor: Some(hist_floor),
+    })
+}
+
+/// Nanoseconds in a readable unit.
+pub fn ns(v: u64) -> String {
+    match v {
+        0..=9_999 => format!("{v} ns"),
+        10_000..=9_999_999 => format!("{:.1} µs", v as f64 / 1e3),
+        _ => format!("{:.1} ms", v as f64 / 1e6),
+    }
+}
+
+/// The human-readable report.
+pub fn text(r: &Results) -> String {
+    let ratio = |a: u64, b: u64| a as f64 / b.max(1) as f64;
+    let mut s = String::new();
+    use std::fmt::Write;
+    let _ = writeln!(
+        s,
+        "journal-bench: 1 writer, {} reader(s), {}-byte payloads, {}-byte pages, {} cores{}",
+        r.readers,
+        r.size,
+        r.page_size,
+        r.cores,
+        if r.idle_readers {
+            ", readers idle-poll"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        s,
+        "                    p50        p99      p99.9    p99.99        max"
+    );
+    for (name, p) in [("floor", &r.floor), ("tape latency", &r.latency)] {
+        let _ = writeln!(
+            s,
+            "{name:<14} {:>9} {:>10} {:>10} {:>9} {:>10}",
+            ns(p.p50_ns),
+            ns(p.p99_ns),
+            ns(p.p999_ns),
+            ns(p.p9999_ns),
+            ns(p.max_ns)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "tape / floor   {:>8.2}x {:>9.2}x {:>9.2}x   ({} frames at {}/s, one-way, writer clock to reader clock)",
+        ratio(r.p50_ns, r.floor_ns),
+        ratio(r.p99_ns, r.floor_p99_ns),
+        ratio(r.p999_ns, r.floor_p999_ns),
+        r.latency_frames,
+        r.rate
+    );
+    let _ = writeln!(
+        s,
+        "page switches  {} (worst latency across a switch {}, {:.1}x p50)",
+        r.page_switches,
+        ns(r.switch_max_ns),
+        ratio(r.switch_max_ns, r.p50_ns)
+    );
+    let _ = writeln!(
+        s,
+        "throughput     {:.2} M frames/s to every reader ({:.2} GB/s payload; writer alone {:.2} M frames/s), {} frames",
+        r.throughput_fps / 1e6,
+        r.throughput_bytes_per_sec / 1e9,
+        r.writer_fps / 1e6,
+        r.frames
+    );
+    let _ = writeln!(s, "lost           {}", r.lost);
+    s
+}

@@ -1,0 +1,352 @@
+//! The bench's child processes: the same binary re-executed with a hidden
+//! `--role-spec`, one role each.
+
+use super::ctl::{Ctl, Line};
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tape_journal::clock::now_ns;
+use tape_reader::{Idle, Reader, Start};
+use tape_writer::Writer;
+
+/// What a child process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// Stores its clock into one cache line at the pace.
+    FloorWriter,
+    /// Polls that cache line.
+    FloorReader,
+    /// Appends frames through a `Writer`.
+    Writer,
+    /// Reads them through a `Reader`.
+    Reader,
+}
+
+/// Everything a child needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Role {
+    /// What it does.
+    pub kind: Kind,
+    /// Control block file.
+    pub ctl: PathBuf,
+    /// Root of the service and journals.
+    pub root: PathBuf,
+    /// Journal name.
+    pub journal: String,
+    /// Frames to write or read.
+    pub frames: u64,
+    /// Payload bytes.
+    pub size: usize,
+    /// Frames per second, 0 = as fast as possible.
+    pub rate: u64,
+    /// Page size.
+    pub page_size: u64,
+    /// Core to pin the main thread to.
+    pub core: Option<usize>,
+    /// Core to pin helper threads to.
+    pub helper_core: Option<usize>,
+    /// Use an idle strategy when there is nothing to read.
+    pub idle: bool,
+    /// Processes that must be ready before the writer starts.
+    pub parties: i64,
+    /// Record per-frame latency.
+    pub latency: bool,
+    /// Reader index.
+    pub index: usize,
+}
+
+/// What a child reports on its standard output (one JSON line).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// Frames written or received.
+    pub frames: u64,
+    /// Frames the reader expected but did not get.
+    pub lost: u64,
+    /// Clock when the writer began / the reader got its first frame.
+    pub start_ns: i64,
+    /// Clock when the writer ended / the reader got its last frame.
+    pub end_ns: i64,
+    /// Page switches the writer made.
+    pub page_switches: u64,
+    /// Worst latency of the frames around a page switch.
+    pub switch_max_ns: u64,
+    /// Latency histogram as (value, count) pairs.
+    pub hist: Vec<(u64, u64)>,
+    /// Sequence number of the slowest frame (latency phase).
+    pub max_seq: u64,
+}
+
+/// Runs one role to completion and prints its report.
+pub fn run(spec: &str) -> Result<()> {
+    let role: Role = serde_json::from_str(spec).context("bad --role-spec")?;
+    // Threads started while setting up (service lease, page helpers)
+    // inherit this: they belong on the helper core, the main thread on its
+    // own core (pinned once set up).
+    if let Some(c) = role.helper_core.or(role.core) {
+        tape_journal::pin_thread(c).with_context(|| format!("cannot pin to core {c}"))?;
+    }
+    let ctl = Ctl::open(&role.ctl, false)?;
+    let pin = || -> Result<()> {
+        if let Some(c) = role.core {
+            tape_journal::pin_thread(c).with_context(|| format!("cannot pin to core {c}"))?;
+        }
+        Ok(())
+    };
+    let report = match role.kind {
+        Kind::FloorWriter => floor_writer(&role, &ctl, pin)?,
+        Kind::FloorReader => floor_reader(&role, &ctl, pin)?,
+        Kind::Writer => writer(&role, &ctl, pin)?,
+        Kind::Reader => reader(&role, &ctl, pin)?,
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+/// Calls `f(i)` for i in 0..n at `rate` per second (as fast as possible
+/// when 0), spinning between calls; never bursts to catch up.
+#[inline(always)]
+fn paced(n: u64, rate: u64, ctl: &Ctl, mut f: impl FnMut(u64) -> Result<()>) -> Result<()> {
+    let period = if rate == 0 {
+        0
+    } else {
+        1_000_000_000 / rate as i64
+    };
+    let mut next = now_ns();
+    for i in 0..n {
+        if period > 0 {
+            let mut now = now_ns();
+            while now < next {
+                std::hint::spin_loop();
+                now = now_ns();
+            }
+            next = (next + period).max(now);
+        }
+        f(i)?;
+        if i & 0xffff == 0 {
+            ctl.set(Line::Progress, i as i64);
+        }
+    }
+    Ok(())
+}
+
+fn floor_writer(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report> {
+    pin()?;
+    ctl.wait_at_least(Line::Ready, role.parties, deadline())?;
+    let start = now_ns();
+    paced(role.frames, role.rate, ctl, |_| {
+        ctl.set(Line::Floor, now_ns());
+        Ok(())
+    })?;
+    let end = now_ns();
+    ctl.set(Line::Done, 1);
+    Ok(Report {
+        frames: role.frames,
+        start_ns: start,
+        end_ns: end,
+        ..Report::default()
+    })
+}
+
+fn floor_reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report> {
+    pin()?;
+    let mut lat = Vec::with_capacity(role.frames as usize);
+    let line = ctl.line(Line::Floor);
+    let mut last = line.load(std::sync::atomic::Ordering::Acquire);
+    ctl.line(Line::Ready)
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let mut idle = Idle::new();
+    let debug = std::env::var_os("JOURNAL_BENCH_DEBUG").is_some();
+    let mut last_poll = now_ns();
+    while (lat.len() as u64) < role.frames {
+        if debug {
+            let t = now_ns();
+            if t - last_poll > 50_000 {
+                eprintln!("floor stall {} us", (t - last_poll) / 1000);
+            }
+            last_poll = t;
+        }
+        let v = line.load(std::sync::atomic::Ordering::Acquire);
+        if v != last {
+            let now = now_ns();
+            lat.push((now - v).max(0) as u64);
+            last = v;
+            idle.reset();
+        } else if ctl.get(Line::Done) != 0 {
+            break;
+        } else if role.idle {
+            idle.idle();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    Ok(Report {
+        frames: lat.len() as u64,
+        lost: role.frames.saturating_sub(lat.len() as u64),
+        hist: histogram(lat.iter().copied())?,
+        ..Report::default()
+    })
+}
+
+fn writer(role: &Role, ctl: &Ctl, _pin: impl Fn() -> Result<()>) -> Result<Report> {
+    let mut w = Writer::builder(&role.journal)
+        .root(&role.root)
+        .page_size(role.page_size)
+        .helper_core(role.helper_core)
+        .create()?;
+    ctl.line(Line::Ready)
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    ctl.wait_at_least(Line::Ready, role.parties, deadline())?;
+    let payload = vec![0x5au8; role.size];
+    let start = now_ns();
+    paced(role.frames, role.rate, ctl, |_| {
+        w.write(1, &payload)?;
+        Ok(())
+    })?;
+    let end = now_ns();
+    ctl.set(Line::Done, 1);
+    Ok(Report {
+        frames: role.frames,
+        start_ns: start,
+        end_ns: end,
+        page_switches: w.appender().page_switches(),
+        ..Report::default()
+    })
+}
+
+fn reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report> {
+    let dir = tape_journal::journal_dir(&role.root);
+    let mut r = Reader::builder(&format!("bench-reader-{}", role.index))
+        .root(&role.root)
+        .start(Start::First)
+        .helper_core(role.helper_core)
+        .background(std::env::var_os("JOURNAL_BENCH_NOHELPER").is_none())
+        .create()?;
+    r.add_journal(&dir, &role.journal)?;
+    pin()?;
+    let n = role.frames as usize;
+    let mut lat: Vec<u32> = if role.latency {
+        vec![u32::MAX; n]
+    } else {
+        Vec::new()
+    };
+    let mut expected = 1u64;
+    let mut received = 0u64;
+    let mut start = 0i64;
+    let mut idle = Idle::new();
+    let mut writer_done = false;
+    let debug = std::env::var_os("JOURNAL_BENCH_DEBUG").is_some();
+    let mut stalls: Vec<(i64, i64)> = Vec::with_capacity(1 << 16);
+    let mut last_poll = now_ns();
+    ctl.line(Line::Ready)
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    loop {
+        if debug {
+            let t = now_ns();
+            if t - last_poll > 50_000 && stalls.len() < stalls.capacity() {
+                stalls.push((last_poll, t - last_poll));
+            }
+            last_poll = t;
+        }
+        match r.next()? {
+            Some(f) => {
+                let seq = f.seq();
+                if role.latency {
+                    let now = now_ns();
+                    if let Some(slot) = lat.get_mut(seq as usize - 1) {
+                        *slot = (now - f.time_ns()).clamp(0, u32::MAX as i64 - 1) as u32;
+                    }
+                } else if received == 0 {
+                    start = now_ns();
+                }
+                if seq != expected {
+                    anyhow::bail!(
+                        "reader {}: seq {seq} where {expected} was expected",
+                        role.index
+                    );
+                }
+                expected = seq + 1;
+                received += 1;
+                if received == role.frames {
+                    break;
+                }
+                idle.reset();
+            }
+            None => {
+                // Done was seen before this empty poll: nothing more comes.
+                if writer_done {
+                    break;
+                }
+                writer_done = ctl.get(Line::Done) != 0;
+                if role.idle {
+                    idle.idle();
+                }
+            }
+        }
+    }
+    let end = now_ns();
+    let mut report = Report {
+        frames: received,
+        lost: role.frames - received,
+        start_ns: start,
+        end_ns: end,
+        ..Report::default()
+    };
+    if debug {
+        let starts = tape_journal::page_starts(&dir, &role.journal)?;
+        for (at, len) in &stalls {
+            let near = starts
+                .iter()
+                .filter_map(|(no, f)| f.map(|(_, t)| (no, (at - t) / 1000)))
+                .min_by_key(|(_, d)| d.abs());
+            eprintln!(
+                "stall {} us at {} (nearest page start {:?} us)",
+                len / 1000,
+                at,
+                near
+            );
+        }
+    }
+    if role.latency {
+        report.hist = histogram(lat.iter().filter(|&&v| v != u32::MAX).map(|&v| v as u64))?;
+        report.max_seq = lat
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| v != u32::MAX)
+            .max_by_key(|(_, &v)| v)
+            .map_or(0, |(i, _)| i as u64 + 1);
+        // The frames around each page switch: the last two of a page and
+        // the first 32 of the next.
+        for (_, first) in tape_journal::page_starts(&dir, &role.journal)?
+            .iter()
+            .skip(1)
+        {
+            if let Some((s, _)) = *first {
+                let lo = (s as usize).saturating_sub(3);
+                let hi = (s as usize + 31).min(n);
+                for &v in lat.get(lo..hi).unwrap_or(&[]) {
+                    if v != u32::MAX {
+                        report.switch_max_ns = report.switch_max_ns.max(v as u64);
+                    }
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// A latency histogram as (value, count) pairs.
+fn histogram(values: impl Iterator<Item = u64>) -> Result<Vec<(u64, u64)>> {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)?;
+    for v in values {
+        h.saturating_record(v.max(1));
+    }
+    Ok(h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect())
+}

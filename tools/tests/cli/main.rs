@@ -1,0 +1,20 @@
+//! Integration tests of the `tape` command line: each test starts its own
+//! `tape service` (when it needs one) on its own temporary root, drives the
+//! real `tape` binary, and kills every child it started, even when it fails.
+//!
+//! No test asserts a duration: every wait has a watchdog deadline after
+//! which the test fails as hung.
+
+mod common;
+
+mod abuse;
+mod child;
+mod follow;
+mod help;
+mod ls_verify;
+mod no_service;
+mod one_writer;
+mod pipe;
+mod readonly;
+mod restart;
+mod write_tail;
