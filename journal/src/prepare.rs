@@ -8,6 +8,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+/// How often the thread looks for work: the writer never wakes it, so
+/// that a page switch makes no system call.
+const POLL: std::time::Duration = std::time::Duration::from_micros(500);
+
 #[derive(Debug, Default)]
 struct State {
     /// The page number the writer will need next.
@@ -65,11 +69,11 @@ impl Preparer {
         })
     }
 
-    /// Asks for page `page_no` to be made ready.
+    /// Asks for page `page_no` to be made ready (the thread sees it within
+    /// [`POLL`]; nothing is woken).
     pub fn request(&self, page_no: u64) {
         let mut st = lock(&self.shared.state);
         st.want = Some(page_no);
-        self.shared.wake.notify_one();
     }
 
     /// Takes page `page_no` if it is ready; `None` if it is not (yet).
@@ -110,7 +114,6 @@ impl Preparer {
     pub fn retire(&self, page: PageMut) {
         let mut st = lock(&self.shared.state);
         st.retired.push(page);
-        self.shared.wake.notify_one();
     }
 
     /// Waits until the requested page is ready (tests and benches use it to
@@ -154,7 +157,13 @@ fn run(shared: &Shared, dir: &std::path::Path, name: &str, page_size: u64, opts:
                 if job.is_some() || !st.retired.is_empty() {
                     break (job, std::mem::take(&mut st.retired));
                 }
-                st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                // Polled, not woken: a page switch on the hot path must not
+                // make a futex system call to wake this thread.
+                st = shared
+                    .wake
+                    .wait_timeout(st, POLL)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
         };
         drop(retired);

@@ -3,15 +3,24 @@
 
 use anyhow::Result;
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// Runs the service on `root` until a signal stops it.
 pub fn run(root: &Path) -> Result<()> {
     let stop = tape_service::shutdown_on_signals()?;
+    // Start first, so a refusal (another service on this root) is the only
+    // thing said; then say where it listens.
+    let service = tape_service::Service::start(root)?;
     eprintln!(
         "tape service: listening on {} (pid {})",
-        root.join("system/service.sock").display(),
+        service.socket_path().display(),
         std::process::id()
     );
-    tape_service::run(root, stop)?;
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(service);
+    eprintln!("tape service: stopped");
     Ok(())
 }
