@@ -134,6 +134,9 @@ pub struct Cursor {
     retired: Option<Vec<PageRef>>,
     /// The helper that maps pages ahead and unmaps old ones, if any.
     exchange: Option<Arc<PageExchange>>,
+    /// log2 of an eighth of the page size: the cursor reports its progress
+    /// to the exchange each time it crosses such a boundary.
+    progress_shift: u32,
 }
 
 impl Cursor {
@@ -160,6 +163,7 @@ impl Cursor {
                 opts,
                 retired: None,
                 exchange: None,
+                progress_shift: pages.page_size.trailing_zeros() - 3,
             })
         };
         match start {
@@ -249,6 +253,13 @@ impl Cursor {
             return Err(self.damage(off, what));
         }
         if consume {
+            if (end ^ off) >> self.progress_shift != 0 {
+                // Crossed an eighth of the page: tell the helper, which maps
+                // the next page once the cursor is half way.
+                if let Some(ex) = &self.exchange {
+                    ex.progress(end);
+                }
+            }
             self.off = end;
             self.expect_seq = Some(header.seq + 1);
         }
@@ -300,6 +311,7 @@ impl Cursor {
             populate,
             self.page.page_no(),
         ));
+        ex.progress(self.off);
         self.exchange = Some(ex.clone());
         ex
     }

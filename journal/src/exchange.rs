@@ -6,7 +6,7 @@
 
 use crate::page::PageRef;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 #[derive(Debug, Default)]
@@ -24,6 +24,8 @@ pub struct PageExchange {
     populate: bool,
     /// Number of the page the cursor reads now.
     current: AtomicU64,
+    /// Roughly where the cursor is in that page (updated every eighth).
+    pos: AtomicUsize,
     slot: Mutex<Slot>,
 }
 
@@ -41,6 +43,7 @@ impl PageExchange {
             page_size,
             populate,
             current: AtomicU64::new(current),
+            pos: AtomicUsize::new(0),
             slot: Mutex::new(Slot::default()),
         }
     }
@@ -60,11 +63,20 @@ impl PageExchange {
     pub(crate) fn retire(&self, page_no: u64, old: PageRef) {
         let mut slot = self.lock();
         slot.retired.push(old);
+        self.pos.store(0, Ordering::Relaxed);
         self.current.store(page_no, Ordering::Release);
     }
 
-    /// Helper side: unmaps retired pages and maps the page after the
-    /// cursor's current one if its file exists. Returns whether it did any
+    /// Cursor side: it reads at offset `off` of its page now.
+    #[inline]
+    pub(crate) fn progress(&self, off: usize) {
+        self.pos.store(off, Ordering::Relaxed);
+    }
+
+    /// Helper side: unmaps retired pages and, once the cursor is half way
+    /// through its page, maps the next page if its file exists (mapping it
+    /// earlier would double the memory mapped, and populating page tables
+    /// slows the reading thread while it runs). Returns whether it did any
     /// work. Errors are left for the cursor to meet when it gets there.
     pub fn serve(&self) -> bool {
         let want = self.current.load(Ordering::Acquire) + 1;
@@ -75,7 +87,8 @@ impl PageExchange {
         };
         let mut worked = !retired.is_empty();
         drop(retired);
-        if !have {
+        let half_way = self.pos.load(Ordering::Relaxed) as u64 >= self.page_size / 2;
+        if !have && half_way {
             if let Ok(page) = PageRef::open(
                 &self.dir,
                 &self.name,

@@ -1,0 +1,90 @@
+//! Reader::next merging k journals in time order (k = 1, 4, 16), one
+//! process, journals pre-written with interleaved write times.
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tape_journal::{AppendOptions, Appender};
+use tape_reader::{Reader, ServiceMode, Start};
+
+const FRAMES: u64 = 1 << 20;
+
+fn temp() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    }
+}
+
+fn write(dir: &Path, k: usize) {
+    let opts = AppendOptions {
+        page_size: 64 << 20,
+        ..AppendOptions::default()
+    };
+    let mut apps: Vec<Appender> = (0..k)
+        .map(|i| Appender::open(dir, &format!("j{i}"), opts).unwrap())
+        .collect();
+    let payload = [7u8; 64];
+    for n in 0..FRAMES {
+        apps[n as usize % k].append(1, &payload).unwrap();
+    }
+}
+
+fn reader(dir: &Path, k: usize) -> Reader {
+    let mut r = Reader::builder("bench")
+        .service(ServiceMode::Never)
+        .start(Start::First)
+        .create()
+        .unwrap();
+    for i in 0..k {
+        r.add_journal(dir, &format!("j{i}")).unwrap();
+    }
+    r
+}
+
+fn merge(c: &mut Criterion) {
+    let mut g = c.benchmark_group("merge");
+    g.throughput(Throughput::Elements(1));
+    for k in [1usize, 4, 16] {
+        let dir = temp();
+        write(dir.path(), k);
+        // Correctness first: every frame once, write times never go back.
+        let mut r = reader(dir.path(), k);
+        let (mut n, mut last) = (0u64, i64::MIN);
+        while let Some(f) = r.next().unwrap() {
+            assert!(f.time_ns() >= last);
+            last = f.time_ns();
+            n += 1;
+        }
+        assert_eq!(n, FRAMES);
+        g.bench_function(BenchmarkId::new("64B", format!("{k}-journals")), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let mut r = reader(dir.path(), k);
+                    let batch = left.min(FRAMES);
+                    let t = Instant::now();
+                    for _ in 0..batch {
+                        black_box(r.next().unwrap().unwrap().seq());
+                    }
+                    total += t.elapsed();
+                    left -= batch;
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = merge
+}
+criterion_main!(benches);

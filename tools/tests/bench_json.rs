@@ -1,0 +1,78 @@
+//! journal-bench end to end with small counts: every JSON key DESIGN.md
+//! fixes is there and no frame is lost. Not timed.
+
+use std::process::Command;
+
+#[test]
+fn journal_bench_json_has_every_key_and_loses_nothing() {
+    let out = Command::new(env!("CARGO_BIN_EXE_journal-bench"))
+        .args([
+            "--frames",
+            "50000",
+            "--rate",
+            "100000",
+            "--latency-secs",
+            "0.2",
+            "--page-size",
+            "1048576",
+            "--json",
+            "--quiet",
+        ])
+        .output()
+        .expect("journal-bench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "journal-bench failed: {stderr}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("journal-bench prints one JSON object");
+    for key in [
+        "frames",
+        "size",
+        "p50_ns",
+        "p99_ns",
+        "p999_ns",
+        "max_ns",
+        "throughput_fps",
+        "lost",
+        "page_switches",
+        "switch_max_ns",
+        "floor_ns",
+    ] {
+        assert!(v.get(key).is_some(), "key {key} missing from {v}");
+    }
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["frames"], 50000);
+    assert_eq!(v["size"], 64);
+    // 20,000 latency frames and 50,000 throughput frames of 112 bytes over
+    // 1 MiB pages switch pages several times.
+    assert!(v["page_switches"].as_u64().unwrap() >= 5, "{v}");
+    assert!(v["p50_ns"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["throughput_fps"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
+fn journal_bench_four_readers_on_few_cores_lose_nothing() {
+    let out = Command::new(env!("CARGO_BIN_EXE_journal-bench"))
+        .args([
+            "--frames",
+            "50000",
+            "--readers",
+            "4",
+            "--rate",
+            "50000",
+            "--latency-secs",
+            "0.2",
+            "--page-size",
+            "1048576",
+            "--json",
+            "--quiet",
+        ])
+        .output()
+        .expect("journal-bench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "journal-bench failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["readers"], 4);
+    // Every reader's every frame: 4 x 10,000 latency samples.
+    assert_eq!(v["latency"]["count"], 40000, "{v}");
+}
