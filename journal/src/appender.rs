@@ -244,6 +244,18 @@ impl Appender {
     /// Appends one frame with every header field chosen.
     #[inline]
     pub fn append_meta(&mut self, meta: &FrameMeta, payload: &[u8]) -> Result<u64, AppendError> {
+        let off = self.copy_in(payload)?;
+        // Stamped as late as possible: after the copy, right before publication.
+        let time = self.now();
+        let seq = self.next_seq;
+        self.publish(off, meta, payload.len(), checksum(payload), seq, time);
+        Ok(seq)
+    }
+
+    /// Reserves room for `payload` and copies it in; returns the frame's
+    /// offset. Nothing is published.
+    #[inline(always)]
+    fn copy_in(&mut self, payload: &[u8]) -> Result<usize, AppendError> {
         let off = self.reserve(payload.len())?;
         // SAFETY: reserve() returned an offset with room for a header and
         // payload.len() bytes inside the current page, past the tail, which
@@ -255,10 +267,7 @@ impl Appender {
                 payload.len(),
             )
         };
-        let time = self.now();
-        let seq = self.next_seq;
-        self.publish(off, meta, payload.len(), checksum(payload), seq, time);
-        Ok(seq)
+        Ok(off)
     }
 
     /// Appends a frame copied from another journal, keeping its sequence
@@ -280,15 +289,7 @@ impl Appender {
                 time_ns,
             });
         }
-        let off = self.reserve(payload.len())?;
-        // SAFETY: as in append_meta.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                payload.as_ptr(),
-                self.base.add(off + FRAME_HEADER_LEN),
-                payload.len(),
-            )
-        };
+        let off = self.copy_in(payload)?;
         self.publish(off, meta, payload.len(), checksum(payload), seq, time_ns);
         Ok(())
     }

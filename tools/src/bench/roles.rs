@@ -135,14 +135,11 @@ fn paced(n: u64, rate: u64, ctl: &Ctl, mut f: impl FnMut(u64) -> Result<()>) -> 
     Ok(())
 }
 
-fn floor_writer(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report> {
-    pin()?;
-    ctl.wait_at_least(Line::Ready, role.parties, deadline())?;
+/// Runs `write` for every frame of the role at its pace, then tells the
+/// readers it is done; the report has the frame count and the times.
+fn write_all(role: &Role, ctl: &Ctl, mut write: impl FnMut() -> Result<()>) -> Result<Report> {
     let start = now_ns();
-    paced(role.frames, role.rate, ctl, |_| {
-        ctl.set(Line::Floor, now_ns());
-        Ok(())
-    })?;
+    paced(role.frames, role.rate, ctl, |_| write())?;
     let end = now_ns();
     ctl.set(Line::Done, 1);
     Ok(Report {
@@ -150,6 +147,15 @@ fn floor_writer(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<
         start_ns: start,
         end_ns: end,
         ..Report::default()
+    })
+}
+
+fn floor_writer(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report> {
+    pin()?;
+    ctl.wait_at_least(Line::Ready, role.parties, deadline())?;
+    write_all(role, ctl, || {
+        ctl.set(Line::Floor, now_ns());
+        Ok(())
     })
 }
 
@@ -203,19 +209,13 @@ fn writer(role: &Role, ctl: &Ctl, _pin: impl Fn() -> Result<()>) -> Result<Repor
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     ctl.wait_at_least(Line::Ready, role.parties, deadline())?;
     let payload = vec![0x5au8; role.size];
-    let start = now_ns();
-    paced(role.frames, role.rate, ctl, |_| {
+    let report = write_all(role, ctl, || {
         w.write(1, &payload)?;
         Ok(())
     })?;
-    let end = now_ns();
-    ctl.set(Line::Done, 1);
     Ok(Report {
-        frames: role.frames,
-        start_ns: start,
-        end_ns: end,
         page_switches: w.appender().page_switches(),
-        ..Report::default()
+        ..report
     })
 }
 
