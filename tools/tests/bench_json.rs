@@ -3,14 +3,12 @@
 
 use std::process::Command;
 
-#[test]
-fn journal_bench_json_has_every_key_and_loses_nothing() {
+/// Runs journal-bench with small counts plus `extra` and returns its JSON.
+fn run_bench(extra: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_journal-bench"))
         .args([
             "--frames",
             "50000",
-            "--rate",
-            "100000",
             "--latency-secs",
             "0.2",
             "--page-size",
@@ -18,12 +16,17 @@ fn journal_bench_json_has_every_key_and_loses_nothing() {
             "--json",
             "--quiet",
         ])
+        .args(extra)
         .output()
         .expect("journal-bench runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "journal-bench failed: {stderr}");
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("journal-bench prints one JSON object");
+    serde_json::from_slice(&out.stdout).expect("journal-bench prints one JSON object")
+}
+
+#[test]
+fn journal_bench_json_has_every_key_and_loses_nothing() {
+    let v = run_bench(&["--rate", "100000"]);
     for key in [
         "frames",
         "size",
@@ -51,26 +54,7 @@ fn journal_bench_json_has_every_key_and_loses_nothing() {
 
 #[test]
 fn journal_bench_four_readers_on_few_cores_lose_nothing() {
-    let out = Command::new(env!("CARGO_BIN_EXE_journal-bench"))
-        .args([
-            "--frames",
-            "50000",
-            "--readers",
-            "4",
-            "--rate",
-            "50000",
-            "--latency-secs",
-            "0.2",
-            "--page-size",
-            "1048576",
-            "--json",
-            "--quiet",
-        ])
-        .output()
-        .expect("journal-bench runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "journal-bench failed: {stderr}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let v = run_bench(&["--readers", "4", "--rate", "50000"]);
     assert_eq!(v["lost"], 0, "{v}");
     assert_eq!(v["readers"], 4);
     // Every reader's every frame: 4 x 10,000 latency samples.
