@@ -130,8 +130,6 @@ pub struct Cursor {
     /// The next page, mapped ahead of time by [`Cursor::prefetch`].
     next_page: Option<PageRef>,
     opts: CursorOptions,
-    /// Pages left behind, when the owner unmaps them elsewhere.
-    retired: Option<Vec<PageRef>>,
     /// The helper that maps pages ahead and unmaps old ones, if any.
     exchange: Option<Arc<PageExchange>>,
     /// log2 of an eighth of the page size: the cursor reports its progress
@@ -161,7 +159,6 @@ impl Cursor {
                 expect_seq,
                 next_page: None,
                 opts,
-                retired: None,
                 exchange: None,
                 progress_shift: pages.page_size.trailing_zeros() - 3,
             })
@@ -292,10 +289,10 @@ impl Cursor {
         };
         let old = std::mem::replace(&mut self.page, next);
         self.off = PAGE_HEADER_LEN;
+        // With an exchange the helper unmaps the old page; else it is
+        // unmapped here.
         if let Some(ex) = &self.exchange {
             ex.retire(next_no, old);
-        } else if let Some(v) = &mut self.retired {
-            v.push(old);
         }
         Ok(())
     }
@@ -347,29 +344,6 @@ impl Cursor {
     /// the page after it is mapped ahead already.
     pub fn page_state(&self) -> (u64, bool) {
         (self.page.page_no(), self.next_page.is_some())
-    }
-
-    /// Hands a page mapped elsewhere (e.g. on a helper thread) to the
-    /// cursor as its next page.
-    pub fn offer_next_page(&mut self, page: PageRef) {
-        if page.page_no() == self.page.page_no() + 1 {
-            self.next_page = Some(page);
-        }
-    }
-
-    /// Keep pages the cursor leaves behind instead of unmapping them on the
-    /// reading thread; collect them with [`Cursor::take_retired`].
-    pub fn keep_retired(&mut self) {
-        self.retired.get_or_insert_with(Vec::new);
-    }
-
-    /// Pages the cursor left behind since the last call (see
-    /// [`Cursor::keep_retired`]).
-    pub fn take_retired(&mut self) -> Vec<PageRef> {
-        self.retired
-            .as_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
     }
 
     /// Sequence number the next frame will have, once known.

@@ -179,6 +179,21 @@ impl FrameHeader {
             flags: u32_at(b, 44),
         })
     }
+
+    /// The header as the 48 bytes stored in front of a payload.
+    pub fn to_bytes(&self) -> [u8; FRAME_HEADER_LEN] {
+        let mut b = [0u8; FRAME_HEADER_LEN];
+        b[0..4].copy_from_slice(&self.len.to_le_bytes());
+        b[4..8].copy_from_slice(&self.msg_type.to_le_bytes());
+        b[8..16].copy_from_slice(&self.seq.to_le_bytes());
+        b[16..24].copy_from_slice(&self.time_ns.to_le_bytes());
+        b[24..28].copy_from_slice(&self.source.to_le_bytes());
+        b[28..32].copy_from_slice(&self.dest.to_le_bytes());
+        b[32..40].copy_from_slice(&self.corr.to_le_bytes());
+        b[40..44].copy_from_slice(&self.crc.to_le_bytes());
+        b[44..48].copy_from_slice(&self.flags.to_le_bytes());
+        b
+    }
 }
 
 /// Rounds `n` up to a multiple of [`FRAME_ALIGN`].

@@ -5,7 +5,7 @@
 use crate::files::{list_pages, page_path};
 use crate::format::PAGE_HEADER_LEN;
 use crate::page::{PageError, PageRef};
-use crate::scan::{load_len, read_header, scan_page, Damage, PageScan, ScanCheck};
+use crate::scan::{load_len, read_header, scan_page, Damage, ScanCheck};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -266,11 +266,6 @@ pub fn stats(dir: &Path, name: &str) -> Result<JournalStats, OpenError> {
         last_time_ns,
         disk_bytes,
     })
-}
-
-/// A scan of one page that keeps going across pages (verify).
-pub(crate) fn scan_checked(page: &PageRef, check: ScanCheck) -> Result<PageScan, Damage> {
-    scan_page(page.bytes(), page.path(), check)
 }
 
 /// A page number and (seq, time) of the page's first frame, if any.

@@ -76,21 +76,6 @@ impl Preparer {
         st.want = Some(page_no);
     }
 
-    /// Takes page `page_no` if it is ready; `None` if it is not (yet).
-    pub fn take(&self, page_no: u64) -> Option<PageMut> {
-        let mut st = lock(&self.shared.state);
-        match st.ready.take() {
-            Some(p) if p.page_no() == page_no => {
-                st.want = None;
-                Some(p)
-            }
-            other => {
-                st.ready = other;
-                None
-            }
-        }
-    }
-
     /// Takes page `page_no`, waiting while the thread is still making it.
     /// `None` when it was not asked for or making it failed: the page is
     /// then not being touched by the thread, and the caller may make it.

@@ -3,9 +3,9 @@
 
 use crate::files::page_path;
 use crate::format::PAGE_HEADER_LEN;
-use crate::locate::{pages, scan_checked, OpenError};
+use crate::locate::{pages, OpenError};
 use crate::page::PageRef;
-use crate::scan::{nonzero_end, Damage, ScanCheck};
+use crate::scan::{nonzero_end, scan_page, Damage, ScanCheck};
 use std::path::Path;
 
 /// What a clean verify found.
@@ -55,7 +55,7 @@ pub fn verify(dir: &Path, name: &str) -> Result<VerifyReport, OpenError> {
             )
             .into());
         }
-        let scan = scan_checked(&page, check)?;
+        let scan = scan_page(page.bytes(), page.path(), check)?;
         if let Some((first, _)) = scan.first {
             if report.first_seq == 0 {
                 report.first_seq = first;

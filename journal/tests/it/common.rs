@@ -224,7 +224,7 @@ pub fn model_page(page_len: usize, sizes: &[usize], end: bool) -> (Vec<u8>, usiz
             crc: checksum(&p),
             flags: 0,
         };
-        page[off..off + FRAME_HEADER_LEN].copy_from_slice(&frame_header_bytes(&fh));
+        page[off..off + FRAME_HEADER_LEN].copy_from_slice(&fh.to_bytes());
         page[off + FRAME_HEADER_LEN..off + FRAME_HEADER_LEN + n].copy_from_slice(&p);
         off += size;
         put += 1;
@@ -233,19 +233,4 @@ pub fn model_page(page_len: usize, sizes: &[usize], end: bool) -> (Vec<u8>, usiz
         page[off..off + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     }
     (page, put)
-}
-
-/// A frame header as its 48 stored bytes (FORMAT.md offsets).
-pub fn frame_header_bytes(h: &FrameHeader) -> [u8; FRAME_HEADER_LEN] {
-    let mut b = [0u8; FRAME_HEADER_LEN];
-    b[0..4].copy_from_slice(&h.len.to_le_bytes());
-    b[4..8].copy_from_slice(&h.msg_type.to_le_bytes());
-    b[8..16].copy_from_slice(&h.seq.to_le_bytes());
-    b[16..24].copy_from_slice(&h.time_ns.to_le_bytes());
-    b[24..28].copy_from_slice(&h.source.to_le_bytes());
-    b[28..32].copy_from_slice(&h.dest.to_le_bytes());
-    b[32..40].copy_from_slice(&h.corr.to_le_bytes());
-    b[40..44].copy_from_slice(&h.crc.to_le_bytes());
-    b[44..48].copy_from_slice(&h.flags.to_le_bytes());
-    b
 }

@@ -92,7 +92,7 @@ proptest! {
         match FrameHeader::parse(&bytes) {
             None => prop_assert!(bytes.len() < FRAME_HEADER_LEN),
             Some(h) => {
-                prop_assert_eq!(&frame_header_bytes(&h)[..], &bytes[..FRAME_HEADER_LEN]);
+                prop_assert_eq!(&h.to_bytes()[..], &bytes[..FRAME_HEADER_LEN]);
             }
         }
     }

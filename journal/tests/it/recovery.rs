@@ -122,7 +122,7 @@ fn garbage_past_tail_is_cleared_before_new_frames() {
         flags: 0,
     };
     let short_end = (tail + FRAME_HEADER_LEN + 1 + 7) & !7;
-    pwrite(&path, short_end as u64, &frame_header_bytes(&fake));
+    pwrite(&path, short_end as u64, &fake.to_bytes());
     pwrite(&path, (short_end + FRAME_HEADER_LEN) as u64, fake_payload);
     // And stray bytes further on.
     pwrite(&path, tail as u64 + 10_000, &[0xFF; 64]);
