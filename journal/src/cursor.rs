@@ -6,7 +6,7 @@ use crate::exchange::PageExchange;
 use crate::format::{FrameHeader, END_OF_PAGE, FRAME_HEADER_LEN, PAGE_HEADER_LEN};
 use crate::locate::{first_frame, locate_tail, page_before, pages, OpenError};
 use crate::page::{PageError, PageRef};
-use crate::scan::{frame_end, load_len, Damage};
+use crate::scan::{frame_end, hole_damage, load_len, published_past_hole, Damage};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -140,7 +140,21 @@ pub struct Cursor {
 impl Cursor {
     /// Opens journal `name` in `dir` at `start`. Fails with
     /// [`OpenError::NotFound`] when it has no page yet.
+    ///
+    /// [`Start::First`] is the first frame of the first page on disk, which
+    /// is not seq 1 once old pages were pruned; [`Start::Seq`] before it
+    /// starts there too. Opening while pages are pruned is safe: a page
+    /// deleted between listing and opening makes the cursor list again.
     pub fn open(
+        dir: &Path,
+        name: &str,
+        start: Start,
+        opts: CursorOptions,
+    ) -> Result<Cursor, OpenError> {
+        crate::locate::retry_pruned(|| Self::open_once(dir, name, start, opts))
+    }
+
+    fn open_once(
         dir: &Path,
         name: &str,
         start: Start,
@@ -293,6 +307,57 @@ impl Cursor {
         // unmapped here.
         if let Some(ex) = &self.exchange {
             ex.retire(next_no, old);
+        }
+        Ok(())
+    }
+
+    /// Off the hot path: when the cursor has no frame to return, tells
+    /// whether it waits at damage rather than at the live end of the
+    /// journal, and returns that damage with its file and offset:
+    ///
+    /// - frames published further on in the same page, past a hole of
+    ///   zeros (the rule of FORMAT.md, "Holes");
+    /// - a next page whose first frame is published while this page has no
+    ///   end-of-page marker where the cursor waits.
+    ///
+    /// `Ok(())` when the cursor has a frame to return or waits at the live
+    /// end. Reads the rest of the current page and opens the next page
+    /// file, so call it when a journal has been quiet for a while (e.g.
+    /// every few seconds of idleness, or at the end of a replay), never per
+    /// poll. Sound against a live writer: whatever it finds, it loads the
+    /// length word where the cursor waits again before it reports.
+    pub fn check_stall(&mut self) -> Result<(), ReadError> {
+        let off = self.off;
+        let page = self.page.bytes();
+        if load_len(page, off) != 0 {
+            return Ok(());
+        }
+        if let Some(past) = published_past_hole(page, off, self.expect_seq, None, true) {
+            // Acquire-loaded a later frame's length above: had the writer
+            // published here meanwhile, this load sees it.
+            if load_len(page, off) == 0 {
+                return Err(ReadError::Damaged(hole_damage(self.page.path(), off, past)));
+            }
+            return Ok(());
+        }
+        let next_no = self.page.page_no() + 1;
+        let next = match PageRef::open(&self.dir, &self.name, next_no, Some(self.page_size), false)
+        {
+            Ok(p) => p,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(ReadError::Page(e)),
+        };
+        // The writer stores the end-of-page marker here before it publishes
+        // the next page's first frame: seeing that frame (Acquire) and no
+        // marker here is damage.
+        if load_len(next.bytes(), PAGE_HEADER_LEN) != 0 && load_len(self.page.bytes(), off) == 0 {
+            return Err(self.damage(
+                off,
+                format!(
+                    "frames stop here without an end-of-page marker but the next page ({}) has frames",
+                    next.path().display()
+                ),
+            ));
         }
         Ok(())
     }

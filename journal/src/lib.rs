@@ -18,6 +18,9 @@
 //!   The next page is made ready by a background [`Preparer`].
 //! - [`Cursor`]: read frames in order, borrowed from a read-only mapping,
 //!   starting at the [`Start`] you choose.
+//! - [`prune`]: delete a journal's oldest pages by a [`PruneRule`], never
+//!   one that a reader or the writer has mapped (each holds a shared
+//!   `flock` on the pages it maps; see [`page`]).
 //!
 //! ```
 //! use tape_journal::{Appender, AppendOptions, Cursor, CursorOptions, Start};
@@ -50,6 +53,7 @@ pub mod format;
 mod locate;
 pub mod page;
 mod prepare;
+mod prune;
 mod scan;
 mod verify;
 
@@ -63,6 +67,7 @@ pub use files::{
 pub use locate::{page_starts, stats, JournalStats, OpenError, PageStart};
 pub use page::{PageError, PrepareOptions};
 pub use prepare::Preparer;
+pub use prune::{parse_duration, parse_size, prune, InUse, PruneError, PruneReport, PruneRule};
 pub use scan::Damage;
 pub use verify::{verify, VerifyReport};
 

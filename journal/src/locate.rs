@@ -5,7 +5,9 @@
 use crate::files::{list_pages, page_path};
 use crate::format::PAGE_HEADER_LEN;
 use crate::page::{PageError, PageRef};
-use crate::scan::{load_len, read_header, scan_page, Damage, ScanCheck};
+use crate::scan::{
+    hole_damage, load_len, published_past_hole, read_header, scan_page, Damage, ScanCheck,
+};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -102,25 +104,66 @@ pub(crate) struct Pages {
 
 pub(crate) fn pages(dir: &Path, name: &str) -> Result<Pages, OpenError> {
     crate::files::check_name(name).map_err(OpenError::BadName)?;
-    let numbers = list_pages(dir, name).map_err(|source| OpenError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let Some(&first) = numbers.first() else {
-        return Err(OpenError::NotFound {
-            dir: dir.to_path_buf(),
-            name: name.to_string(),
-        });
-    };
-    for (i, &n) in numbers.iter().enumerate() {
-        if n != first + i as u64 {
-            return Err(OpenError::MissingPage {
-                path: page_path(dir, name, first + i as u64),
+    let mut previous: Option<Vec<u64>> = None;
+    for _ in 0..RETRIES {
+        let numbers = list_pages(dir, name).map_err(|source| OpenError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let Some(&first) = numbers.first() else {
+            return Err(OpenError::NotFound {
+                dir: dir.to_path_buf(),
+                name: name.to_string(),
             });
+        };
+        let hole = (0..numbers.len()).find(|&i| numbers[i] != first + i as u64);
+        if let Some(i) = hole {
+            // A listing taken while a prune deletes pages (oldest first) or
+            // the writer adds one can show a hole that the next listing no
+            // longer has. The same hole in two listings in a row is a page
+            // that is missing.
+            if previous.as_ref() == Some(&numbers) {
+                return Err(OpenError::MissingPage {
+                    path: page_path(dir, name, first + i as u64),
+                });
+            }
+            previous = Some(numbers);
+            continue;
+        }
+        match crate::page::read_header(dir, name, first, None) {
+            Ok(h) => {
+                return Ok(Pages {
+                    numbers,
+                    page_size: h.page_size,
+                })
+            }
+            // Pruned since it was listed: list again.
+            Err(e) if e.is_not_found() => previous = None,
+            Err(e) => return Err(e.into()),
         }
     }
-    let page_size = crate::page::read_header(dir, name, first, None)?.page_size;
-    Ok(Pages { numbers, page_size })
+    Err(OpenError::Io {
+        path: dir.to_path_buf(),
+        source: io::Error::other(
+            "the page files keep changing while they are listed: try again",
+        ),
+    })
+}
+
+/// How many times a journal operation starts over when a page it listed
+/// was pruned before it could open it.
+const RETRIES: usize = 1000;
+
+/// Runs `f` again while it fails because a page it listed was deleted
+/// before it opened it (a prune ran meanwhile; see FORMAT.md, "Pruning").
+pub(crate) fn retry_pruned<T>(mut f: impl FnMut() -> Result<T, OpenError>) -> Result<T, OpenError> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(OpenError::Page(e)) if e.is_not_found() && tries < RETRIES => tries += 1,
+            r => return r,
+        }
+    }
 }
 
 /// Where the next frame of a journal goes.
@@ -141,12 +184,16 @@ fn page_is_empty(page: &[u8]) -> bool {
 
 /// Finds the tail: the highest page with a frame, walked to its end. Pages
 /// after it that have no frame are spares a writer made ahead of time.
-/// `check_crc` also checks the checksum of every frame in the tail page.
+///
+/// `recovery` (a writer about to append) also checks the checksum of every
+/// frame in the tail page, and refuses a hole: frames published past the
+/// tail, in the tail page or in a later page (see
+/// [`published_past_hole`]), which a writer must not write over.
 pub(crate) fn locate_tail(
     dir: &Path,
     name: &str,
     pages: &Pages,
-    check_crc: bool,
+    recovery: bool,
 ) -> Result<Tail, OpenError> {
     let size = Some(pages.page_size);
     for (i, &no) in pages.numbers.iter().enumerate().rev() {
@@ -155,25 +202,67 @@ pub(crate) fn locate_tail(
             continue;
         }
         let check = ScanCheck {
-            crc: check_crc,
+            crc: recovery,
             ..ScanCheck::default()
         };
         let scan = scan_page(page.bytes(), page.path(), check)?;
-        if scan.ended {
+        let tail = if scan.ended {
             // The writer makes the next page before it marks this one ended.
-            return Ok(Tail {
+            Tail {
                 page_no: no + 1,
                 offset: PAGE_HEADER_LEN,
                 last: scan.last,
-            });
+            }
+        } else {
+            Tail {
+                page_no: no,
+                offset: scan.tail,
+                last: scan.last,
+            }
+        };
+        if recovery {
+            check_no_hole(dir, name, pages, &page, &tail)?;
         }
-        return Ok(Tail {
-            page_no: no,
-            offset: scan.tail,
-            last: scan.last,
-        });
+        return Ok(tail);
     }
     unreachable!("pages() returns at least one page")
+}
+
+/// Refuses a hole at the tail: a frame published past it, in the tail page
+/// (at most as many frames on as could fill the gap) or in a later page
+/// (any frame: a writer never wrote there).
+fn check_no_hole(
+    dir: &Path,
+    name: &str,
+    pages: &Pages,
+    tail_page: &PageRef,
+    tail: &Tail,
+) -> Result<(), OpenError> {
+    let next_seq = tail.last.map(|(s, _)| s + 1);
+    let min_time = tail.last.map(|(_, t)| t);
+    for &no in pages.numbers.iter().filter(|&&no| no >= tail_page.page_no()) {
+        let later;
+        let (page, from) = if no == tail_page.page_no() {
+            if no != tail.page_no {
+                continue; // ended: its tail is the end-of-page marker
+            }
+            (tail_page, tail.offset)
+        } else {
+            later = PageRef::open(dir, name, no, Some(pages.page_size), false)?;
+            (&later, PAGE_HEADER_LEN)
+        };
+        let bounded = no == tail.page_no;
+        let found = published_past_hole(page.bytes(), from, next_seq, min_time, bounded);
+        if let Some(past) = found {
+            let (file, at) = if no == tail.page_no {
+                (page.path().to_path_buf(), from)
+            } else {
+                (page_path(dir, name, tail.page_no), tail.offset)
+            };
+            return Err(hole_damage(&file, at, past).into());
+        }
+    }
+    Ok(())
 }
 
 /// (seq, time) of the first frame of a page, `None` if it has none yet.
@@ -236,6 +325,10 @@ pub struct JournalStats {
 
 /// Summarises a journal from its first page's first frame and its tail.
 pub fn stats(dir: &Path, name: &str) -> Result<JournalStats, OpenError> {
+    retry_pruned(|| stats_once(dir, name))
+}
+
+fn stats_once(dir: &Path, name: &str) -> Result<JournalStats, OpenError> {
     let pages = pages(dir, name)?;
     let first_no = pages.numbers[0];
     let first_page = PageRef::open(dir, name, first_no, Some(pages.page_size), false)?;
@@ -274,6 +367,10 @@ pub type PageStart = (u64, Option<(u64, i64)>);
 /// Each page of a journal with (seq, time) of its first frame (`None` for
 /// a page with no frame yet), in page order. Reads one frame header a page.
 pub fn page_starts(dir: &Path, name: &str) -> Result<Vec<PageStart>, OpenError> {
+    retry_pruned(|| page_starts_once(dir, name))
+}
+
+fn page_starts_once(dir: &Path, name: &str) -> Result<Vec<PageStart>, OpenError> {
     let pages = pages(dir, name)?;
     let mut out = Vec::with_capacity(pages.numbers.len());
     for &no in &pages.numbers {

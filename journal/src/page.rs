@@ -12,6 +12,17 @@
 //! Pages are checked to be full size before they are mapped, and tape never
 //! truncates a page file; do not edit journal files by hand while a process
 //! has them open.
+//!
+//! ## Page locks
+//!
+//! Every process that maps a page, readers and the writer alike, holds a
+//! shared `flock` on it for as long as it has it mapped ([`PageRef`] and
+//! [`PageMut`] keep the file open for that). `prune` deletes a page only
+//! after taking an exclusive `flock` on it without waiting, so a page that
+//! anyone reads or writes is never deleted, and the kernel drops the locks
+//! of a process that dies, however it dies. A page that was deleted between
+//! listing and opening (its link count is 0 once the shared lock is held) is
+//! reported as not found, so callers list the pages again.
 
 use crate::files::{page_path, page_tmp_path};
 use crate::format::{PageHeader, MAGIC, PAGE_HEADER_LEN, VERSION};
@@ -21,6 +32,11 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long opening a page waits for a pruner that holds the page's
+/// exclusive lock (it holds it only between locking and unlinking).
+const PRUNE_WAIT: Duration = Duration::from_secs(2);
 
 /// A page file that cannot be used, naming the file.
 #[derive(Debug)]
@@ -65,7 +81,18 @@ pub enum PageError {
 impl std::fmt::Display for PageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PageError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            PageError::Io { path, source } => {
+                write!(f, "{}: {source}", path.display())?;
+                match source.raw_os_error() {
+                    Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => f.write_str(
+                        " (the disk is full or a file size limit was reached: free space, prune old pages with `tape prune`, or raise the limit, then try again)",
+                    ),
+                    Some(libc::EACCES | libc::EPERM | libc::EROFS) => f.write_str(
+                        " (this user may not use this journal file: run as the journal's owner or a member of its group)",
+                    ),
+                    _ => Ok(()),
+                }
+            }
             PageError::Truncated {
                 path,
                 len,
@@ -126,6 +153,48 @@ fn io_err(path: &Path) -> impl Fn(io::Error) -> PageError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Takes the shared page lock on an open page file (see the module docs),
+/// waiting up to [`PRUNE_WAIT`] while a pruner holds the exclusive one, then
+/// checks that the file was not deleted meanwhile (a deleted page is
+/// reported as not found).
+fn hold_page(file: &File, path: &Path) -> Result<(), PageError> {
+    let give_up = Instant::now() + PRUNE_WAIT;
+    let mut pause = Duration::from_micros(50);
+    loop {
+        // SAFETY: flock on a descriptor we own; it has no memory effects.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+        if rc == 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EWOULDBLOCK) if Instant::now() < give_up => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+            Some(libc::EWOULDBLOCK) => {
+                return Err(PageError::Io {
+                    path: path.to_path_buf(),
+                    source: io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "another process holds the page's exclusive lock (a prune that does not finish)",
+                    ),
+                })
+            }
+            _ => return Err(io_err(path)(err)),
+        }
+    }
+    use std::os::unix::fs::MetadataExt;
+    if file.metadata().map_err(io_err(path))?.nlink() == 0 {
+        return Err(PageError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::NotFound, "the page was pruned"),
+        });
+    }
+    Ok(())
 }
 
 /// Reads and checks the header of an open page file. `expected_size`, when
@@ -219,12 +288,15 @@ pub fn read_header(
     check_header(&file, &path, page_no, expected_size)
 }
 
-/// A page mapped read-only, as readers map it.
+/// A page mapped read-only, as readers map it. Holds the shared page lock
+/// (see the module docs) until dropped.
 #[derive(Debug)]
 pub struct PageRef {
     map: Mmap,
     page_no: u64,
     path: PathBuf,
+    /// Kept open for the page lock.
+    _file: File,
 }
 
 impl PageRef {
@@ -240,6 +312,7 @@ impl PageRef {
     ) -> Result<PageRef, PageError> {
         let path = page_path(dir, name, page_no);
         let file = File::open(&path).map_err(io_err(&path))?;
+        hold_page(&file, &path)?;
         let h = check_header(&file, &path, page_no, expected_size)?;
         let mut opts = MmapOptions::new();
         opts.len(h.page_size as usize);
@@ -250,7 +323,12 @@ impl PageRef {
         // and tape never truncates page files; see the module's Safety
         // section for the shared-mutation rules.
         let map = unsafe { opts.map(&file) }.map_err(io_err(&path))?;
-        Ok(PageRef { map, page_no, path })
+        Ok(PageRef {
+            map,
+            page_no,
+            path,
+            _file: file,
+        })
     }
 
     /// The mapped bytes.
@@ -270,12 +348,15 @@ impl PageRef {
     }
 }
 
-/// A page mapped read-write, as the writer maps it.
+/// A page mapped read-write, as the writer maps it. Holds the shared page
+/// lock (see the module docs) until dropped.
 #[derive(Debug)]
 pub struct PageMut {
     map: MmapMut,
     page_no: u64,
     path: PathBuf,
+    /// Kept open for the page lock.
+    _file: File,
 }
 
 /// How a writer's pages are made ready.
@@ -322,12 +403,18 @@ impl PageMut {
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        hold_page(&file, &path)?;
         let h = check_header(&file, &path, page_no, expected_size)?;
         // SAFETY: the file is page_size bytes long (checked above); only the
         // holder of the journal lock maps pages writable.
         let map = unsafe { MmapOptions::new().len(h.page_size as usize).map_mut(&file) }
             .map_err(io_err(&path))?;
-        Ok(PageMut { map, page_no, path })
+        Ok(PageMut {
+            map,
+            page_no,
+            path,
+            _file: file,
+        })
     }
 
     fn create(dir: &Path, name: &str, page_no: u64, page_size: u64) -> Result<PageMut, PageError> {
@@ -346,6 +433,8 @@ impl PageMut {
             let _ = std::fs::remove_file(&tmp);
             e
         };
+        // Locked before it gets its final name, so it is never unlocked there.
+        hold_page(&file, &tmp).map_err(cleanup)?;
         // SAFETY: posix_fallocate on a descriptor we own; no memory effects.
         let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, page_size as libc::off_t) };
         if rc != 0 {
@@ -362,7 +451,12 @@ impl PageMut {
         let map = unsafe { MmapOptions::new().len(page_size as usize).map_mut(&file) }
             .map_err(|e| cleanup(io_err(&tmp)(e)))?;
         std::fs::rename(&tmp, &path).map_err(|e| cleanup(io_err(&path)(e)))?;
-        Ok(PageMut { map, page_no, path })
+        Ok(PageMut {
+            map,
+            page_no,
+            path,
+            _file: file,
+        })
     }
 
     /// Pre-faults (and optionally mlocks) the mapping.

@@ -191,3 +191,80 @@ pub(crate) fn nonzero_end(page: &[u8], from: usize) -> usize {
     }
     from
 }
+
+/// A published frame found past an unpublished slot: proof of a hole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PastHole {
+    /// Offset of the frame.
+    pub offset: usize,
+    /// Its sequence number.
+    pub seq: u64,
+}
+
+/// Looks past the unpublished slot at `tail` for a frame that was published
+/// after it, which proves that the zeros at `tail` are a hole in published
+/// frames and not the end of the journal (FORMAT.md, "Holes").
+///
+/// A candidate is a frame at an 8-aligned offset `x > tail` whose length is
+/// in range and fits the page, whose checksum is right, whose time is not
+/// older than `min_time`, and whose sequence number follows `next_seq` by at
+/// least 1 and at most `(x - tail) / 48` (the frames that could have filled
+/// the hole; with `bounded` false, for a page past the tail page where no
+/// writer wrote, any sequence number from `next_seq` on). A writer cut off while writing its next frame leaves bytes
+/// only in that one unpublished frame at `tail`, and they do not pass these
+/// checks unless its payload itself holds a copy of such a frame. With
+/// `next_seq` unknown (no frame before the slot) any sequence number
+/// counts.
+///
+/// Reads every byte from `tail` to the last non-zero byte of the page:
+/// recovery, `verify` and [`Cursor::check_stall`](crate::Cursor::check_stall)
+/// call it, never the hot path.
+pub(crate) fn published_past_hole(
+    page: &[u8],
+    tail: usize,
+    next_seq: Option<u64>,
+    min_time: Option<i64>,
+    bounded: bool,
+) -> Option<PastHole> {
+    let end = nonzero_end(page, tail);
+    let mut off = tail + FRAME_ALIGN_USIZE;
+    while off + END_MARKER_ROOM <= end.min(page.len()) {
+        let len = load_len(page, off);
+        if len != 0 && len != END_OF_PAGE {
+            if frame_end(len, off, page.len()).is_ok() {
+                let h = read_header(page, off);
+                let seq_ok = match next_seq {
+                    Some(want) if bounded => {
+                        let most = ((off - tail) / FRAME_HEADER_LEN) as u64;
+                        h.seq > want && h.seq - want <= most
+                    }
+                    Some(want) => h.seq >= want,
+                    None => h.seq > 0,
+                };
+                let time_ok = min_time.is_none_or(|t| h.time_ns >= t);
+                if seq_ok && time_ok {
+                    let payload = &page[off + FRAME_HEADER_LEN..off + len as usize];
+                    if checksum(payload) == h.crc {
+                        return Some(PastHole { offset: off, seq: h.seq });
+                    }
+                }
+            }
+        }
+        off += FRAME_ALIGN_USIZE;
+    }
+    None
+}
+
+const FRAME_ALIGN_USIZE: usize = crate::format::FRAME_ALIGN;
+
+/// The damage a [`PastHole`] proves, at `tail` of `file`.
+pub(crate) fn hole_damage(file: &Path, tail: usize, past: PastHole) -> Damage {
+    Damage::new(
+        file,
+        tail,
+        format!(
+            "a hole of zeros: frames were published after it (seq {} at offset {}), so frames here were lost",
+            past.seq, past.offset
+        ),
+    )
+}

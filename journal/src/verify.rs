@@ -1,11 +1,11 @@
 //! `verify`: walk every page and frame of a journal and report the first
 //! damage with its file and offset.
 
-use crate::files::page_path;
-use crate::format::PAGE_HEADER_LEN;
 use crate::locate::{pages, OpenError};
 use crate::page::PageRef;
-use crate::scan::{nonzero_end, scan_page, Damage, ScanCheck};
+use crate::scan::{
+    hole_damage, nonzero_end, published_past_hole, scan_page, Damage, ScanCheck,
+};
 use std::path::Path;
 
 /// What a clean verify found.
@@ -32,30 +32,52 @@ pub struct VerifyReport {
 /// marker on every page but the last. Damage is reported as
 /// [`OpenError::Damaged`] (file and offset) or [`OpenError::Page`] (a bad
 /// page header, naming the file).
+///
+/// Where frames stop without an end-of-page marker, the bytes after them
+/// are also checked for frames published past a hole of zeros (FORMAT.md,
+/// "Holes"), which is damage; other bytes there are a note.
 pub fn verify(dir: &Path, name: &str) -> Result<VerifyReport, OpenError> {
+    crate::locate::retry_pruned(|| verify_once(dir, name))
+}
+
+fn verify_once(dir: &Path, name: &str) -> Result<VerifyReport, OpenError> {
     let pages = pages(dir, name)?;
     let mut report = VerifyReport::default();
     let mut check = ScanCheck {
         crc: true,
         ..ScanCheck::default()
     };
-    let last_no = *pages.numbers.last().expect("at least one page");
-    let mut ended_prev = true;
-    let mut prev_tail = PAGE_HEADER_LEN;
+    // Where frames stopped without an end-of-page marker: pages after it
+    // must have no frame.
+    let mut stopped: Option<(std::path::PathBuf, usize)> = None;
     for &no in &pages.numbers {
         let page = PageRef::open(dir, name, no, Some(pages.page_size), false)?;
-        if !ended_prev && crate::locate::first_frame(&page).is_some() {
-            // The page before this one stops (a zero length word) without an
-            // end-of-page marker, yet this one has frames: readers would
-            // never get here. The damage is where the page before stops.
-            return Err(Damage::new(
-                &page_path(dir, name, no - 1),
-                prev_tail,
-                "frames stop here without an end-of-page marker but the next page has frames",
-            )
-            .into());
+        if let Some((file, at)) = &stopped {
+            if crate::locate::first_frame(&page).is_some() {
+                // Readers would never get here.
+                return Err(Damage::new(
+                    file,
+                    *at,
+                    "frames stop here without an end-of-page marker but a later page has frames",
+                )
+                .into());
+            }
         }
         let scan = scan_page(page.bytes(), page.path(), check)?;
+        if !scan.ended {
+            // Bounded as recovery bounds it in the page where frames stop;
+            // in a page after that no writer wrote, so any frame counts.
+            let bounded = stopped.is_none();
+            let (next, min) = match scan.last {
+                Some((s, t)) => (Some(s + 1), Some(t)),
+                None => (check.expect_seq, check.min_time),
+            };
+            let past = published_past_hole(page.bytes(), scan.tail, next, min, bounded);
+            let here = stopped.get_or_insert_with(|| (page.path().to_path_buf(), scan.tail));
+            if let Some(past) = past {
+                return Err(hole_damage(&here.0, here.1, past).into());
+            }
+        }
         if let Some((first, _)) = scan.first {
             if report.first_seq == 0 {
                 report.first_seq = first;
@@ -80,8 +102,6 @@ pub fn verify(dir: &Path, name: &str) -> Result<VerifyReport, OpenError> {
                 ));
             }
         }
-        ended_prev = scan.ended || no == last_no;
-        prev_tail = scan.tail;
     }
     Ok(report)
 }

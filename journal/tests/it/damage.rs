@@ -243,3 +243,124 @@ fn flipped_payload_named_with_offset() {
     }
     assert_eq!(bad, 1);
 }
+
+/// What a cursor from the first frame reads before it has nothing more,
+/// and what `check_stall` then says.
+fn read_then_stall(dir: &Path) -> (u64, Result<(), ReadError>) {
+    let mut cur = Cursor::open(dir, NAME, Start::First, CHECKED).unwrap();
+    let mut n = 0;
+    while let Some(f) = cur.next().expect("frames before the hole are good") {
+        n += 1;
+        assert_eq!(f.seq(), n);
+    }
+    (n, cur.check_stall())
+}
+
+/// Zeros over published frames in the last page, with frames after them
+/// (a hole, not a cut-off writer): the writer refuses to append and
+/// changes nothing, `verify` reports the hole with file and offset, and a
+/// reader that stops there learns from `check_stall` that it is damage.
+/// Holes of a whole frame run, of one length word, and of the page's first
+/// frame (which makes the page look like a spare made ahead).
+#[test]
+fn hole_in_last_page_is_refused() {
+    let (b, written) = base();
+    let before_page3 = (written - 20) as usize;
+    for (what, k, len) in [
+        ("three frames", 5u64, 3 * FRAME as usize),
+        ("one length word", 5, 4),
+        ("the first frame", 0, FRAME as usize),
+        ("the first two frames", 0, 2 * FRAME as usize),
+    ] {
+        let t = copy(b.path());
+        let p3 = page(t.path(), 3);
+        let hole = 64 + k * FRAME;
+        pwrite(&p3, hole, &vec![0u8; len]);
+        let files = snapshot(t.path());
+
+        let e = Appender::open(t.path(), NAME, foreground()).unwrap_err();
+        names(&e, &p3, Some(hole));
+        assert!(e.to_string().contains("hole"), "{what}: {e}");
+        assert!(files == snapshot(t.path()), "{what}: a refused writer changed the files");
+
+        let e = verify(t.path(), NAME).unwrap_err();
+        names(&e, &p3, Some(hole));
+
+        let (n, stall) = read_then_stall(t.path());
+        assert_eq!(n as usize, before_page3 + k as usize, "{what}");
+        names(&stall.expect_err("check_stall must see the hole"), &p3, Some(hole));
+    }
+}
+
+/// A hole in a middle page, and an end-of-page marker zeroed: a reader
+/// stops where the frames stop, and `check_stall` names that place (the
+/// frames after the hole in the same page, or the next page's frames).
+#[test]
+fn stall_checks_name_the_hole_in_a_middle_page() {
+    let (b, _) = base();
+    let t = copy(b.path());
+    let p1 = page(t.path(), 1);
+    let hole = 64 + 10 * FRAME;
+    pwrite(&p1, hole, &vec![0u8; 3 * FRAME as usize]);
+    let (n, stall) = read_then_stall(t.path());
+    assert_eq!(n, 10);
+    names(&stall.unwrap_err(), &p1, Some(hole));
+
+    // The marker at the end of page 1: find it by walking the frames.
+    let t = copy(b.path());
+    let p1 = page(t.path(), 1);
+    let bytes = std::fs::read(&p1).unwrap();
+    let mut off = 64usize;
+    let mut frames = 0;
+    loop {
+        let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap());
+        if len == u32::MAX {
+            break;
+        }
+        assert!(len >= 48, "a frame at {off}");
+        off += (len as usize + 7) & !7;
+        frames += 1;
+    }
+    pwrite(&p1, off as u64, &[0u8; 4]);
+    let (n, stall) = read_then_stall(t.path());
+    assert_eq!(n, frames);
+    let e = stall.unwrap_err();
+    names(&e, &p1, Some(off as u64));
+    assert!(e.to_string().contains("next page"), "{e}");
+    names(&verify(t.path(), NAME).unwrap_err(), &p1, Some(off as u64));
+}
+
+/// At the live end of a journal (and after a cut-off writer's leftovers)
+/// `check_stall` finds nothing, while a writer keeps appending.
+#[test]
+fn check_stall_is_quiet_at_the_live_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut app = Appender::open(dir, NAME, background()).unwrap();
+    let mut cur = Cursor::open(dir, NAME, Start::First, CHECKED).unwrap();
+    let mut seen = 0;
+    for round in 0..300u64 {
+        for _ in 0..20 {
+            app.append(1, &payload_for(app.next_seq())).unwrap();
+        }
+        while let Some(f) = cur.next().unwrap() {
+            seen += 1;
+            assert_eq!(f.seq(), seen);
+        }
+        cur.check_stall()
+            .unwrap_or_else(|e| panic!("round {round}: a live end reported as {e}"));
+    }
+    assert!(app.page_switches() >= 4, "crossed pages");
+    // A cut-off writer's unpublished frame past the tail is not a hole.
+    let (no, tail) = app.position();
+    drop(app);
+    let mut junk = payload_for(seen + 1);
+    junk.truncate((PAGE as usize).saturating_sub(tail + 48 + 8));
+    if junk.len() >= 8 {
+        junk[..8].copy_from_slice(&[0xAB; 8]);
+        pwrite(&page(dir, no), tail as u64 + 48, &junk);
+    }
+    cur.check_stall().unwrap();
+    verify(dir, NAME).unwrap();
+    Appender::open(dir, NAME, foreground()).expect("leftovers are cleared, not refused");
+}

@@ -108,12 +108,14 @@ fn garbage_past_tail_is_cleared_before_new_frames() {
     }
     pwrite(&path, tail as u64, &cut);
     // A complete, valid-looking frame where the frame after a 1-byte frame
-    // would start: seq 102, right checksum.
+    // would start: right checksum, but a stale sequence number (a frame
+    // that continued the sequence there would prove a hole instead, and
+    // recovery refuses it: see damage::hole_in_last_page_is_refused).
     let fake_payload = b"garbage frame!!!";
     let fake = FrameHeader {
         len: (FRAME_HEADER_LEN + fake_payload.len()) as u32,
         msg_type: 102,
-        seq: 102,
+        seq: 42,
         time_ns: i64::MAX / 2,
         source: 0,
         dest: 0,
