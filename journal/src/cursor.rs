@@ -333,12 +333,7 @@ impl Cursor {
             return Ok(());
         }
         if let Some(past) = published_past_hole(page, off, self.expect_seq, None, true) {
-            // Acquire-loaded a later frame's length above: had the writer
-            // published here meanwhile, this load sees it.
-            if load_len(page, off) == 0 {
-                return Err(ReadError::Damaged(hole_damage(self.page.path(), off, past)));
-            }
-            return Ok(());
+            return Err(ReadError::Damaged(hole_damage(self.page.path(), off, past)));
         }
         let next_no = self.page.page_no() + 1;
         let next = match PageRef::open(&self.dir, &self.name, next_no, Some(self.page_size), false)

@@ -216,6 +216,10 @@ pub(crate) struct PastHole {
 /// `next_seq` unknown (no frame before the slot) any sequence number
 /// counts.
 ///
+/// Sound against a live writer appending meanwhile: before it reports a
+/// frame it loads the length word at `tail` again, and finds nothing if
+/// that is no longer 0.
+///
 /// Reads every byte from `tail` to the last non-zero byte of the page:
 /// recovery, `verify` and [`Cursor::check_stall`](crate::Cursor::check_stall)
 /// call it, never the hot path.
@@ -244,8 +248,15 @@ pub(crate) fn published_past_hole(
                 let time_ok = min_time.is_none_or(|t| h.time_ns >= t);
                 if seq_ok && time_ok {
                     let payload = &page[off + FRAME_HEADER_LEN..off + len as usize];
+                    // The length word at `tail` again: a live writer that
+                    // published there after the caller looked has made the
+                    // frames found here (this Acquire-loaded one's length
+                    // word, so that store is visible now).
                     if checksum(payload) == h.crc {
-                        return Some(PastHole { offset: off, seq: h.seq });
+                        return (load_len(page, tail) == 0).then_some(PastHole {
+                            offset: off,
+                            seq: h.seq,
+                        });
                     }
                 }
             }

@@ -36,11 +36,27 @@ pub struct VerifyReport {
 /// Where frames stop without an end-of-page marker, the bytes after them
 /// are also checked for frames published past a hole of zeros (FORMAT.md,
 /// "Holes"), which is damage; other bytes there are a note.
+///
+/// A journal that a writer appends to meanwhile is verified as far as it
+/// was written when each page was read (verify starts over, up to 100
+/// times, when the writer moved past where frames seemed to stop).
 pub fn verify(dir: &Path, name: &str) -> Result<VerifyReport, OpenError> {
-    crate::locate::retry_pruned(|| verify_once(dir, name))
+    for _ in 0..100 {
+        if let Some(report) = crate::locate::retry_pruned(|| verify_once(dir, name))? {
+            return Ok(report);
+        }
+    }
+    Err(OpenError::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(
+            "the journal changed under every attempt to verify it: try again",
+        ),
+    })
 }
 
-fn verify_once(dir: &Path, name: &str) -> Result<VerifyReport, OpenError> {
+/// One pass; `None` when a live writer moved past the place where frames
+/// seemed to stop, so that what was read of later pages does not tell.
+fn verify_once(dir: &Path, name: &str) -> Result<Option<VerifyReport>, OpenError> {
     let pages = pages(dir, name)?;
     let mut report = VerifyReport::default();
     let mut check = ScanCheck {
@@ -49,14 +65,25 @@ fn verify_once(dir: &Path, name: &str) -> Result<VerifyReport, OpenError> {
     };
     // Where frames stopped without an end-of-page marker: pages after it
     // must have no frame.
-    let mut stopped: Option<(std::path::PathBuf, usize)> = None;
+    let mut stopped: Option<(PageRef, usize)> = None;
+    // Whether the length word where frames stopped is still 0 (read after
+    // an Acquire load of a later frame's length word, it tells whether a
+    // live writer has moved on since).
+    let still = |stopped: &Option<(PageRef, usize)>| {
+        stopped
+            .as_ref()
+            .is_none_or(|(p, at)| crate::scan::load_len(p.bytes(), *at) == 0)
+    };
     for &no in &pages.numbers {
         let page = PageRef::open(dir, name, no, Some(pages.page_size), false)?;
         if let Some((file, at)) = &stopped {
             if crate::locate::first_frame(&page).is_some() {
+                if !still(&stopped) {
+                    return Ok(None);
+                }
                 // Readers would never get here.
                 return Err(Damage::new(
-                    file,
+                    file.path(),
                     *at,
                     "frames stop here without an end-of-page marker but a later page has frames",
                 )
@@ -73,9 +100,15 @@ fn verify_once(dir: &Path, name: &str) -> Result<VerifyReport, OpenError> {
                 None => (check.expect_seq, check.min_time),
             };
             let past = published_past_hole(page.bytes(), scan.tail, next, min, bounded);
-            let here = stopped.get_or_insert_with(|| (page.path().to_path_buf(), scan.tail));
             if let Some(past) = past {
-                return Err(hole_damage(&here.0, here.1, past).into());
+                if !still(&stopped) {
+                    return Ok(None);
+                }
+                let (file, at) = match &stopped {
+                    Some((p, at)) => (p.path(), *at),
+                    None => (page.path(), scan.tail),
+                };
+                return Err(hole_damage(file, at, past).into());
             }
         }
         if let Some((first, _)) = scan.first {
@@ -101,7 +134,10 @@ fn verify_once(dir: &Path, name: &str) -> Result<VerifyReport, OpenError> {
                     scan.tail
                 ));
             }
+            if stopped.is_none() {
+                stopped = Some((page, scan.tail));
+            }
         }
     }
-    Ok(report)
+    Ok(Some(report))
 }

@@ -10,4 +10,5 @@ mod damage;
 mod positions;
 mod processes;
 mod props;
+mod prune;
 mod recovery;
