@@ -164,7 +164,11 @@ impl std::fmt::Display for LockError {
                 path.display()
             ),
             LockError::Io { path, source } => {
-                write!(f, "cannot lock {}: {source}", path.display())
+                write!(f, "cannot lock {}: {source}", path.display())?;
+                if matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS)) {
+                    f.write_str(" (this user may not write this journal: run the writer as the journal's owner)")?;
+                }
+                Ok(())
             }
         }
     }

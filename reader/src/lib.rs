@@ -442,6 +442,22 @@ impl Reader {
         }
     }
 
+    /// Off the hot path: whether a journal this reader has no frame from is
+    /// stopped at damage rather than at its live end (a hole of zeros with
+    /// frames published after it, or a page without its end-of-page marker
+    /// while the next page has frames), returned with file and offset. See
+    /// [`Cursor::check_stall`]: it reads the rest of each waiting
+    /// journal's current page, so call it after a quiet while (every few
+    /// seconds of idleness, or at the end of a replay), never per poll.
+    pub fn check_stalled(&mut self) -> Result<(), ReadError> {
+        for src in &mut self.sources {
+            if let State::Open { cursor, head: None } = &mut src.state {
+                cursor.check_stall()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether every added journal exists and is being read.
     pub fn all_open(&self) -> bool {
         self.sources

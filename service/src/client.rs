@@ -62,6 +62,15 @@ impl std::fmt::Display for ConnectError {
                 socket.display(),
                 root.display()
             ),
+            ConnectError::Io { socket, source }
+                if source.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                write!(
+                    f,
+                    "this user may not talk to the tape service at {}: {source}; its socket is open to the service's user and group only (mode 0660), so run as one of them",
+                    socket.display()
+                )
+            }
             ConnectError::Io { socket, source } => write!(
                 f,
                 "cannot talk to the tape service at {}: {source}; check that it runs and that you may use its socket",

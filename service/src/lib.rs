@@ -18,6 +18,7 @@
 //! | [`ReaderLease`] | "I read these journals", likewise |
 //! | [`Peer`], [`JournalInfo`], [`JournalId`] | what the queries return |
 //! | [`protocol`] | framing and messages; `service/PROTOCOL.md` is the spec |
+//! | [`Retainer`], [`Retention`] | retention rules the service applies on its own (`tape service --retain`) |
 //!
 //! Errors: one enum per operation, [`ServiceError`] (start or run the
 //! daemon), [`ConnectError`] (reach it), [`QueryError`] (ask it),
@@ -71,6 +72,7 @@ mod daemon;
 mod lease;
 pub mod protocol;
 mod registry;
+pub mod retention;
 
 pub use client::{Client, ConnectError, QueryError};
 pub use daemon::{
@@ -78,6 +80,7 @@ pub use daemon::{
 };
 pub use lease::{ReaderLease, RegisterError, WriterLease};
 pub use protocol::{ErrorCode, JournalId, JournalInfo, JournalPeer, Peer, PeerKind};
+pub use retention::{Retainer, Retention};
 
 /// The service socket of `root`: `<root>/system/service.sock`.
 pub fn socket_path(root: &Path) -> PathBuf {

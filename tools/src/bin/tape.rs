@@ -37,10 +37,20 @@ enum Command {
     ///
     /// Listens on <root>/system/service.sock (mode 0660) until SIGINT or
     /// SIGTERM. One service per root; a stale socket left by a killed
-    /// service is taken over.
+    /// service is taken over. With --retain it also prunes old pages of
+    /// journals on its own, as `tape prune` would.
     Service {
         #[command(flatten)]
         root: RootArg,
+        /// A retention rule, NAME:RULE[,RULE...] where NAME is a journal or
+        /// * for all, and RULE is keep-last=N, older-than=DURATION or
+        /// max-size=BYTES (e.g. md:keep-last=20, *:older-than=7d). Repeat
+        /// for more journals.
+        #[arg(long, value_name = "NAME:RULES")]
+        retain: Vec<tape_service::Retention>,
+        /// How often to apply the retention rules.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = tape_journal::parse_duration)]
+        retain_every: std::time::Duration,
     },
     /// Append one frame per line of standard input to a journal.
     ///
@@ -91,6 +101,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete a journal's oldest pages: by count, age or size.
+    ///
+    /// Deletes whole page files, oldest first, that any of the rules asks
+    /// for. Never deletes the page holding the last frame or a later one,
+    /// and stops at the first page that a reader or the writer still has
+    /// mapped (each holds a lock on the pages it maps), so no running
+    /// reader loses a frame. `tape ls` shows the space the pages take.
+    #[command(group(clap::ArgGroup::new("rule").required(true).multiple(true)))]
+    Prune {
+        /// Journal name.
+        journal: String,
+        #[command(flatten)]
+        root: RootArg,
+        /// Keep the last N pages (counted back from the page with the last
+        /// frame; at least 1).
+        #[arg(long, value_name = "N", group = "rule")]
+        keep_last: Option<u64>,
+        /// Delete pages whose frames are all older than this: 90s, 15m,
+        /// 12h, 7d.
+        #[arg(long, value_name = "DURATION", group = "rule", value_parser = tape_journal::parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Delete oldest pages until the journal takes at most this much
+        /// disk: bytes, or with K, M, G, T (binary units), e.g. 10G.
+        #[arg(long, value_name = "BYTES", group = "rule", value_parser = tape_journal::parse_size)]
+        max_size: Option<u64>,
+        /// Say what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check every page and frame of a journal; exits non-zero naming the
     /// file and offset of the first damage.
     Verify {
@@ -117,7 +156,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let stdout = io::stdout();
     match cli.command {
-        Command::Service { root } => cmd::service::run(&root.root()),
+        Command::Service {
+            root,
+            retain,
+            retain_every,
+        } => cmd::service::run(&root.root(), &retain, retain_every),
         Command::Write {
             journal,
             root,
@@ -151,6 +194,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let root = root.root();
             let dir = tape_journal::journal_dir(&root);
             cmd::ls::run(&root, &dir, json, &mut stdout.lock())
+        }
+        Command::Prune {
+            journal,
+            root,
+            keep_last,
+            older_than,
+            max_size,
+            dry_run,
+        } => {
+            let dir = tape_journal::journal_dir(&root.root());
+            let rule = tape_journal::PruneRule {
+                keep_last,
+                older_than,
+                max_size,
+            };
+            cmd::prune::run(&dir, &journal, &rule, dry_run, &mut stdout.lock()).map(|_| ())
         }
         Command::Verify { journal, root } => {
             let dir = tape_journal::journal_dir(&root.root());

@@ -19,6 +19,11 @@ pub struct Entry {
     pub frames: u64,
     /// Last sequence number (0: none).
     pub last_seq: u64,
+    /// Sequence number of the first frame on disk (above 1 once old pages
+    /// were pruned; 0: none).
+    pub first_seq: u64,
+    /// Number of the first page on disk (above 1 once pruned).
+    pub first_page: u64,
     /// Bytes the page files take on disk.
     pub disk_bytes: u64,
     /// Pid of the writer, if one runs.
@@ -66,6 +71,8 @@ pub fn entries(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
             page_size: 0,
             frames: 0,
             last_seq: 0,
+            first_seq: 0,
+            first_page: 0,
             disk_bytes: 0,
             writer_pid,
             readers,
@@ -77,6 +84,8 @@ pub fn entries(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
                 e.page_size = s.page_size;
                 e.frames = s.frames;
                 e.last_seq = s.last_seq;
+                e.first_seq = s.first_seq;
+                e.first_page = s.first_page;
                 e.disk_bytes = s.disk_bytes;
             }
             Err(err) => e.error = Some(err.to_string()),
@@ -86,7 +95,8 @@ pub fn entries(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
-fn human(bytes: u64) -> String {
+/// `bytes` for people: `512 B`, `1.5 MiB`, ...
+pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut u = 0;

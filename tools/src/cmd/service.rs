@@ -1,13 +1,15 @@
 //! `tape service`: run the service of a root in the foreground until
-//! SIGINT or SIGTERM.
+//! SIGINT or SIGTERM, applying retention rules if given.
 
 use anyhow::Result;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tape_service::Retention;
 
-/// Runs the service on `root` until a signal stops it.
-pub fn run(root: &Path) -> Result<()> {
+/// Runs the service on `root` until a signal stops it, applying the
+/// retention rules `retain` to `<root>/journal` every `retain_every`.
+pub fn run(root: &Path, retain: &[Retention], retain_every: Duration) -> Result<()> {
     let stop = tape_service::shutdown_on_signals()?;
     // Start first, so a refusal (another service on this root) is the only
     // thing said; then say where it listens.
@@ -17,9 +19,25 @@ pub fn run(root: &Path) -> Result<()> {
         service.socket_path().display(),
         std::process::id()
     );
+    let retainer = if retain.is_empty() {
+        None
+    } else {
+        let rules: Vec<String> = retain.iter().map(Retention::to_string).collect();
+        eprintln!(
+            "tape service: retention {} every {:?}",
+            rules.join(" "),
+            retain_every
+        );
+        Some(tape_service::Retainer::start(
+            tape_journal::journal_dir(root),
+            retain.to_vec(),
+            retain_every,
+        )?)
+    };
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(100));
     }
+    drop(retainer);
     drop(service);
     eprintln!("tape service: stopped");
     Ok(())

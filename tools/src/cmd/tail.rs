@@ -4,7 +4,12 @@
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::Path;
+use std::time::{Duration, Instant};
 use tape_reader::{Idle, Reader, ReaderFrame, ServiceMode, Start};
+
+/// How long `tape tail --follow` waits with nothing new before it checks
+/// whether a journal is stuck at damage.
+const STALL_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Output format of `tape tail`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -91,6 +96,7 @@ pub fn run(
     }
     let mut idle = Idle::new();
     let mut line = Vec::with_capacity(256);
+    let mut quiet_since = Instant::now();
     loop {
         match reader.next()? {
             Some(f) => {
@@ -103,15 +109,24 @@ pub fn run(
             None => {
                 if !idle.is_parking() {
                     out.flush()?;
+                    quiet_since = Instant::now();
                 }
                 idle.idle();
                 if idle.is_parking() {
                     reader.housekeeping();
+                    // A journal quiet for a while may be stuck at damage.
+                    if quiet_since.elapsed() >= STALL_CHECK_EVERY {
+                        quiet_since = Instant::now();
+                        out.flush()?;
+                        reader.check_stalled()?;
+                    }
                 }
             }
         }
     }
     out.flush()?;
+    // The end of what is written, or damage that stops the journal early?
+    reader.check_stalled()?;
     Ok(())
 }
 

@@ -15,6 +15,18 @@ const ARG: &str = "TAPE_TEST_ARG";
 /// Re-executes this test binary as `role` on `root`, running only
 /// [`role_entry`]. Stdout is piped (the role prints `ROLE ...` lines).
 pub fn spawn(role: &str, root: &std::path::Path, arg: &str) -> Kid {
+    spawn_with(role, root, arg, Stdio::null())
+}
+
+/// [`spawn`] with the child's stdin as given (piped, to talk to it).
+pub fn spawn_with(role: &str, root: &std::path::Path, arg: &str, stdin: Stdio) -> Kid {
+    let mut cmd = command(role, root, arg);
+    cmd.stdin(stdin);
+    Kid::spawn(&format!("child role {role}"), &mut cmd)
+}
+
+/// The command [`spawn`] runs (hardened, stdout piped), to adjust first.
+pub fn command(role: &str, root: &std::path::Path, arg: &str) -> Command {
     let exe = std::env::current_exe().expect("the test binary");
     let mut cmd = Command::new(exe);
     cmd.args([
@@ -31,7 +43,7 @@ pub fn spawn(role: &str, root: &std::path::Path, arg: &str) -> Kid {
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());
     harden(&mut cmd);
-    Kid::spawn(&format!("child role {role}"), &mut cmd)
+    cmd
 }
 
 /// The lines a role printed (`ROLE ` prefix removed).
@@ -60,7 +72,7 @@ fn role_entry() {
         "count-reader" => count_reader(&root, arg.parse().expect("frame count")),
         "scribble-reader" => scribble_reader(&root),
         "scribble-cursor" => scribble_cursor(&root),
-        other => panic!("unknown role {other}"),
+        other => crate::roles::run(other, &root, &arg),
     }
 }
 

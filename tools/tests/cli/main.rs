@@ -8,13 +8,19 @@
 mod common;
 
 mod abuse;
+mod campaign;
 mod child;
+mod damage;
 mod follow;
+mod full_disk;
 mod help;
 mod ls_verify;
 mod no_service;
 mod one_writer;
+mod other_user;
 mod pipe;
+mod prune;
 mod readonly;
 mod restart;
+mod roles;
 mod write_tail;
