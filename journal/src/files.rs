@@ -165,7 +165,10 @@ impl std::fmt::Display for LockError {
             ),
             LockError::Io { path, source } => {
                 write!(f, "cannot lock {}: {source}", path.display())?;
-                if matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS)) {
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EACCES | libc::EPERM | libc::EROFS)
+                ) {
                     f.write_str(" (this user may not write this journal: run the writer as the journal's owner)")?;
                 }
                 Ok(())

@@ -144,9 +144,7 @@ pub(crate) fn pages(dir: &Path, name: &str) -> Result<Pages, OpenError> {
     }
     Err(OpenError::Io {
         path: dir.to_path_buf(),
-        source: io::Error::other(
-            "the page files keep changing while they are listed: try again",
-        ),
+        source: io::Error::other("the page files keep changing while they are listed: try again"),
     })
 }
 
@@ -240,7 +238,11 @@ fn check_no_hole(
 ) -> Result<(), OpenError> {
     let next_seq = tail.last.map(|(s, _)| s + 1);
     let min_time = tail.last.map(|(_, t)| t);
-    for &no in pages.numbers.iter().filter(|&&no| no >= tail_page.page_no()) {
+    for &no in pages
+        .numbers
+        .iter()
+        .filter(|&&no| no >= tail_page.page_no())
+    {
         let later;
         let (page, from) = if no == tail_page.page_no() {
             if no != tail.page_no {

@@ -11,8 +11,8 @@
 //! "Pruning", so that readers in other languages follow it too.
 
 use crate::files::page_path;
-use crate::locate::{first_frame, locate_tail, pages, retry_pruned, OpenError};
 use crate::format::PAGE_HEADER_LEN;
+use crate::locate::{first_frame, locate_tail, pages, retry_pruned, OpenError};
 use crate::page::PageRef;
 use std::fs::File;
 use std::io;
@@ -209,7 +209,8 @@ fn select(dir: &Path, name: &str, rule: &PruneRule) -> Result<(u64, u64), OpenEr
         wanted = wanted.max((keep_from + 1).saturating_sub(n).saturating_sub(first));
     }
     if let Some(age) = rule.older_than {
-        let cutoff = crate::clock::now_ns().saturating_sub(age.as_nanos().min(i64::MAX as u128) as i64);
+        let cutoff =
+            crate::clock::now_ns().saturating_sub(age.as_nanos().min(i64::MAX as u128) as i64);
         let mut k = 0;
         while k < most {
             // Every frame of page first+k is no newer than the first frame
@@ -291,9 +292,8 @@ fn lock_holders(file: &File) -> Vec<u32> {
 /// Parses a duration: a number and a unit, `ms`, `s`, `m`, `h` or `d`
 /// (`90s`, `15m`, `12h`, `7d`); a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!("{s:?} is not a duration: use a number and a unit, e.g. 90s, 15m, 12h or 7d")
-    };
+    let bad =
+        || format!("{s:?} is not a duration: use a number and a unit, e.g. 90s, 15m, 12h or 7d");
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -313,7 +313,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `G` or `T` (`KiB`, `MiB`, ... are accepted too): `1048576`, `512M`,
 /// `10G`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?} is not a size: use a number of bytes, optionally with K, M, G or T, e.g. 512M or 10G");
+    let bad = || {
+        format!("{s:?} is not a size: use a number of bytes, optionally with K, M, G or T, e.g. 512M or 10G")
+    };
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

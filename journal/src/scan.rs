@@ -234,31 +234,27 @@ pub(crate) fn published_past_hole(
     let mut off = tail + FRAME_ALIGN_USIZE;
     while off + END_MARKER_ROOM <= end.min(page.len()) {
         let len = load_len(page, off);
-        if len != 0 && len != END_OF_PAGE {
-            if frame_end(len, off, page.len()).is_ok() {
-                let h = read_header(page, off);
-                let seq_ok = match next_seq {
-                    Some(want) if bounded => {
-                        let most = ((off - tail) / FRAME_HEADER_LEN) as u64;
-                        h.seq > want && h.seq - want <= most
-                    }
-                    Some(want) => h.seq >= want,
-                    None => h.seq > 0,
-                };
-                let time_ok = min_time.is_none_or(|t| h.time_ns >= t);
-                if seq_ok && time_ok {
-                    let payload = &page[off + FRAME_HEADER_LEN..off + len as usize];
-                    // The length word at `tail` again: a live writer that
-                    // published there after the caller looked has made the
-                    // frames found here (this Acquire-loaded one's length
-                    // word, so that store is visible now).
-                    if checksum(payload) == h.crc {
-                        return (load_len(page, tail) == 0).then_some(PastHole {
-                            offset: off,
-                            seq: h.seq,
-                        });
-                    }
+        if len != 0 && len != END_OF_PAGE && frame_end(len, off, page.len()).is_ok() {
+            let h = read_header(page, off);
+            let seq_ok = match next_seq {
+                Some(want) if bounded => {
+                    let most = ((off - tail) / FRAME_HEADER_LEN) as u64;
+                    h.seq > want && h.seq - want <= most
                 }
+                Some(want) => h.seq >= want,
+                None => h.seq > 0,
+            };
+            let time_ok = min_time.is_none_or(|t| h.time_ns >= t);
+            let payload = &page[off + FRAME_HEADER_LEN..off + len as usize];
+            if seq_ok && time_ok && checksum(payload) == h.crc {
+                // The length word at `tail` again: a live writer that
+                // published there after the caller looked made the frames
+                // found here (this one's length word was Acquire-loaded,
+                // so that store is visible now).
+                return (load_len(page, tail) == 0).then_some(PastHole {
+                    offset: off,
+                    seq: h.seq,
+                });
             }
         }
         off += FRAME_ALIGN_USIZE;

@@ -3,9 +3,7 @@
 
 use crate::locate::{pages, OpenError};
 use crate::page::PageRef;
-use crate::scan::{
-    hole_damage, nonzero_end, published_past_hole, scan_page, Damage, ScanCheck,
-};
+use crate::scan::{hole_damage, nonzero_end, published_past_hole, scan_page, Damage, ScanCheck};
 use std::path::Path;
 
 /// What a clean verify found.

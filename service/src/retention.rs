@@ -48,11 +48,9 @@ impl FromStr for Retention {
                 .ok_or_else(|| format!("{part:?} in {s:?} is not KEY=VALUE: {usage}"))?;
             match key {
                 "keep-last" => {
-                    let n: u64 = value
-                        .parse()
-                        .ok()
-                        .filter(|&n| n > 0)
-                        .ok_or_else(|| format!("keep-last={value} must be a whole number of pages, 1 or more"))?;
+                    let n: u64 = value.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                        format!("keep-last={value} must be a whole number of pages, 1 or more")
+                    })?;
                     rule.keep_last = Some(n);
                 }
                 "older-than" => rule.older_than = Some(parse_duration(value)?),

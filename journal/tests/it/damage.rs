@@ -281,14 +281,21 @@ fn hole_in_last_page_is_refused() {
         let e = Appender::open(t.path(), NAME, foreground()).unwrap_err();
         names(&e, &p3, Some(hole));
         assert!(e.to_string().contains("hole"), "{what}: {e}");
-        assert!(files == snapshot(t.path()), "{what}: a refused writer changed the files");
+        assert!(
+            files == snapshot(t.path()),
+            "{what}: a refused writer changed the files"
+        );
 
         let e = verify(t.path(), NAME).unwrap_err();
         names(&e, &p3, Some(hole));
 
         let (n, stall) = read_then_stall(t.path());
         assert_eq!(n as usize, before_page3 + k as usize, "{what}");
-        names(&stall.expect_err("check_stall must see the hole"), &p3, Some(hole));
+        names(
+            &stall.expect_err("check_stall must see the hole"),
+            &p3,
+            Some(hole),
+        );
     }
 }
 

@@ -88,7 +88,10 @@ fn keep_last_deletes_oldest_pages_and_keeps_the_sequence() {
         .deleted
         .is_empty());
     let mut app = Appender::open(dir, NAME, foreground()).unwrap();
-    assert_eq!(app.append(1, &payload(last + 1, PAYLOAD)).unwrap(), last + 1);
+    assert_eq!(
+        app.append(1, &payload(last + 1, PAYLOAD)).unwrap(),
+        last + 1
+    );
     drop(app);
     assert_eq!(read_range(dir, Start::First), (first, last + 1));
 }
@@ -122,7 +125,10 @@ fn the_page_with_the_last_frame_is_always_kept() {
     assert_eq!(r.deleted, (1..cur).collect::<Vec<_>>());
     assert_eq!(on_disk(dir), [cur, cur + 1]);
     assert_eq!(read_range(dir, Start::First).1, last);
-    assert_eq!(app.append(1, &payload(last + 1, PAYLOAD)).unwrap(), last + 1);
+    assert_eq!(
+        app.append(1, &payload(last + 1, PAYLOAD)).unwrap(),
+        last + 1
+    );
     drop(app);
 
     // The tail right after an end-of-page marker.
@@ -136,7 +142,11 @@ fn the_page_with_the_last_frame_is_always_kept() {
     // marker, and the next page made with no frame in it.
     let bytes = std::fs::read(page_file(dir, NAME, no)).unwrap();
     assert_eq!(&bytes[tail..tail + 4], &[0; 4]);
-    pwrite(&page_file(dir, NAME, no), tail as u64, &u32::MAX.to_le_bytes());
+    pwrite(
+        &page_file(dir, NAME, no),
+        tail as u64,
+        &u32::MAX.to_le_bytes(),
+    );
     let mut next = bytes.clone();
     next[24..32].copy_from_slice(&(no + 1).to_le_bytes());
     next[64..].fill(0);

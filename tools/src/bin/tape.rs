@@ -42,10 +42,10 @@ enum Command {
     Service {
         #[command(flatten)]
         root: RootArg,
-        /// A retention rule, NAME:RULE[,RULE...] where NAME is a journal or
-        /// * for all, and RULE is keep-last=N, older-than=DURATION or
-        /// max-size=BYTES (e.g. md:keep-last=20, *:older-than=7d). Repeat
-        /// for more journals.
+        /// A retention rule, NAME:RULE[,RULE...]: NAME is a journal, or "*"
+        /// for all; RULE is keep-last=N, older-than=DURATION or
+        /// max-size=BYTES; e.g. md:keep-last=20 or "*:older-than=7d".
+        /// Repeat for more journals.
         #[arg(long, value_name = "NAME:RULES")]
         retain: Vec<tape_service::Retention>,
         /// How often to apply the retention rules.

@@ -125,8 +125,20 @@ fn tail_verify_and_write_stop_at_damage() {
     let hole = offs3[100];
     let bad_len = offs3[200];
     let cases: Vec<(&str, u64, Damage, u64, Option<usize>)> = vec![
-        ("last page truncated", 3, set_len(page_len / 2), first3 - 1, None),
-        ("last page extended", 3, set_len(page_len + 4096), first3 - 1, None),
+        (
+            "last page truncated",
+            3,
+            set_len(page_len / 2),
+            first3 - 1,
+            None,
+        ),
+        (
+            "last page extended",
+            3,
+            set_len(page_len + 4096),
+            first3 - 1,
+            None,
+        ),
         (
             "zeros in the middle of the last page",
             3,
@@ -141,7 +153,13 @@ fn tail_verify_and_write_stop_at_damage() {
             first3 + 199,
             Some(bad_len),
         ),
-        ("middle page truncated", 2, set_len(page_len - 8), in_p1, None),
+        (
+            "middle page truncated",
+            2,
+            set_len(page_len - 8),
+            in_p1,
+            None,
+        ),
     ];
     for (what, no, damage, stops_after, offset) in cases {
         let root = Root::new();
@@ -163,7 +181,10 @@ fn tail_verify_and_write_stop_at_damage() {
         if no == 3 {
             assert!(!o.status.success(), "{what}: the writer appended");
             names(&String::from_utf8_lossy(&o.stderr), &page, offset);
-            assert!(files(&root) == before, "{what}: a refused writer changed files");
+            assert!(
+                files(&root) == before,
+                "{what}: a refused writer changed files"
+            );
         } else {
             // Damage behind the last page: the writer appends after its
             // own last frame; readers and verify still stop at the damage.

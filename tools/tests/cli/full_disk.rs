@@ -27,7 +27,12 @@ fn set_fsize(pid: u32, bytes: u64) {
             &mut lim,
         )
     };
-    assert_eq!(rc, 0, "prlimit on {pid}: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "prlimit on {pid}: {}",
+        std::io::Error::last_os_error()
+    );
     lim.rlim_cur = (bytes as libc::rlim_t).min(lim.rlim_max);
     // SAFETY: prlimit reads one rlimit through a valid pointer and writes
     // nothing (old limit pointer is null).
@@ -195,7 +200,7 @@ fn writer_works_again_once_space_is_back() {
     assert_eq!(next("the retry"), format!("error {last} {why}"));
     assert!(tmp_files(&root).is_empty());
 
-    set_fsize(kid.pid(), libc::RLIM_INFINITY as u64);
+    set_fsize(kid.pid(), u64::MAX);
     tell("write 50000");
     assert_eq!(next("writing again"), format!("wrote {}", last + 50_000));
     let stats = tape_journal::stats(&root.journal_dir(), "md").unwrap();

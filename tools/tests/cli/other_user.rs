@@ -40,7 +40,11 @@ fn another_user_cannot_write_register_or_connect() {
     assert_eq!(mode(&root.socket()), 0o660, "service socket mode");
     assert_eq!(mode(&page), 0o640, "page file mode");
     assert_eq!(mode(&lock), 0o640, "lock file mode");
-    assert_eq!(mode(&root.journal_dir()) & 0o002, 0, "journal folder writable by others");
+    assert_eq!(
+        mode(&root.journal_dir()) & 0o002,
+        0,
+        "journal folder writable by others"
+    );
     let before = std::fs::read(&page).unwrap();
 
     let mut cmd = child::command("other-user", root.path(), "");
@@ -70,7 +74,8 @@ fn another_user_cannot_write_register_or_connect() {
     assert!(connect.contains("Permission denied"), "{connect}");
     let register = refused("register");
     assert!(
-        register.contains("Permission denied") && register.contains("may not talk to the tape service"),
+        register.contains("Permission denied")
+            && register.contains("may not talk to the tape service"),
         "{register}"
     );
     let append = refused("append");
@@ -96,7 +101,10 @@ fn another_user_cannot_write_register_or_connect() {
         assert_eq!(err.trim_end().lines().count(), 1, "tape {verb}: {err}");
     }
 
-    assert!(std::fs::read(&page).unwrap() == before, "the journal changed");
+    assert!(
+        std::fs::read(&page).unwrap() == before,
+        "the journal changed"
+    );
     assert_eq!(std::fs::metadata(&page).unwrap().uid(), 0);
     assert!(ok(&mut root.tape("tail", &["md"]), b"") == lines(1..=1000));
     ok(&mut root.tape("verify", &["md"]), b"");

@@ -37,7 +37,12 @@ fn holder(root: &Root) -> (Kid, Lines) {
 /// Tells the holder to read on; waits for it to have read every frame.
 fn release(kid: &mut Kid, out: &Lines, last: u64) {
     use std::io::Write;
-    kid.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    kid.child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
     let d = Deadline::new();
     loop {
         let l = out.next(&d, "the reader to read on").expect("output");
@@ -57,7 +62,10 @@ fn tape_prune_deletes_old_pages_but_not_a_readers() {
     let pages = before["pages"].as_u64().unwrap();
     assert!(pages >= 6, "{before}");
     let disk = before["disk_bytes"].as_u64().unwrap();
-    assert!(disk >= pages * (1 << 20), "ls shows the space used: {before}");
+    assert!(
+        disk >= pages * (1 << 20),
+        "ls shows the space used: {before}"
+    );
 
     // A reader on page 1: nothing may go.
     let (mut kid, out) = holder(&root);
@@ -78,11 +86,17 @@ fn tape_prune_deletes_old_pages_but_not_a_readers() {
     assert!(said.contains("deleted pages 1..="), "{said}");
     let after = ls_md(&root);
     let left = after["pages"].as_u64().unwrap();
-    assert!(left <= 3 && left >= 2, "{after}");
+    assert!((2..=3).contains(&left), "{after}");
     assert!(after["disk_bytes"].as_u64().unwrap() < disk / 2, "{after}");
     let first = after["first_seq"].as_u64().unwrap();
-    assert!(first > 1 && after["first_page"].as_u64().unwrap() > 1, "{after}");
-    assert_eq!((after["last_seq"].as_u64(), after["frames"].as_u64()), (Some(N), Some(N - first + 1)));
+    assert!(
+        first > 1 && after["first_page"].as_u64().unwrap() > 1,
+        "{after}"
+    );
+    assert_eq!(
+        (after["last_seq"].as_u64(), after["frames"].as_u64()),
+        (Some(N), Some(N - first + 1))
+    );
 
     // The pruned journal reads from its new first frame and verifies; a
     // writer continues its sequence.
@@ -101,7 +115,10 @@ fn tape_prune_deletes_old_pages_but_not_a_readers() {
     kid.kill9();
 
     // A bad rule is one clear line.
-    let o = run(&mut root.tape("prune", &["md", "--older-than", "soon"]), b"");
+    let o = run(
+        &mut root.tape("prune", &["md", "--older-than", "soon"]),
+        b"",
+    );
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a duration"));
 }
@@ -125,9 +142,13 @@ fn service_applies_a_retention_rule() {
     );
     let log = Lines::of(service.child.stderr.take().unwrap());
     let d = Deadline::new();
-    let l = log.next(&d, "the service to start").expect("service output");
+    let l = log
+        .next(&d, "the service to start")
+        .expect("service output");
     assert!(l.contains("listening"), "{l}");
-    let l = log.next(&d, "the service to start").expect("service output");
+    let l = log
+        .next(&d, "the service to start")
+        .expect("service output");
     assert!(l.contains("retention md:keep-last=2"), "{l}");
 
     write_journal(&root, "md", &lines(1..=1000));
@@ -137,8 +158,13 @@ fn service_applies_a_retention_rule() {
     assert!(pages >= 6);
     let held = format!("pid {}", kid.pid());
     loop {
-        let l = log.next(&d, "retention to meet the reader").expect("service output");
-        assert!(!l.contains("deleted page"), "deleted a page a reader holds: {l}");
+        let l = log
+            .next(&d, "retention to meet the reader")
+            .expect("service output");
+        assert!(
+            !l.contains("deleted page"),
+            "deleted a page a reader holds: {l}"
+        );
         if l.contains("nothing deleted, page 1 is in use") {
             assert!(l.contains(&held), "names the reader: {l}");
             break;

@@ -93,11 +93,7 @@ fn seq_writer(root: &Path, arg: &str) {
     let burst = arg_value(arg, "burst").unwrap_or(0);
     let pause = Duration::from_micros(arg_value(arg, "pause_us").unwrap_or(0));
     let stop = stop_on_stdin();
-    let mut w = match Writer::builder("md")
-        .root(root)
-        .page_size(1 << 20)
-        .create()
-    {
+    let mut w = match Writer::builder("md").root(root).page_size(1 << 20).create() {
         Ok(w) => w,
         Err(e) => {
             say(&format!("refused {e}"));
@@ -180,10 +176,18 @@ fn check_reader(root: &Path, name: &str) {
         match r.next().expect("read") {
             Some(f) => {
                 idle.reset();
-                assert_eq!(f.seq(), last + 1, "{name}: a frame lost, twice or out of order");
+                assert_eq!(
+                    f.seq(),
+                    last + 1,
+                    "{name}: a frame lost, twice or out of order"
+                );
                 payload(f.seq(), &mut buf);
                 assert!(f.payload() == &buf[..], "{name}: frame {} differs", f.seq());
-                assert!(f.source() >= gen, "{name}: frame {} from an older writer", f.seq());
+                assert!(
+                    f.source() >= gen,
+                    "{name}: frame {} from an older writer",
+                    f.seq()
+                );
                 gen = f.source();
                 last = f.seq();
                 quiet = Instant::now();
@@ -198,7 +202,8 @@ fn check_reader(root: &Path, name: &str) {
                 }
                 assert!(Instant::now() < give_up, "{name}: gave up at seq {last}");
                 if quiet.elapsed() > Duration::from_secs(1) {
-                    r.check_stalled().expect("a quiet journal is not stuck at damage");
+                    r.check_stalled()
+                        .expect("a quiet journal is not stuck at damage");
                     quiet = Instant::now();
                 }
                 if idle.is_parking() {
@@ -228,11 +233,7 @@ fn intruder(root: &Path) {
     let mut n = 0u64;
     while !stop.load(Ordering::SeqCst) {
         n += 1;
-        let kind = match Writer::builder("md")
-            .root(root)
-            .page_size(1 << 20)
-            .create()
-        {
+        let kind = match Writer::builder("md").root(root).page_size(1 << 20).create() {
             Ok(mut w) => {
                 say("violation");
                 let _ = w.write(0, b"INTRUDER");

@@ -70,7 +70,11 @@ fn campaign(restarts: u64) {
             kinds.push(kind.to_string());
             (n.parse().unwrap(), kind.to_string())
         };
-        assert_eq!(attempt(&it).1, "held", "round {round}: the running service lets it in");
+        assert_eq!(
+            attempt(&it).1,
+            "held",
+            "round {round}: the running service lets it in"
+        );
 
         std::thread::sleep(Duration::from_micros(rng.below(50_000)));
         service.kid.kill9();
@@ -116,12 +120,13 @@ fn campaign(restarts: u64) {
     }
 
     wt.tell("stop");
-    let m = wt.expect("the writer to stop");
-    let last: u64 = m
-        .strip_prefix("stopped ")
-        .unwrap_or_else(|| panic!("the writer said {m:?}"))
-        .parse()
-        .unwrap();
+    let last: u64 = loop {
+        let m = wt.expect("the writer to stop");
+        if let Some(n) = m.strip_prefix("stopped ") {
+            break n.parse().unwrap();
+        }
+        assert!(m.starts_with("at "), "the writer said {m:?}");
+    };
     assert!(writer.wait().success(), "the writer failed");
     for (kid, t) in &mut readers {
         t.tell(&format!("end {last}"));

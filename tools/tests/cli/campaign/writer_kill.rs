@@ -42,7 +42,11 @@ fn campaign(runs: u64) {
             std::thread::sleep(Duration::from_micros(rng.below(15_000)));
         }
         let st = w.kill9();
-        assert_eq!(st.signal(), Some(libc::SIGKILL), "run {run}: the writer ended by itself: {st}");
+        assert_eq!(
+            st.signal(),
+            Some(libc::SIGKILL),
+            "run {run}: the writer ended by itself: {st}"
+        );
         // What it said before it died: where it started, how far it got.
         let mut published = last;
         let d = Deadline::new();
@@ -64,7 +68,10 @@ fn campaign(runs: u64) {
             now >= published,
             "run {run}: the writer had published {published}, the journal ends at {now}"
         );
-        assert!(now >= last, "run {run}: frames disappeared ({last} -> {now})");
+        assert!(
+            now >= last,
+            "run {run}: frames disappeared ({last} -> {now})"
+        );
         last = now;
 
         if run % 25 == 24 && last > 0 {
