@@ -219,11 +219,30 @@ pub(crate) fn locate_tail(
             }
         };
         if recovery {
+            if i > 0 {
+                check_ended(dir, name, pages, no - 1)?;
+            }
             check_no_hole(dir, name, pages, &page, &tail)?;
         }
         return Ok(tail);
     }
     unreachable!("pages() returns at least one page")
+}
+
+/// Refuses to write in a page when the page before it stops without an
+/// end-of-page marker: readers would never get to what is written.
+fn check_ended(dir: &Path, name: &str, pages: &Pages, no: u64) -> Result<(), OpenError> {
+    let page = PageRef::open(dir, name, no, Some(pages.page_size), false)?;
+    let scan = scan_page(page.bytes(), page.path(), ScanCheck::default())?;
+    if scan.ended {
+        return Ok(());
+    }
+    Err(Damage::new(
+        page.path(),
+        scan.tail,
+        "frames stop here without an end-of-page marker but the next page has frames",
+    )
+    .into())
 }
 
 /// Refuses a hole at the tail: a frame published past it, in the tail page

@@ -131,6 +131,15 @@ pub(crate) fn scan_page(page: &[u8], file: &Path, check: ScanCheck) -> Result<Pa
             break;
         }
         if len == END_OF_PAGE {
+            if off == PAGE_HEADER_LEN {
+                // Every frame fits an empty page: no writer ends a page
+                // before its first frame.
+                return Err(Damage::new(
+                    file,
+                    off,
+                    "an end-of-page marker where the page's first frame belongs",
+                ));
+            }
             s.ended = true;
             break;
         }

@@ -75,7 +75,8 @@ fn verify_once(dir: &Path, name: &str) -> Result<Option<VerifyReport>, OpenError
     for &no in &pages.numbers {
         let page = PageRef::open(dir, name, no, Some(pages.page_size), false)?;
         if let Some((file, at)) = &stopped {
-            if crate::locate::first_frame(&page).is_some() {
+            // A frame, or an end-of-page marker, where the page begins.
+            if crate::scan::load_len(page.bytes(), crate::format::PAGE_HEADER_LEN) != 0 {
                 if !still(&stopped) {
                     return Ok(None);
                 }

@@ -7,6 +7,7 @@
 
 mod common;
 mod damage;
+mod hostile;
 mod positions;
 mod processes;
 mod props;
