@@ -17,6 +17,14 @@
 //! A journal that does not exist yet when it is added is waited for: it is
 //! read from its first frame once its first page appears.
 //!
+//! Faults: a damaged frame stops [`Reader::next`] with an error naming the
+//! file and offset. A hole of zeros looks like "nothing new yet" to a
+//! poller; [`Reader::check_stalled`], called now and then off the hot path,
+//! tells the two apart. While a page is mapped the reader holds a shared
+//! lock on it (one descriptor per mapped page, at most two per journal), so
+//! `tape prune` and the service's retention never delete a page it still
+//! reads; pruned journals start at their first page left.
+//!
 //! ```
 //! # let root = tempfile::tempdir().unwrap();
 //! use tape_reader::{Reader, ServiceMode, Start};

@@ -13,6 +13,16 @@
 //!   [`Writer::claim`]) makes no system call, takes no lock and allocates
 //!   nothing, page switches included.
 //!
+//! Faults: a writer killed by any means frees the journal at once (the
+//! service's registration and the lock die with its process) and the next
+//! writer recovers it, continuing the sequence. A writer refuses to open a
+//! journal damaged where it would write (a bad frame or a hole of zeros in
+//! its last page, or a page before it without its end marker) rather than
+//! write over or after the damage. On a full disk, the append that needs a
+//! new page fails with [`AppendError::NewPage`](tape_journal::AppendError)
+//! and writes nothing; the frames published before stay intact and the
+//! next append tries to make the page again.
+//!
 //! ```
 //! # let root = tempfile::tempdir().unwrap();
 //! # let _service = tape_service::Service::start(root.path()).unwrap();
