@@ -95,6 +95,8 @@ fn tape_write_on_a_full_disk_fails_clearly_and_loses_nothing() {
     wait_until("the first 10000 frames", || {
         tape_journal::stats(&root.journal_dir(), "md").is_ok_and(|s| s.last_seq == 10_000)
     });
+    // Page 2 is made ahead; page 3 is the one that will not fit.
+    wait_until("page 2 to be made", || root.page("md", 2).exists());
     // The disk is full from now on: no file may grow past 64 KiB.
     set_fsize(kid.pid(), 64 << 10);
     let more = lines(10_001..=200_000);
@@ -162,6 +164,7 @@ fn writer_works_again_once_space_is_back() {
     assert_eq!(next("ready"), "ready");
     tell("write 5000");
     assert_eq!(next("5000 frames"), "wrote 5000");
+    wait_until("page 2 to be made", || root.page("md", 2).exists());
 
     set_fsize(kid.pid(), 64 << 10);
     tell("write 100000");
