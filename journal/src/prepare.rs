@@ -177,9 +177,12 @@ fn run(shared: &Shared, dir: &std::path::Path, name: &str, page_size: u64, opts:
                 }
                 // Polled, not woken: a page switch on the hot path must not
                 // make a futex system call to wake this thread.
+                // With more pages kept ahead the writer is further from
+                // needing the next one, so the thread can look less often.
+                let poll = POLL * st.ahead.clamp(1, 16) as u32;
                 st = shared
                     .wake
-                    .wait_timeout(st, POLL)
+                    .wait_timeout(st, poll)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }

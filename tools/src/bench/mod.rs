@@ -15,9 +15,13 @@
 //! 3. **throughput**: the writer appends `--frames` frames as fast as it
 //!    can; each reader checks every sequence number.
 //!
-//! The writer runs on the first core, the first reader on the second; the
-//! helper threads (page preparer, page mapper) run on the writer's core so
-//! they never preempt a pinned reader. Readers beyond the cores there are
+//! The writer runs on the first core, the first reader on the second. The
+//! writer makes the pages a phase needs before the phase starts
+//! (`--pages-ahead`), as a trading box makes the day's pages at start-up.
+//! The helper threads (page preparer, page mapper) run on the writer's core
+//! while frames are paced, so they never preempt a pinned reader; in the
+//! throughput phase the reader's page mapper runs on the reader's core,
+//! which has time to spare, instead of taking the writer's. Readers beyond the cores there are
 //! use an idle strategy (spin, yield, park), and so do all readers then.
 
 pub mod ctl;
@@ -423,6 +427,15 @@ pub fn run(cfg: &Config) -> Result<Results> {
                 &Role {
                     kind: Kind::Reader,
                     core: if idle { None } else { reader_core(i) },
+                    // The reader's page helper maps (and populates) the next
+                    // page ahead. Pacing frames, it runs on the writer's core,
+                    // where a delay only makes the writer stamp a frame later;
+                    // flat out, on the reader's own, which has time to spare.
+                    helper_core: if latency || idle {
+                        base.helper_core
+                    } else {
+                        reader_core(i)
+                    },
                     index: i,
                     ..role.clone()
                 },
