@@ -166,24 +166,31 @@ impl Appender {
             source,
         })?;
         let lock = JournalLock::acquire(dir, name).map_err(OpenError::Locked)?;
-        let (page, tail, last, page_size) = match pages(dir, name) {
+        let (page, tail, last, page_size, fresh) = match pages(dir, name) {
             Err(OpenError::NotFound { .. }) => {
+                // No page file at all: page 1 is made now, under the lock.
                 let page = PageMut::create_or_open(dir, name, 1, opts.page_size, opts.prepare)?;
-                (page, PAGE_HEADER_LEN, None, opts.page_size)
+                (page, PAGE_HEADER_LEN, None, opts.page_size, true)
             }
             Err(e) => return Err(e),
             Ok(p) => {
                 let t = locate_tail(dir, name, &p, true)?;
                 let page =
                     PageMut::create_or_open(dir, name, t.page_no, p.page_size, opts.prepare)?;
-                (page, t.offset, t.last, p.page_size)
+                (page, t.offset, t.last, p.page_size, false)
             }
         };
         // Recovery: whatever a crashed writer left past the tail (a frame
         // it had not published) becomes zeros, so no later frame can be
         // read through it. The tail's own len word is already 0, so a reader
         // waiting there sees nothing while this runs.
-        let dirty_end = nonzero_end(page.bytes(), tail);
+        // A page this call just created is all zeros: no scan (a 1 GiB
+        // page takes a fraction of a second).
+        let dirty_end = if last.is_none() && fresh {
+            tail
+        } else {
+            nonzero_end(page.bytes(), tail)
+        };
         if dirty_end > tail {
             // SAFETY: [tail, dirty_end) is inside the mapping; we hold the
             // journal lock, so no other writer; readers do not read past an
