@@ -128,7 +128,7 @@ def page_numbers(directory: str, name: str) -> List[int]:
         if not e.startswith(prefix) or not e.endswith(".journal"):
             continue
         mid = e[len(prefix) : -len(".journal")]
-        if len(mid) >= 8 and mid.isdigit() and mid.isascii():
+        if mid and mid.isdigit() and mid.isascii():
             out.append(int(mid))
     out.sort()
     return out

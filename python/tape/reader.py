@@ -347,7 +347,9 @@ class Reader:
     :param name: the reader's name for the service (``find``, ``tape ls``);
         default ``python-<pid>``.
     :param root: the tape root (default ``$TAPE_ROOT``, else ``/tmp/trading``).
-    :param start: where each journal added starts (default: its first frame).
+    :param start: where each journal added starts, unless ``add_journal``
+        says otherwise (default ``"end"``: frames written from now on, as the
+        Rust reader; ``"start"`` for everything on disk).
     :param service: ``"if_running"`` (default: register when a service runs,
         read regardless), ``"required"`` (raise :class:`~tape.NotRunning`
         without one) or ``"never"``.
@@ -370,7 +372,7 @@ class Reader:
         name: Optional[str] = None,
         *,
         root: Optional[str] = None,
-        start: StartLike = "start",
+        start: StartLike = "end",
         service: str = "if_running",
         verify_crc: bool = False,
     ) -> None:

@@ -268,6 +268,10 @@ class Writer:
 
     def _recover(self, page_size: int, check_crc: bool) -> None:
         pages = page_numbers(self.dir, self.name)
+        for i, no in enumerate(pages):
+            if no != pages[0] + i:
+                missing = self._path(pages[0] + i)
+                raise FormatError(missing, "page file is missing from the middle of the journal: refusing to append")
         if not pages:
             create_page(self.dir, self.name, 1, page_size)
             self._page = _Page(self._path(1), 1, page_size)
@@ -299,10 +303,12 @@ class Writer:
             if ln == 0:
                 break
             if ln == END_OF_PAGE:
+                # The writer makes the next page before it writes the
+                # marker, so it exists; made here if someone removed it.
                 nxt = page.page_no + 1
                 path = self._path(nxt)
                 if not os.path.exists(path):
-                    raise FormatError(page.path, f"end-of-page marker but page {nxt} does not exist: refusing to append", off)
+                    create_page(self.dir, self.name, nxt, self._page_size)
                 page.release()
                 page = _Page(path, nxt, self._page_size)
                 off = PAGE_HEADER_LEN
@@ -314,6 +320,8 @@ class Writer:
             _t, fseq, ftime, _s, _d, _c, fcrc, _f = FRAME_REST.unpack_from(page.mm, off + 4)
             if seq and fseq != seq + 1:
                 raise FormatError(page.path, f"damaged frame: seq {fseq} after {seq}: refusing to append", off)
+            if seq and ftime < last_time:
+                raise FormatError(page.path, f"damaged frame: time {ftime} older than the frame before ({last_time}): refusing to append", off)
             if check_crc:
                 got = crc32c(page.mv[off + FRAME_HEADER_LEN : off + ln])
                 if got != fcrc:
