@@ -28,7 +28,7 @@ import mmap
 import os
 import platform
 import time
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 from .checksum import crc32c
 from .format import (
@@ -229,7 +229,7 @@ class _Cursor:
             if i == 0 or page.u32[PAGE_HEADER_LEN >> 2] != 0:
                 break
             i -= 1
-        off, seq = self._walk(page, lambda s, t: False)
+        page, off, seq = self._walk(page, lambda s, t: False)
         self._goto(page, off, seq)
 
     def _seek(self, pages: List[int], kind: str, target: int) -> None:
@@ -249,16 +249,16 @@ class _Cursor:
                 hi = mid - 1
         page = self._map(pages[best])
         if kind == "seq":
-            off, seq = self._walk(page, lambda s, t: s >= target)
+            page, off, seq = self._walk(page, lambda s, t: s >= target)
         else:
-            off, seq = self._walk(page, lambda s, t: t >= target)
+            page, off, seq = self._walk(page, lambda s, t: t >= target)
         self._goto(page, off, seq)
 
-    def _walk(self, page: _Page, stop) -> Tuple[int, int]:  # type: ignore[no-untyped-def]
+    def _walk(self, page: _Page, stop: Callable[[int, int], bool]) -> Tuple[_Page, int, int]:
         """Walks from offset 64 of ``page`` to the first frame for which
-        ``stop(seq, time_ns)`` holds, or to the end (``len`` 0). Follows
-        end-of-page markers (re-pointing ``page``). Returns ``(offset,
-        expected seq)``; the page walked into is left in ``self.page``."""
+        ``stop(seq, time_ns)`` holds, or to the end (``len`` 0), following
+        end-of-page markers. Returns ``(page, offset, expected seq)`` (0:
+        not known)."""
         off = PAGE_HEADER_LEN
         expect = 0
         while True:
@@ -276,8 +276,7 @@ class _Cursor:
                 break
             expect = seq + 1
             off += (ln + 7) & ~7
-        self.page = page
-        return off, expect
+        return page, off, expect
 
     @staticmethod
     def _check_len(page: _Page, off: int, ln: int) -> None:
