@@ -207,15 +207,17 @@ class Lease:
     the first registration fails (:class:`NotRunning`, :class:`HeldError`,
     :class:`ServiceError`). After that a daemon thread keeps it: when the
     connection ends (the service stopped or restarted), it connects and
-    registers again every ``retry`` seconds until it succeeds, and says so
-    once on standard error if the service refuses. :meth:`close` ends the
+    registers again until it succeeds (pausing ``retry`` seconds, doubled
+    after each failed try up to ``max_retry``), and says so once on standard
+    error if the service refuses. :meth:`close` ends the
     registration.
     """
 
-    def __init__(self, root: str, request: Message, retry: float = 0.1) -> None:
+    def __init__(self, root: str, request: Message, retry: float = 0.02, max_retry: float = 0.5) -> None:
         self.root = root
         self._request = request
         self._retry = retry
+        self._max_retry = max_retry
         self._lock = threading.Lock()
         self._pending: List[Tuple[str, str]] = []
         self._closed = threading.Event()
@@ -265,13 +267,16 @@ class Lease:
 
     def _run(self) -> None:
         complained = False
+        pause = self._retry
         while not self._closed.is_set():
             conn = self._conn
             if conn is None:
-                if self._closed.wait(self._retry):
+                if self._closed.wait(pause):
                     return
+                pause = min(pause * 2, self._max_retry)
                 try:
                     self._conn = self._register()
+                    pause = self._retry
                     if complained:
                         print(f"tape: registered again with the service on {self.root}", file=sys.stderr)
                     complained = False
