@@ -52,12 +52,21 @@ fn python_package_tests_pass() {
         .expect("read the Python test output");
     println!("{text}");
     let status = status.unwrap_or_else(|| panic!("watchdog: the Python tests hung\n{text}"));
-    assert!(status.success(), "the Python tests failed ({status}):\n{text}");
+    assert!(
+        status.success(),
+        "the Python tests failed ({status}):\n{text}"
+    );
     // unittest ends with "Ran N tests" and "OK": a run of no test, or one
     // that skipped the tests needing the binary, is a failure here.
     let ran = text
         .lines()
-        .find_map(|l| l.strip_prefix("Ran ")?.split(' ').next()?.parse::<u32>().ok())
+        .find_map(|l| {
+            l.strip_prefix("Ran ")?
+                .split(' ')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
         .unwrap_or(0);
     assert!(ran >= 20, "the Python suite ran {ran} tests:\n{text}");
     assert!(
