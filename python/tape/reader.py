@@ -331,6 +331,36 @@ class _Cursor:
         self.head_len = ln
         return f
 
+    def take(self) -> Optional[Frame]:
+        """The next frame of this journal, consumed; ``None`` when there is
+        none yet. (:meth:`poll` and :meth:`advance` in one, for a reader of
+        one journal.)"""
+        f = self.head
+        if f is None:
+            page = self.page
+            if page is not None:
+                off = self.off
+                ln = page.u32[off >> 2]
+                if ln == 0:
+                    return None
+                if ln != END_OF_PAGE and not self.verify_crc and off + ((ln + 7) & ~7) + MARKER_ROOM <= page.size and ln >= FRAME_HEADER_LEN:
+                    # The common case inline: a frame in the current page.
+                    f = Frame()
+                    (f.type, seq, f.time_ns, f.source, f.dest, f.corr, f.crc, _fl) = FRAME_REST.unpack_from(page.mv, off + 4)
+                    if self.seq and seq != self.seq:
+                        raise FormatError(page.path, f"damaged frame: seq {seq}, expected {self.seq}", off)
+                    f.seq = seq
+                    f.journal = self.name
+                    f.payload = page.mv[off + FRAME_HEADER_LEN : off + ln]
+                    self.off = off + ((ln + 7) & ~7)
+                    self.seq = seq + 1
+                    return f
+            f = self.poll()
+            if f is None:
+                return None
+        self.advance()
+        return f
+
     def advance(self) -> None:
         """Consumes the frame :meth:`poll` returned."""
         f = self.head
@@ -421,11 +451,7 @@ class Reader:
         frame. Never blocks."""
         cursors = self._cursors
         if len(cursors) == 1:
-            c = cursors[0]
-            f = c.poll()
-            if f is not None:
-                c.advance()
-            return f
+            return cursors[0].take()
         best: Optional[_Cursor] = None
         best_t = 0
         for c in cursors:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import subprocess
 import sys
 import unittest
@@ -286,7 +287,11 @@ sys.stdin.read()                        # wait to be killed
             env=dict(os.environ, PYTHONPATH=helpers.PYTHON_DIR),
         )
         assert p.stdout is not None
-        tail = int(p.stdout.readline())
+        ready, _, _ = select.select([p.stdout], [], [], helpers.WATCHDOG)
+        self.assertTrue(ready, "watchdog: the crashing writer never got ready")
+        line = p.stdout.readline()
+        self.assertTrue(line, "the crashing writer died before it was ready")
+        tail = int(line)
         with open(self.root.page("crash", 1), "rb") as f:
             f.seek(tail + 48)
             self.assertEqual(f.read(8), b"\xee" * 8, "the unpublished frame is in the page")
