@@ -166,8 +166,10 @@ class Claim:
         self._off = off
         self._n = n
         self._done = False
+        page = writer._page
+        assert page is not None
         #: The payload bytes, writable, straight in the page.
-        self.payload: memoryview = writer._page.mv[off + FRAME_HEADER_LEN : off + FRAME_HEADER_LEN + n]
+        self.payload: memoryview = page.mv[off + FRAME_HEADER_LEN : off + FRAME_HEADER_LEN + n]
 
     def commit(self, msg_type: int, *, source: Optional[int] = None, dest: Optional[int] = None, corr: int = 0) -> int:
         """Publishes the frame; returns its sequence number."""
@@ -230,7 +232,7 @@ class Writer:
         self._lock_fd = -1
         self._page: Optional[_Page] = None
         self._claim: Optional[Claim] = None
-        self._next: Optional[Tuple[threading.Thread, list]] = None
+        self._next: Optional[threading.Thread] = None
         self._closed = False
         try:
             if service:
@@ -474,20 +476,19 @@ class Writer:
         return seq
 
     def _prepare(self, page_no: int) -> None:
-        """Starts a thread that makes page ``page_no`` if it does not exist."""
-        result: list = []
+        """Starts a thread that makes page ``page_no`` if it does not exist.
+        If it fails (a full disk), the page switch tries again and raises."""
 
         def run() -> None:
             try:
                 if not os.path.exists(self._path(page_no)):
                     create_page(self.dir, self.name, page_no, self._page_size)
-                result.append(None)
-            except BaseException as e:  # reported at the switch
-                result.append(e)
+            except OSError:
+                pass
 
         t = threading.Thread(target=run, name=f"tape-page-{self.name}-{page_no}", daemon=True)
         t.start()
-        self._next = (t, result)
+        self._next = t
 
     def _switch(self) -> None:
         """Moves to the next page: make it (unless made already), then write
@@ -496,8 +497,7 @@ class Writer:
         assert page is not None
         nxt = page.page_no + 1
         if self._next is not None:
-            t, result = self._next
-            t.join()
+            self._next.join()
             self._next = None
         path = self._path(nxt)
         if not os.path.exists(path):
@@ -522,7 +522,7 @@ class Writer:
         if self._claim is not None and self._page is not None:
             self._abandon()
         if self._next is not None:
-            self._next[0].join()
+            self._next.join()
             self._next = None
         if self._page is not None:
             self._page.release()

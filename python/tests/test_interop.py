@@ -98,7 +98,7 @@ class Interop(unittest.TestCase):
         assert w.stdin is not None
         w.stdin.write(b"".join(b"%0100d\n" % i for i in range(n)))
         w.stdin.close()
-        got = []
+        got: list = []
 
         def more() -> bool:
             while True:
@@ -127,9 +127,9 @@ class Interop(unittest.TestCase):
         lines = random_lines(30000, seed=9)
         for i, p in enumerate(lines):
             self.assertEqual(w.write(i % 5, p, dest=i % 4, corr=i * 3), i + 1)
-        c = w.claim(4)
-        c.payload[:] = b"last"
-        self.assertEqual(c.commit(1), 30001)
+        claim = w.claim(4)
+        claim.payload[:] = b"last"
+        self.assertEqual(claim.commit(1), 30001)
         self.assertGreaterEqual(w.page_no, 3)
         tail = self.root.tail_json("py")
         self.assertEqual(len(tail), 30001)

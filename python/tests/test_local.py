@@ -93,9 +93,9 @@ class Format(unittest.TestCase):
         for bad in ("", ".hidden", "a/b", "x" * 65, "é"):
             with self.assertRaises(ValueError):
                 fmt.check_name(bad)
-        for bad in (MiB - 1, 3 * MiB, 2 << 30):
+        for size in (MiB - 1, 3 * MiB, 2 << 30):
             with self.assertRaises(ValueError):
-                fmt.check_page_size(bad)
+                fmt.check_page_size(size)
         self.assertEqual(fmt.max_payload(MiB), 1048456)
 
 
