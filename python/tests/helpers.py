@@ -164,3 +164,34 @@ def payload_of(frame_json: dict) -> bytes:
 def kill9(p: subprocess.Popen) -> None:
     os.kill(p.pid, signal.SIGKILL)
     p.wait(timeout=WATCHDOG)
+
+
+class Lines:
+    """The lines of a child's output, read by a thread (a buffered pipe and
+    ``select`` do not mix)."""
+
+    def __init__(self, stream) -> None:  # type: ignore[no-untyped-def]
+        import queue
+        import threading
+
+        self.q: "queue.Queue[bytes]" = queue.Queue()
+
+        def pump() -> None:
+            for line in stream:
+                self.q.put(line)
+            self.q.put(b"")
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def next(self, what: str) -> bytes:
+        """The next line without its newline; fails as hung after the
+        watchdog, or when the output ended."""
+        import queue
+
+        try:
+            line = self.q.get(timeout=WATCHDOG)
+        except queue.Empty:
+            raise AssertionError(f"watchdog: gave up waiting for {what}") from None
+        if not line:
+            raise AssertionError(f"output ended while waiting for {what}")
+        return line.rstrip(b"\n")
