@@ -5,9 +5,10 @@ and output, initial value and final xor 0xFFFFFFFF. ``crc32c(b"123456789")``
 is ``0xE3069283``.
 
 Pure Python, table-driven ("slice-by-8": eight 256-entry tables, eight bytes
-per loop turn). It is slow next to the SSE4.2 instruction the Rust side uses:
-on the 2-vCPU development box about 4 µs for a 64-byte payload and about
-20 MB/s on large ones (``python3 python/bench/crc.py``). When the optional
+per loop turn). It is slow next to the SSE4.2 instruction the Rust side uses
+(about 40 times slower and more): on the 2-vCPU development box, under load,
+4 to 6 µs for a 64-byte payload and 10 to 20 MB/s on large ones
+(``python3 python/bench/crc.py``). When the optional
 `crc32c` package from PyPI is installed, :func:`crc32c` uses it instead
 (:data:`ACCELERATED` tells which one is in use); nothing else needs it.
 """
