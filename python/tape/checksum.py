@@ -6,7 +6,7 @@ is ``0xE3069283``.
 
 Pure Python, table-driven ("slice-by-8": eight 256-entry tables, eight bytes
 per loop turn). It is slow next to the SSE4.2 instruction the Rust side uses
-(about 40 times slower and more): on the 2-vCPU development box, under load,
+(hundreds of times slower): on the 2-vCPU development box, under load,
 4 to 6 µs for a 64-byte payload and 10 to 20 MB/s on large ones
 (``python3 python/bench/crc.py``). When the optional
 `crc32c` package from PyPI is installed, :func:`crc32c` uses it instead
