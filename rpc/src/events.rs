@@ -37,9 +37,8 @@ impl Events {
 
     /// The events of responder `name` whose journal is in folder `dir`.
     pub fn open_in(dir: &Path, name: &str, start: Start) -> Result<Events, OpenError> {
-        let journal = journal_name(name).map_err(|_| {
-            OpenError::BadName(tape_journal::files::BadName(name.to_string()))
-        })?;
+        let journal = journal_name(name)
+            .map_err(|_| OpenError::BadName(tape_journal::files::BadName(name.to_string())))?;
         let opts = CursorOptions {
             verify_crc: false,
             populate: true,

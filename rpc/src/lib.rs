@@ -90,11 +90,9 @@ mod requester;
 mod responder;
 
 pub use events::Events;
-pub use tape_journal::Start;
 pub use requester::{OwnedReply, Pending, Reply, Requester, RequesterBuilder};
-pub use responder::{
-    ReplyError, Request, Respond, Responder, ResponderBuilder, ResponderStats,
-};
+pub use responder::{ReplyError, Request, Respond, Responder, ResponderBuilder, ResponderStats};
+pub use tape_journal::Start;
 pub use tape_service::{endpoint_id, Peer, PeerKind};
 
 /// Prefix of an endpoint's journal name: endpoint `echo` writes journal

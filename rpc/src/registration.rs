@@ -206,7 +206,7 @@ fn run(dir: &Directory, spec: &Spec, first: Watch, mut hook: Option<Hook>) {
             dir.registered.store(true, Ordering::SeqCst);
             backoff = MIN_BACKOFF;
             logged = false;
-            while let Ok((change, peer)) = w.next() {
+            while let Ok((change, peer)) = w.next_event() {
                 apply_event(dir, change, peer, &mut hook);
             }
             dir.registered.store(false, Ordering::SeqCst);

@@ -608,7 +608,10 @@ impl Requester {
     fn step(&mut self, d: usize, corr: u64) -> Result<Step, CallError> {
         let me = self.id;
         let dest = &mut self.dests[d];
-        let cursor = dest.cursor.as_mut().expect("resolved destinations have a cursor");
+        let cursor = dest
+            .cursor
+            .as_mut()
+            .expect("resolved destinations have a cursor");
         let f = match cursor.peek() {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(Step::Empty),

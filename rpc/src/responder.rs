@@ -101,8 +101,7 @@ impl ResponderBuilder {
             dir: dir.clone(),
             journal,
         };
-        let reg =
-            Registration::start(&root, &self.name, EndpointRole::Responder, jid, Some(hook))?;
+        let reg = Registration::start(&root, &self.name, EndpointRole::Responder, jid, Some(hook))?;
         Ok(Responder {
             id,
             name: self.name,
@@ -183,15 +182,20 @@ impl Shared {
         let Some(j) = p.journals.first() else { return };
         let id = endpoint_id(&p.name);
         let answered = self.answered().get(&id).copied().unwrap_or(0);
-        let opened = open_requests(j, answered).map(|(cursor, fresh)| NewSource {
-            name: p.name.clone(),
-            id,
-            cursor,
-            answered,
-            fresh,
-        });
-        self.incoming()
-            .push(opened.map_err(|e| (p.name.clone(), e.to_string())));
+        let opened = match open_requests(j, answered) {
+            Ok((cursor, fresh)) => Ok(NewSource {
+                name: p.name.clone(),
+                id,
+                cursor,
+                answered,
+                fresh,
+            }),
+            // A requester makes its journal before it registers: none means
+            // it has left already and deleted it (`tape call` does).
+            Err(OpenError::NotFound { .. }) => return,
+            Err(e) => Err((p.name.clone(), e.to_string())),
+        };
+        self.incoming().push(opened);
     }
 }
 
@@ -490,7 +494,12 @@ impl Responder {
     }
 
     /// Publishes an event addressed to endpoint id `dest` (`corr` 0).
-    pub fn publish_to(&mut self, dest: u32, msg_type: u32, data: &[u8]) -> Result<u64, AppendError> {
+    pub fn publish_to(
+        &mut self,
+        dest: u32,
+        msg_type: u32,
+        data: &[u8],
+    ) -> Result<u64, AppendError> {
         let meta = FrameMeta {
             msg_type,
             source: self.id,

@@ -22,7 +22,10 @@ struct Root {
 
 impl Root {
     fn new() -> Root {
-        let dir = tempfile::Builder::new().prefix("tape-rpc-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("tape-rpc-")
+            .tempdir()
+            .unwrap();
         let service = Service::start(dir.path()).unwrap();
         Root {
             dir,
@@ -55,7 +58,10 @@ impl Root {
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let give_up = Instant::now() + LONG;
     while !cond() {
-        assert!(Instant::now() < give_up, "watchdog: gave up waiting for {what}");
+        assert!(
+            Instant::now() < give_up,
+            "watchdog: gave up waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -178,7 +184,10 @@ fn many_in_flight_replies_taken_in_any_order() {
     assert_eq!(c.waiting(), 200);
     // A call in the middle: its reply is found among the others, which
     // are kept for later.
-    assert_eq!(c.call("echo", 1, b"middle", LONG).unwrap().data(), b"middle");
+    assert_eq!(
+        c.call("echo", 1, b"middle", LONG).unwrap().data(),
+        b"middle"
+    );
     for (i, p) in sent.iter().rev() {
         let r = c.wait_reply(p).unwrap();
         assert_eq!(r.data(), format!("req {i}").as_bytes());
@@ -265,12 +274,15 @@ fn a_requester_that_comes_later_is_served_and_one_that_leaves_is_closed() {
     }
     // The requesters that left are closed once their journals are read.
     // (Closing is housekeeping, done every few thousand empty polls.)
-    wait_until("the journals of the requesters that left to be closed", || {
-        for _ in 0..1000 {
-            r.poll(|_, _| {}).unwrap();
-        }
-        r.stats().requesters == 0
-    });
+    wait_until(
+        "the journals of the requesters that left to be closed",
+        || {
+            for _ in 0..1000 {
+                r.poll(|_, _| {}).unwrap();
+            }
+            r.stats().requesters == 0
+        },
+    );
     // The same requester name again: its journal continues, nothing of
     // the earlier run is answered again.
     let mut c = root.requester("late-0");

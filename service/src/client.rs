@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::protocol::{
-    decode_reply, read_frame, write_frame, Change, EndpointRole, ErrorCode, JournalId,
-    JournalInfo, NoSigPipe, Peer, Reply, Request, MAX_REPLY, PROTOCOL_VERSION,
+    decode_reply, read_frame, write_frame, Change, EndpointRole, ErrorCode, JournalId, JournalInfo,
+    NoSigPipe, Peer, Reply, Request, MAX_REPLY, PROTOCOL_VERSION,
 };
 use crate::socket_path;
 
@@ -300,7 +300,8 @@ impl Client {
 
     /// Sends `watch` and turns this connection into a stream of endpoint
     /// events. Returns the endpoints live now (by registration id) and the
-    /// stream, whose [`Watch::next`] gives every change after that list.
+    /// stream, whose [`Watch::next_event`] gives every change after that
+    /// list.
     /// A registration made on this connection lives on with the stream.
     pub fn watch(mut self) -> Result<(Vec<Peer>, Watch), QueryError> {
         match self.request(&Request::Watch)? {
@@ -405,7 +406,8 @@ fn frame_io_error(e: crate::protocol::FrameError) -> io::Error {
 }
 
 /// A connection that watches endpoints (from [`Client::watch`]): each
-/// [`next`](Watch::next) blocks until an endpoint registers or goes away.
+/// [`next_event`](Watch::next_event) blocks until an endpoint registers or
+/// goes away.
 #[derive(Debug)]
 pub struct Watch {
     client: Client,
@@ -415,7 +417,7 @@ impl Watch {
     /// The next change: `Up` or `Down` and the endpoint. Blocks. An error
     /// means the connection is over (the service stopped, or this watcher
     /// fell too far behind): connect and watch again.
-    pub fn next(&mut self) -> Result<(Change, Peer), QueryError> {
+    pub fn next_event(&mut self) -> Result<(Change, Peer), QueryError> {
         let frame = read_frame(&mut self.client.stream, MAX_REPLY, &mut self.client.buf);
         frame.map_err(|e| QueryError::Io(frame_io_error(e)))?;
         match decode_reply(&self.client.buf).map_err(|e| QueryError::Protocol(e.to_string()))? {
@@ -426,8 +428,8 @@ impl Watch {
     }
 
     /// A handle on the socket: shutting it down (from another thread)
-    /// makes a blocked [`next`](Watch::next) return an error, and ends a
-    /// registration made on this connection.
+    /// makes a blocked [`next_event`](Watch::next_event) return an error,
+    /// and ends a registration made on this connection.
     pub fn socket(&self) -> io::Result<UnixStream> {
         self.client.stream.try_clone()
     }

@@ -737,10 +737,7 @@ impl<'a> Connection<'a> {
                     Err(Errno::EINTR) => continue,
                     Err(e) => return Err(io::Error::from(e)),
                 }
-                (
-                    fds[0].any().unwrap_or(true),
-                    fds[1].any().unwrap_or(true),
-                )
+                (fds[0].any().unwrap_or(true), fds[1].any().unwrap_or(true))
             };
             if woke {
                 let mut sink = [0u8; 64];

@@ -685,7 +685,10 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(decode_request(br#"{"type":"watch"}"#).unwrap(), Request::Watch);
+        assert_eq!(
+            decode_request(br#"{"type":"watch"}"#).unwrap(),
+            Request::Watch
+        );
         let e = decode_reply(
             br#"{"type":"event","change":"down","peer":{"id":3,"kind":"requester","name":"c","pid":1,"uid":0,"gid":0,"since_ns":5,"journals":[]}}"#,
         )

@@ -365,11 +365,23 @@ mod tests {
             Err(Refusal::Held { pid: 10 })
         );
         assert_eq!(
-            r.register_endpoint(other, 0, "e2".into(), EndpointRole::Requester, j("rpc.echo")),
+            r.register_endpoint(
+                other,
+                0,
+                "e2".into(),
+                EndpointRole::Requester,
+                j("rpc.echo")
+            ),
             Err(Refusal::Held { pid: 10 })
         );
         let c = r
-            .register_endpoint(other, 6, "client".into(), EndpointRole::Requester, j("rpc.client"))
+            .register_endpoint(
+                other,
+                6,
+                "client".into(),
+                EndpointRole::Requester,
+                j("rpc.client"),
+            )
             .unwrap();
         let rd = r.register_reader(C, 0, "echo".into(), vec![]).unwrap();
         assert_eq!(r.find_endpoint("echo").unwrap().id, e);

@@ -646,8 +646,11 @@ fn endpoints_register_find_and_watchers_see_up_and_down() {
         Some(Reply::Registered { id }) => id,
         other => panic!("expected registered, got {other:?}"),
     };
-    let (change, peer) = watch.next().unwrap();
-    assert_eq!((change, peer.id, peer.kind), (Change::Up, id, PeerKind::Responder));
+    let (change, peer) = watch.next_event().unwrap();
+    assert_eq!(
+        (change, peer.id, peer.kind),
+        (Change::Up, id, PeerKind::Responder)
+    );
     assert_eq!(peer.name, "echo");
     assert_eq!(peer.pid, std::process::id());
     assert_eq!(peer.journals, [jid("rpc.echo")]);
@@ -678,9 +681,13 @@ fn endpoints_register_find_and_watchers_see_up_and_down() {
     assert_eq!(q.count().unwrap(), 3);
     let md = q.journals().unwrap();
     let echo = md.iter().find(|j| j.journal == "rpc.echo").unwrap();
-    assert_eq!(echo.writer.as_ref().unwrap().id, id, "an endpoint writes its journal");
+    assert_eq!(
+        echo.writer.as_ref().unwrap().id,
+        id,
+        "an endpoint writes its journal"
+    );
     assert!(echo.readers.is_empty());
-    let (change, peer) = watch.next().unwrap();
+    let (change, peer) = watch.next_event().unwrap();
     assert_eq!((change, peer.id), (Change::Up, rid));
 
     // A second watcher starts from the list of both, in registration order.
@@ -691,7 +698,7 @@ fn endpoints_register_find_and_watchers_see_up_and_down() {
     // and in order; the name and the journal are free again.
     drop(s);
     for w in [&mut watch, &mut watch2] {
-        let (change, peer) = w.next().unwrap();
+        let (change, peer) = w.next_event().unwrap();
         assert_eq!((change, peer.id), (Change::Down, id));
     }
     assert!(q.find_endpoint("echo").unwrap().is_none());
@@ -700,7 +707,7 @@ fn endpoints_register_find_and_watchers_see_up_and_down() {
         .register_endpoint("echo", EndpointRole::Responder, &jid("rpc.echo"))
         .unwrap()
         .is_ok());
-    let (change, peer) = watch2.next().unwrap();
+    let (change, peer) = watch2.next_event().unwrap();
     assert_eq!((change, peer.name.as_str()), (Change::Up, "echo"));
 
     // The watching connection may still ask questions: replies come in
@@ -738,9 +745,9 @@ fn killed_endpoint_goes_down_for_watchers() {
     let (_, mut watch) = Client::connect(root.path()).unwrap().watch().unwrap();
     let child = RoleChild::spawn("endpoint", root.path());
     let pid = child.pid();
-    let (change, peer) = watch.next().unwrap();
+    let (change, peer) = watch.next_event().unwrap();
     assert_eq!((change, peer.pid), (Change::Up, pid));
     child.kill9();
-    let (change, peer) = watch.next().unwrap();
+    let (change, peer) = watch.next_event().unwrap();
     assert_eq!((change, peer.pid), (Change::Down, pid));
 }
