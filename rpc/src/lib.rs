@@ -21,7 +21,8 @@
 //! replayable with `tape tail rpc.<name>`. journal/FORMAT.md ("Request/reply
 //! frames") gives the layout; service/PROTOCOL.md (section 4a) the
 //! registration. In short: a request's `corr` is its own sequence number,
-//! its payload starts with its deadline, and its `source`/`dest` are
+//! its payload starts with its timeout (its deadline is its write time plus
+//! that), and its `source`/`dest` are
 //! endpoint ids ([`endpoint_id`], a hash of the name); a reply carries the
 //! request's `corr`, and the requester's id in `dest`; an event has `corr`
 //! 0.
@@ -103,9 +104,10 @@ pub const JOURNAL_PREFIX: &str = "rpc.";
 /// of a journal name.
 pub const MAX_NAME_LEN: usize = tape_journal::files::MAX_NAME_LEN - JOURNAL_PREFIX.len();
 
-/// Bytes at the start of a request's payload holding its deadline (an `i64`,
-/// little-endian, CLOCK_REALTIME ns since the epoch; 0 = none).
-pub const DEADLINE_LEN: usize = 8;
+/// Bytes at the start of a request's payload holding its timeout: a `u64`,
+/// little-endian, in ns; the request's deadline is the frame's `time_ns`
+/// plus this (0 = no deadline).
+pub const TIMEOUT_LEN: usize = 8;
 
 /// Page size of an endpoint journal that does not exist yet, unless the
 /// builder says otherwise: 16 MiB.

@@ -15,14 +15,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tape_journal::{
-    clock::now_ns, AppendOptions, Appender, Cursor, CursorOptions, Frame, FrameMeta, Start,
-};
+use tape_journal::{AppendOptions, Appender, Cursor, CursorOptions, Frame, FrameMeta, Start};
 use tape_reader::Idle;
 use tape_service::{endpoint_id, Client, EndpointRole, JournalId, Peer, PeerKind, QueryError};
 
 use crate::registration::Registration;
-use crate::{absolute, journal_name, nanos, CallError, CreateError, DEADLINE_LEN, MAX_WAITING};
+use crate::{absolute, journal_name, nanos, CallError, CreateError, MAX_WAITING, TIMEOUT_LEN};
 
 /// Builds a [`Requester`].
 #[derive(Debug, Clone)]
@@ -336,10 +334,18 @@ impl Requester {
         data: &[u8],
         timeout: Duration,
     ) -> Result<Reply<'_>, CallError> {
-        let start = Instant::now();
         let d = self.resolve(dest)?;
         let corr = self.send(d, msg_type, data, timeout)?;
-        self.wait_for(d, corr, start + timeout, timeout, false)
+        // The deadline is counted from the request's write time; the clock
+        // is first read only if the reply is not there at once.
+        let sent_ns = self.appender.last_time_ns();
+        self.wait_for(
+            d,
+            corr,
+            Deadline::After { sent_ns, timeout },
+            timeout,
+            false,
+        )
     }
 
     /// Sends a request to responder `dest` and returns once it is published,
@@ -416,7 +422,7 @@ impl Requester {
     /// Waits for the reply to `p` until its deadline.
     pub fn wait_reply(&mut self, p: &Pending) -> Result<Reply<'_>, CallError> {
         let (deadline, timeout) = self.waiting_entry(p)?;
-        self.wait_for(p.dest, p.corr, deadline, timeout, true)
+        self.wait_for(p.dest, p.corr, Deadline::At(deadline), timeout, true)
     }
 
     /// Number of requests sent with `send_nowait` whose replies are not
@@ -583,7 +589,9 @@ impl Requester {
         timeout: Duration,
     ) -> Result<u64, CallError> {
         let corr = self.appender.next_seq();
-        let deadline = now_ns().saturating_add(nanos(timeout));
+        // The deadline is the frame's own write time plus this: no clock
+        // read here.
+        let timeout_ns = nanos(timeout).max(1) as u64;
         let meta = FrameMeta {
             msg_type,
             source: self.id,
@@ -592,10 +600,10 @@ impl Requester {
         };
         let mut claim = self
             .appender
-            .claim(DEADLINE_LEN + data.len())
+            .claim(TIMEOUT_LEN + data.len())
             .map_err(CallError::Send)?;
-        claim[..DEADLINE_LEN].copy_from_slice(&deadline.to_le_bytes());
-        claim[DEADLINE_LEN..].copy_from_slice(data);
+        claim[..TIMEOUT_LEN].copy_from_slice(&timeout_ns.to_le_bytes());
+        claim[TIMEOUT_LEN..].copy_from_slice(data);
         let seq = claim.commit_meta(&meta);
         debug_assert_eq!(seq, corr);
         Ok(corr)
@@ -672,7 +680,7 @@ impl Requester {
         &mut self,
         d: usize,
         corr: u64,
-        deadline: Instant,
+        mut deadline: Deadline,
         timeout: Duration,
         kept: bool,
     ) -> Result<Reply<'_>, CallError> {
@@ -681,6 +689,7 @@ impl Requester {
         }
         let mut idle = Idle::new();
         let mut prefetched = false;
+        let mut empty = 0u32;
         loop {
             match self.step(d, corr)? {
                 Step::Found => {
@@ -691,7 +700,12 @@ impl Requester {
                 }
                 Step::Skipped => idle.reset(),
                 Step::Empty => {
-                    if Instant::now() >= deadline {
+                    // The clock is read every few empty polls while
+                    // spinning (a few hundred ns apart), at each one once
+                    // yielding or parking.
+                    empty = empty.wrapping_add(1);
+                    let look = empty % 8 == 0 || idle.is_parking();
+                    if look && deadline.passed() {
                         if kept {
                             self.waiting.remove(&corr);
                         }
@@ -711,6 +725,32 @@ impl Requester {
                     idle.idle();
                 }
             }
+        }
+    }
+}
+
+/// When a wait ends.
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    /// At this instant.
+    At(Instant),
+    /// `timeout` after the request's write time `sent_ns` (CLOCK_REALTIME):
+    /// turned into an instant the first time it is looked at, so that a
+    /// reply that comes at once costs no clock read.
+    After { sent_ns: i64, timeout: Duration },
+}
+
+impl Deadline {
+    fn passed(&mut self) -> bool {
+        let now = Instant::now();
+        if let Deadline::After { sent_ns, timeout } = *self {
+            let since = tape_journal::clock::now_ns().saturating_sub(sent_ns).max(0);
+            let left = timeout.saturating_sub(Duration::from_nanos(since as u64));
+            *self = Deadline::At(now + left);
+        }
+        match *self {
+            Deadline::At(t) => now >= t,
+            Deadline::After { .. } => unreachable!("turned into At above"),
         }
     }
 }

@@ -35,7 +35,7 @@ use tape_reader::Idle;
 use tape_service::{endpoint_id, EndpointRole, JournalId, Peer, PeerKind};
 
 use crate::registration::{Hook, Registration};
-use crate::{absolute, journal_name, CreateError, ServeError, DEADLINE_LEN};
+use crate::{absolute, journal_name, CreateError, ServeError, TIMEOUT_LEN};
 
 /// Empty polls between housekeeping rounds (closing the journals of
 /// requesters that left, mapping next pages ahead).
@@ -44,6 +44,10 @@ const HOUSEKEEPING_EVERY: u32 = 1 << 12;
 /// Most frames stepped over in one journal per poll, so that one busy
 /// journal full of requests for others does not hold up the rest.
 const SKIP_BATCH: usize = 64;
+
+/// Empty polls between two readings of the clock that requests' deadlines
+/// are compared with.
+const CLOCK_EVERY: u32 = 64;
 
 /// Builds a [`Responder`].
 #[derive(Debug, Clone)]
@@ -110,6 +114,7 @@ impl ResponderBuilder {
             sources: Vec::new(),
             turn: 0,
             idle_polls: 0,
+            now: now_ns(),
             stats: ResponderStats::default(),
             reg,
             appender,
@@ -246,7 +251,7 @@ pub struct ResponderStats {
     /// restart).
     pub duplicate: u64,
     /// Frames stepped over because they are not well-formed requests (a
-    /// payload shorter than the deadline, or `corr` not equal to `seq`).
+    /// payload shorter than the timeout, or `corr` not equal to `seq`).
     pub malformed: u64,
     /// Requester journals being read now.
     pub requesters: u64,
@@ -260,10 +265,10 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// The request's data (its payload after the deadline).
+    /// The request's data (its payload after the timeout).
     #[inline]
     pub fn data(&self) -> &'a [u8] {
-        &self.frame.payload()[DEADLINE_LEN..]
+        &self.frame.payload()[TIMEOUT_LEN..]
     }
 
     /// Message type the requester chose.
@@ -279,7 +284,8 @@ impl<'a> Request<'a> {
         self.frame.seq()
     }
 
-    /// Deadline, CLOCK_REALTIME ns since the epoch (0: none).
+    /// Deadline, CLOCK_REALTIME ns since the epoch: the request's write
+    /// time plus its timeout (`i64::MAX`: none).
     pub fn deadline_ns(&self) -> i64 {
         deadline_of(&self.frame)
     }
@@ -305,11 +311,18 @@ impl<'a> Request<'a> {
     }
 }
 
+/// A request's deadline: its write time plus its timeout (`i64::MAX` for
+/// none). The payload must hold the timeout.
 #[inline(always)]
 fn deadline_of(f: &Frame<'_>) -> i64 {
-    let mut b = [0u8; DEADLINE_LEN];
-    b.copy_from_slice(&f.payload()[..DEADLINE_LEN]);
-    i64::from_le_bytes(b)
+    let mut b = [0u8; TIMEOUT_LEN];
+    b.copy_from_slice(&f.payload()[..TIMEOUT_LEN]);
+    match u64::from_le_bytes(b) {
+        0 => i64::MAX,
+        t => f
+            .time_ns()
+            .saturating_add(i64::try_from(t).unwrap_or(i64::MAX)),
+    }
 }
 
 /// Why [`Respond::reply`] did not write a reply.
@@ -403,6 +416,12 @@ pub struct Responder {
     /// Index of the source whose turn it is.
     turn: usize,
     idle_polls: u32,
+    /// The clock (ns since the epoch) that deadlines are compared with:
+    /// read every few empty polls, and taken from each reply's write time.
+    /// Never ahead of the clock, so a request is never dropped before its
+    /// deadline; one that expired a moment ago may still be answered (its
+    /// caller drops the reply).
+    now: i64,
     stats: ResponderStats,
     // Dropped in this order: the registration (the service sees the
     // responder go), then the journal.
@@ -445,20 +464,27 @@ impl Responder {
         }
         let n = self.sources.len();
         let mut progressed = false;
-        for k in 0..n {
-            let i = (self.turn + k) % n;
+        let mut i = self.turn;
+        for _ in 0..n {
+            if i >= n {
+                i = 0;
+            }
             match self.scan(i)? {
                 Scan::Request => {
-                    self.turn = (i + 1) % n;
+                    self.turn = i + 1;
                     self.answer(i, handler)?;
                     return Ok(true);
                 }
                 Scan::Skipped => progressed = true,
                 Scan::Empty => {}
             }
+            i += 1;
         }
         if !progressed {
             self.idle_polls += 1;
+            if self.idle_polls % CLOCK_EVERY == 0 {
+                self.now = now_ns();
+            }
             if self.idle_polls >= HOUSEKEEPING_EVERY {
                 self.idle_polls = 0;
                 self.housekeeping();
@@ -582,6 +608,7 @@ impl Responder {
     #[inline]
     fn scan(&mut self, i: usize) -> Result<Scan, ServeError> {
         let me = self.id;
+        let now = self.now;
         let src = &mut self.sources[i];
         if src.broken {
             return Ok(Scan::Empty);
@@ -601,13 +628,12 @@ impl Responder {
             };
             let counter = if f.dest() != me {
                 &mut self.stats.foreign
-            } else if f.payload().len() < DEADLINE_LEN || f.corr() != f.seq() {
+            } else if f.payload().len() < TIMEOUT_LEN || f.corr() != f.seq() {
                 &mut self.stats.malformed
             } else if f.seq() <= src.answered {
                 &mut self.stats.duplicate
             } else {
-                let deadline = deadline_of(&f);
-                if deadline != 0 && deadline < now_ns() {
+                if deadline_of(&f) < now {
                     &mut self.stats.expired
                 } else {
                     return Ok(Scan::Request);
@@ -632,7 +658,7 @@ impl Responder {
             id,
             stats,
             ..
-        } = self;
+        } = &mut *self;
         let src = &mut sources[i];
         let frame = match src.cursor.next() {
             Ok(Some(f)) => f,
@@ -674,6 +700,7 @@ impl Responder {
         }
         src.answered = seq;
         stats.answered += 1;
+        self.now = self.now.max(self.appender.last_time_ns());
         Ok(())
     }
 
