@@ -17,6 +17,23 @@
 //!   published; its reply is read later with [`Requester::poll_reply`] or
 //!   [`Requester::wait_reply`].
 //!
+//! | part | what it is |
+//! |---|---|
+//! | [`Responder`], [`ResponderBuilder`] | answers requests: [`poll`](Responder::poll) / [`run`](Responder::run) with a handler that writes through [`Respond`]; [`publish`](Responder::publish) events |
+//! | [`Requester`], [`RequesterBuilder`] | [`call`](Requester::call), [`send_nowait`](Requester::send_nowait) + [`wait_reply`](Requester::wait_reply) / [`poll_reply`](Requester::poll_reply); presence: [`find`](Requester::find), [`list`](Requester::list), [`count`](Requester::count) |
+//! | [`Request`], [`Reply`], [`OwnedReply`], [`Pending`] | what goes through, borrowed from the journals |
+//! | [`Events`] | follows the events a responder publishes (no service needed) |
+//! | [`endpoint_id`], [`journal_name`] | an endpoint's id in frames and its journal |
+//! | [`CreateError`], [`CallError`], [`ServeError`], [`ReplyError`] | one error enum per operation |
+//!
+//! The binaries `tape call` and `tape online` are built on it, and so are
+//! the example responders `tape-echo` and `tape-ticker` (in tools/).
+//!
+//! Each endpoint runs three helper threads that sleep nearly all the time:
+//! its registration (which watches the service for endpoints coming and
+//! going), the page helper (maps the next page of each journal it reads
+//! ahead of time), and its journal's page preparer.
+//!
 //! Every request and reply is a frame in a journal: recorded, ordered, and
 //! replayable with `tape tail rpc.<name>`. journal/FORMAT.md ("Request/reply
 //! frames") gives the layout; service/PROTOCOL.md (section 4a) the
@@ -86,6 +103,7 @@ use tape_journal::{AppendError, OpenError, ReadError};
 use tape_service::{ConnectError, QueryError};
 
 mod events;
+mod pager;
 mod registration;
 mod requester;
 mod responder;

@@ -19,6 +19,7 @@ use tape_journal::{AppendOptions, Appender, Cursor, CursorOptions, Frame, FrameM
 use tape_reader::Idle;
 use tape_service::{endpoint_id, Client, EndpointRole, JournalId, Peer, PeerKind, QueryError};
 
+use crate::pager::Pager;
 use crate::registration::Registration;
 use crate::{absolute, journal_name, nanos, CallError, CreateError, MAX_WAITING, TIMEOUT_LEN};
 
@@ -87,6 +88,7 @@ impl RequesterBuilder {
             dir: dir.clone(),
             journal,
         };
+        let pager = Pager::spawn().map_err(CreateError::Spawn)?;
         let reg = Registration::start(&root, &self.name, EndpointRole::Requester, jid, None)?;
         Ok(Requester {
             id: endpoint_id(&self.name),
@@ -99,6 +101,7 @@ impl RequesterBuilder {
             taken: None,
             query: None,
             nowait_timeout: self.nowait_timeout,
+            pager,
             reg,
             appender,
             _cleanup: cleanup,
@@ -284,6 +287,8 @@ pub struct Requester {
     /// Connection for the questions the table cannot answer.
     query: Option<Client>,
     nowait_timeout: Duration,
+    /// Maps the responders' next pages ahead.
+    pager: Pager,
     // Dropped in this order: the registration (the service sees the
     // requester go), the journal, then its files if ephemeral.
     reg: Registration,
@@ -568,12 +573,13 @@ impl Requester {
                 verify_crc: false,
                 populate: true,
             };
-            let c = Cursor::open(&j.dir, &j.journal, Start::End, opts).map_err(|error| {
+            let mut c = Cursor::open(&j.dir, &j.journal, Start::End, opts).map_err(|error| {
                 CallError::Open {
                     dest: d.name.clone(),
                     error,
                 }
             })?;
+            self.pager.handle().add(&mut c);
             d.cursor = Some(c);
         }
         Ok(())
@@ -688,7 +694,6 @@ impl Requester {
             return Ok(self.take_kept(corr));
         }
         let mut idle = Idle::new();
-        let mut prefetched = false;
         let mut empty = 0u32;
         loop {
             match self.step(d, corr)? {
@@ -713,14 +718,6 @@ impl Requester {
                             dest: self.dests[d].name.clone(),
                             after: timeout,
                         });
-                    }
-                    if idle.is_parking() && !prefetched {
-                        // Nothing is coming soon: map the next page of the
-                        // responder's journal now rather than at the switch.
-                        prefetched = true;
-                        if let Some(c) = self.dests[d].cursor.as_mut() {
-                            let _ = c.prefetch();
-                        }
                     }
                     idle.idle();
                 }

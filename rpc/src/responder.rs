@@ -34,11 +34,12 @@ use tape_journal::{
 use tape_reader::Idle;
 use tape_service::{endpoint_id, EndpointRole, JournalId, Peer, PeerKind};
 
+use crate::pager::{Pager, PagerHandle};
 use crate::registration::{Hook, Registration};
 use crate::{absolute, journal_name, CreateError, ServeError, TIMEOUT_LEN};
 
 /// Empty polls between housekeeping rounds (closing the journals of
-/// requesters that left, mapping next pages ahead).
+/// requesters that left).
 const HOUSEKEEPING_EVERY: u32 = 1 << 12;
 
 /// Most frames stepped over in one journal per poll, so that one busy
@@ -93,9 +94,11 @@ impl ResponderBuilder {
         let appender = Appender::open(&dir, &journal, opts).map_err(CreateError::Open)?;
         let id = endpoint_id(&self.name);
         let answered = answered_in(&dir, &journal)?;
+        let pager = Pager::spawn().map_err(CreateError::Spawn)?;
         let shared = Arc::new(Shared {
             incoming: Mutex::new(Vec::new()),
             answered: Mutex::new(answered),
+            pager: pager.handle(),
         });
         let hook: Hook = {
             let shared = Arc::clone(&shared);
@@ -116,6 +119,7 @@ impl ResponderBuilder {
             idle_polls: 0,
             now: now_ns(),
             stats: ResponderStats::default(),
+            _pager: pager,
             reg,
             appender,
         })
@@ -152,6 +156,8 @@ struct Shared {
     /// Highest request answered per requester id, for the journals not
     /// being read now (the serving thread keeps it for the others).
     answered: Mutex<HashMap<u32, u64>>,
+    /// Maps the requesters' next pages ahead.
+    pager: PagerHandle,
 }
 
 impl std::fmt::Debug for Shared {
@@ -188,13 +194,16 @@ impl Shared {
         let id = endpoint_id(&p.name);
         let answered = self.answered().get(&id).copied().unwrap_or(0);
         let opened = match open_requests(j, answered) {
-            Ok((cursor, fresh)) => Ok(NewSource {
-                name: p.name.clone(),
-                id,
-                cursor,
-                answered,
-                fresh,
-            }),
+            Ok((mut cursor, fresh)) => {
+                self.pager.add(&mut cursor);
+                Ok(NewSource {
+                    name: p.name.clone(),
+                    id,
+                    cursor,
+                    answered,
+                    fresh,
+                })
+            }
             // A requester makes its journal before it registers: none means
             // it has left already and deleted it (`tape call` does).
             Err(OpenError::NotFound { .. }) => return,
@@ -423,6 +432,8 @@ pub struct Responder {
     /// caller drops the reply).
     now: i64,
     stats: ResponderStats,
+    /// Maps the requesters' next pages ahead.
+    _pager: Pager,
     // Dropped in this order: the registration (the service sees the
     // responder go), then the journal.
     reg: Registration,
@@ -704,8 +715,8 @@ impl Responder {
         Ok(())
     }
 
-    /// Closes the journals of requesters that left once read to their end,
-    /// and maps next pages ahead for the others.
+    /// Closes the journals of requesters that left once read to their
+    /// end.
     #[cold]
     fn housekeeping(&mut self) {
         let shared = &self.shared;
@@ -717,7 +728,6 @@ impl Responder {
                 *e = s.answered.max(*e);
                 return false;
             }
-            let _ = s.cursor.prefetch();
             true
         });
         if self.turn >= self.sources.len() {

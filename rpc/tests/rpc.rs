@@ -401,3 +401,79 @@ fn malformed_requests_are_stepped_over_and_the_others_served() {
         r.stats().malformed == 1
     });
 }
+
+#[test]
+fn calls_across_many_pages_on_both_sides() {
+    // 1 MiB pages hold about 1,000 of these frames: 5,000 calls switch
+    // pages several times in the request and the reply journal.
+    let root = Root::new();
+    let echo = Echo::start(root.responder("echo"));
+    let mut c = root.requester("client");
+    let mut data = [0u8; 1000];
+    for i in 0..5_000u64 {
+        data[..8].copy_from_slice(&i.to_le_bytes());
+        let r = c.call("echo", 1, &data, LONG).unwrap();
+        assert_eq!(r.data(), &data[..], "call {i}");
+    }
+    let stats = echo.stop().stats();
+    assert_eq!(stats.answered, 5_000);
+    let pages = |j: &str| {
+        tape_journal::stats(&tape_journal::journal_dir(root.path()), j)
+            .unwrap()
+            .pages
+    };
+    assert!(pages("rpc.echo") >= 4 && pages("rpc.client") >= 4);
+}
+
+#[test]
+fn calls_go_on_while_the_service_restarts_and_endpoints_register_again() {
+    let dir = tempfile::Builder::new()
+        .prefix("tape-rpc-")
+        .tempdir()
+        .unwrap();
+    let service = Service::start(dir.path()).unwrap();
+    let echo = Responder::builder("echo")
+        .root(dir.path())
+        .page_size(PAGE)
+        .create()
+        .unwrap();
+    let echo = Echo::start(echo);
+    let mut c = Requester::builder("client")
+        .root(dir.path())
+        .page_size(PAGE)
+        .create()
+        .unwrap();
+    assert_eq!(
+        c.call("echo", 1, b"before", LONG).unwrap().data(),
+        b"before"
+    );
+
+    // No service: the journals carry on; the requester still knows echo.
+    drop(service);
+    wait_until("the requester to notice the service is gone", || {
+        !c.is_registered()
+    });
+    assert_eq!(
+        c.call("echo", 1, b"during", LONG).unwrap().data(),
+        b"during"
+    );
+
+    // A new service: both register again, and new names are found.
+    let _service = Service::start(dir.path()).unwrap();
+    wait_until("the requester to register again", || c.is_registered());
+    let mut q = tape_service::Client::connect(dir.path()).unwrap();
+    wait_until("both endpoints to be listed again", || {
+        q.find_endpoint("echo").unwrap().is_some() && q.find_endpoint("client").unwrap().is_some()
+    });
+    assert_eq!(c.call("echo", 1, b"after", LONG).unwrap().data(), b"after");
+    let echo2 = Echo::start(
+        Responder::builder("echo2")
+            .root(dir.path())
+            .page_size(PAGE)
+            .create()
+            .unwrap(),
+    );
+    assert_eq!(c.call("echo2", 1, b"new", LONG).unwrap().data(), b"new");
+    drop(echo2);
+    assert_eq!(echo.stop().stats().answered, 3);
+}
