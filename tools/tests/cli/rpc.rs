@@ -158,7 +158,11 @@ fn call_answers_ok_no_and_timeout_with_their_exit_codes() {
 
     // OK: the reply on stdout, exit 0.
     let o = run(
-        &mut root.tape("call", &["echo", "hello world", "--type", "7"]),
+        // (A long timeout: the box may be loaded; a reply comes when it comes.)
+        &mut root.tape(
+            "call",
+            &["echo", "hello world", "--type", "7", "--timeout", "60000"],
+        ),
         b"",
     );
     assert!(o.status.success(), "{o:?}");
@@ -181,7 +185,10 @@ fn call_answers_ok_no_and_timeout_with_their_exit_codes() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("200 ms"));
 
     // And OK again, from a new `tape call`.
-    let o = run(&mut root.tape("call", &["echo", "again"]), b"");
+    let o = run(
+        &mut root.tape("call", &["echo", "again", "--timeout", "60000"]),
+        b"",
+    );
     assert_eq!(o.stdout, b"again\n", "{o:?}");
 
     // `tape call` leaves no journal behind.
