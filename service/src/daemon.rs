@@ -28,10 +28,10 @@
 //! A connection that sent `watch` gets an `event` each time an endpoint
 //! registers or goes away. The registry records those changes; whoever
 //! releases the state lock after making them ([`StateGuard`]'s drop) puts
-//! them on each watcher's queue and writes one byte to the watcher's wake-up
-//! socket pair, without blocking (no I/O on a peer's socket under the lock).
+//! them on each watcher's queue and adds one to the watcher's wake-up
+//! eventfd, without blocking (no I/O on a peer's socket under the lock).
 //! The watcher's own connection thread, which sleeps in `poll(2)` on its
-//! peer's socket and that wake-up socket, sends them. Changes reach every
+//! peer's socket and that eventfd, sends them. Changes reach every
 //! watcher in the order they were made; a watcher more than
 //! [`MAX_WATCH_QUEUE`] events behind is sent error `limit` and closed, so
 //! that it reconnects and starts again from a fresh list.
@@ -416,10 +416,9 @@ struct State {
 /// The event queue of one watching connection.
 struct Watcher {
     queue: Mutex<WatchQueue>,
-    /// Written (one byte, non-blocking) when events are queued.
-    wake_tx: UnixStream,
-    /// Polled by the watcher's connection thread.
-    wake_rx: UnixStream,
+    /// An eventfd (non-blocking): incremented when events are queued,
+    /// polled and drained by the watcher's connection thread.
+    wake: std::os::fd::OwnedFd,
 }
 
 #[derive(Default)]
@@ -432,14 +431,29 @@ struct WatchQueue {
 
 impl Watcher {
     fn new() -> io::Result<Watcher> {
-        let (wake_tx, wake_rx) = UnixStream::pair()?;
-        wake_tx.set_nonblocking(true)?;
-        wake_rx.set_nonblocking(true)?;
+        use std::os::fd::FromRawFd;
+        // SAFETY: eventfd takes no pointer; a non-negative result is a new
+        // file descriptor that nothing else owns.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(Watcher {
             queue: Mutex::new(WatchQueue::default()),
-            wake_tx,
-            wake_rx,
+            // SAFETY: fd was just created above and is owned by nobody else.
+            wake: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
         })
+    }
+
+    /// Adds one to the eventfd (a full counter means a wake-up is pending).
+    fn wake(&self) {
+        let _ = nix::unistd::write(&self.wake, &1u64.to_ne_bytes());
+    }
+
+    /// Resets the eventfd to zero.
+    fn drain(&self) {
+        let mut buf = [0u8; 8];
+        let _ = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&self.wake), &mut buf);
     }
 
     fn queue(&self) -> MutexGuard<'_, WatchQueue> {
@@ -460,8 +474,7 @@ impl Watcher {
                 q.events.extend(events.iter().cloned());
             }
         }
-        // A full buffer means a wake-up is already pending.
-        let _ = NoSigPipe(&self.wake_tx).write(&[1]);
+        self.wake();
     }
 }
 
@@ -730,7 +743,7 @@ impl<'a> Connection<'a> {
             let (peer_ready, woke) = {
                 let mut fds = [
                     PollFd::new(self.stream.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(w.wake_rx.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(w.wake.as_fd(), PollFlags::POLLIN),
                 ];
                 match nix::poll::poll(&mut fds, PollTimeout::NONE) {
                     Ok(_) => {}
@@ -740,8 +753,7 @@ impl<'a> Connection<'a> {
                 (fds[0].any().unwrap_or(true), fds[1].any().unwrap_or(true))
             };
             if woke {
-                let mut sink = [0u8; 64];
-                while matches!((&w.wake_rx).read(&mut sink), Ok(n) if n > 0) {}
+                w.drain();
             }
             let (events, overflow) = {
                 let mut q = w.queue();
@@ -1126,6 +1138,25 @@ fn now_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watcher_queue_overflows_once_and_wakes() {
+        let w = Watcher::new().unwrap();
+        let ev = Reply::Count { count: 0 };
+        w.push(&vec![ev.clone(); MAX_WATCH_QUEUE - 1]);
+        assert!(wait_readable_fd(&w));
+        w.drain();
+        assert!(!wait_readable_fd(&w), "drained");
+        assert!(!w.queue().overflow);
+        w.push(&[ev.clone(), ev.clone()]);
+        let q = w.queue();
+        assert!(q.overflow && q.events.is_empty());
+    }
+
+    fn wait_readable_fd(w: &Watcher) -> bool {
+        let mut fds = [PollFd::new(w.wake.as_fd(), PollFlags::POLLIN)];
+        nix::poll::poll(&mut fds, PollTimeout::ZERO).unwrap() == 1
+    }
 
     #[test]
     fn canonical_dir_of_missing_folder() {
