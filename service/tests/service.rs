@@ -751,3 +751,28 @@ fn killed_endpoint_goes_down_for_watchers() {
     let (change, peer) = watch.next_event().unwrap();
     assert_eq!((change, peer.pid), (Change::Down, pid));
 }
+
+#[test]
+fn python_endpoints_from_protocol_md() {
+    let _w = Watchdog::new("python_endpoints");
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("python3 not found: skipping the PROTOCOL.md endpoint check");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let _svc = Service::start(root.path()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/protocol_endpoints.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(socket_path(root.path()))
+        .arg(journal_dir(root.path()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python endpoint client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+}
