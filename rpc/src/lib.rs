@@ -39,10 +39,9 @@
 //! frames") gives the layout; service/PROTOCOL.md (section 4a) the
 //! registration. In short: a request's `corr` is its own sequence number,
 //! its payload starts with its timeout (its deadline is its write time plus
-//! that), and its `source`/`dest` are
-//! endpoint ids ([`endpoint_id`], a hash of the name); a reply carries the
-//! request's `corr`, and the requester's id in `dest`; an event has `corr`
-//! 0.
+//! that), and its `source`/`dest` are endpoint ids ([`endpoint_id`], a hash
+//! of the name); a reply carries the request's `corr`, and the requester's
+//! id in `dest`; an event has `corr` 0.
 //!
 //! # Guarantees
 //!
@@ -55,7 +54,10 @@
 //!   name reads its own journal first and finds, per requester, the highest
 //!   request sequence it answered; it answers nothing twice, answers the
 //!   requests published while it was down that are not past their
-//!   deadline, and drops the others (their callers got TIMEOUT).
+//!   deadline, and drops the others (their callers got TIMEOUT). Those are
+//!   the requests in flight when it went down, and any sent before the
+//!   requester heard it had gone: once the service reports it gone, calls to
+//!   it get NO and publish nothing until it is back.
 //! - **No system call on the hot path.** A call appends to a mapped page and
 //!   polls another; the service is asked only when a name is not known to
 //!   be live (to answer NO for sure) and by a background thread that

@@ -3,7 +3,7 @@
 //!
 //! A call is: look the destination up in a small local table (kept current
 //! by the registration thread; a changed table is one atomic load away),
-//! claim room in the requester's journal, write the deadline and the data,
+//! claim room in the requester's journal, write the timeout and the data,
 //! commit with `corr` = the frame's own sequence number, then poll the
 //! responder's journal (opened at its end the first time) for the frame
 //! with `dest` = this requester's id and that `corr`. Frames for others,
