@@ -17,6 +17,7 @@
 //! | [`WriterLease`] | "I am the one writer of this journal", renewed on its own after a service restart |
 //! | [`ReaderLease`] | "I read these journals", likewise |
 //! | [`Peer`], [`JournalInfo`], [`JournalId`] | what the queries return |
+//! | [`Client::register_endpoint`], [`Client::watch`], [`Watch`] | request/reply endpoints (the `tape-rpc` crate builds on them) and their events |
 //! | [`protocol`] | framing and messages; `service/PROTOCOL.md` is the spec |
 //!
 //! Errors: one enum per operation, [`ServiceError`] (start or run the
@@ -72,12 +73,15 @@ mod lease;
 pub mod protocol;
 mod registry;
 
-pub use client::{Client, ConnectError, QueryError};
+pub use client::{Client, ConnectError, QueryError, Watch};
 pub use daemon::{
     run, shutdown_on_signals, Service, ServiceError, HANDSHAKE_DEADLINE, MAX_CONNECTIONS,
 };
 pub use lease::{ReaderLease, RegisterError, WriterLease};
-pub use protocol::{ErrorCode, JournalId, JournalInfo, JournalPeer, Peer, PeerKind};
+pub use protocol::{
+    endpoint_id, Change, EndpointRole, ErrorCode, JournalId, JournalInfo, JournalPeer, Peer,
+    PeerKind,
+};
 
 /// The service socket of `root`: `<root>/system/service.sock`.
 pub fn socket_path(root: &Path) -> PathBuf {

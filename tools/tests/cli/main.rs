@@ -17,4 +17,6 @@ mod one_writer;
 mod pipe;
 mod readonly;
 mod restart;
+mod rpc;
+mod rpc_roles;
 mod write_tail;
