@@ -184,6 +184,8 @@ fn floor_reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<
     let mut last = line.load(std::sync::atomic::Ordering::Acquire);
     let mut seen: Option<(u64, i64)> = None;
     let mut missed = 0u64;
+    let mut writer_done = false;
+    let period = 1_000_000_000 / role.rate.max(1) as i64;
     ctl.line(Line::Ready)
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let mut idle = Idle::new();
@@ -205,23 +207,28 @@ fn floor_reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<
             let index = word >> FLOOR_TIME_BITS;
             let age = (now as u64).wrapping_sub(word) & FLOOR_TIME_MASK;
             let written = now - age as i64;
-            if let Some((prev_index, prev_written)) = seen {
-                let gap = index.wrapping_sub(prev_index).wrapping_sub(1) & FLOOR_INDEX_MASK;
-                let step = (written - prev_written) / (gap as i64 + 1);
-                for k in 1..=gap as i64 {
-                    lat.push((now - (prev_written + k * step)).max(0) as u64);
-                }
-                missed += gap;
+            // Before the first sample seen there is no earlier one: the
+            // missed ones are placed back from it at the pace.
+            let (prev_index, prev_written) = seen.unwrap_or((0, written - index as i64 * period));
+            let gap = index.wrapping_sub(prev_index).wrapping_sub(1) & FLOOR_INDEX_MASK;
+            let step = (written - prev_written) / (gap as i64 + 1);
+            for k in 1..=gap as i64 {
+                lat.push((now - (prev_written + k * step)).max(0) as u64);
             }
+            missed += gap;
             seen = Some((index, written));
             lat.push(age);
             idle.reset();
-        } else if ctl.get(Line::Done) != 0 {
+        } else if writer_done {
+            // Done was seen before this look at the line: it is final.
             break;
-        } else if role.idle {
-            idle.idle();
         } else {
-            std::hint::spin_loop();
+            writer_done = ctl.get(Line::Done) != 0;
+            if role.idle {
+                idle.idle();
+            } else {
+                std::hint::spin_loop();
+            }
         }
     }
     Ok(Report {
@@ -331,6 +338,10 @@ fn reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report
                 writer_done = ctl.get(Line::Done) != 0;
                 if role.idle {
                     idle.idle();
+                } else {
+                    // As the floor's reader does: a busy spin, with the
+                    // pause hint between looks.
+                    std::hint::spin_loop();
                 }
             }
         }
