@@ -4,6 +4,7 @@
 //! hot path is a pointer swap and never a file-system call.
 
 use crate::page::{PageMut, PrepareOptions};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -14,16 +15,35 @@ const POLL: std::time::Duration = std::time::Duration::from_micros(500);
 
 #[derive(Debug, Default)]
 struct State {
-    /// The page number the writer will need next.
-    want: Option<u64>,
-    /// A page made ready ahead of time.
-    ready: Option<PageMut>,
+    /// The page number the writer will need next; 0 for none yet.
+    want: u64,
+    /// How many pages from `want` on to keep ready (at least 1).
+    ahead: u64,
+    /// Pages made ready ahead of time, in page order, all `>= want`.
+    ready: VecDeque<PageMut>,
     /// Pages the writer left, to unmap off the hot path.
     retired: Vec<PageMut>,
     /// The page number the last attempt failed to make (the appender then
-    /// makes it itself and gets the error).
+    /// makes it itself and gets the error); nothing past it is made.
     failed: Option<u64>,
     stop: bool,
+}
+
+impl State {
+    /// The next page to make: the first of the window `[want, want +
+    /// ahead)` that is not ready, unless making it failed.
+    fn job(&self) -> Option<u64> {
+        if self.want == 0 {
+            return None;
+        }
+        let next = self.ready.back().map_or(self.want, |p| p.page_no() + 1);
+        (next < self.want + self.ahead && self.failed != Some(next)).then_some(next)
+    }
+
+    /// Whether page `no` is in the window the thread is making.
+    fn in_window(&self, no: u64) -> bool {
+        self.want != 0 && (self.want..self.want + self.ahead).contains(&no)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -44,15 +64,17 @@ pub struct Preparer {
 
 impl Preparer {
     /// Starts the thread for journal `name` in `dir`, pinned to `core` if
-    /// given.
+    /// given, keeping `ahead` pages (at least 1) ready past the writer's.
     pub fn spawn(
         dir: PathBuf,
         name: String,
         page_size: u64,
         opts: PrepareOptions,
         core: Option<usize>,
+        ahead: u64,
     ) -> std::io::Result<Preparer> {
         let shared = Arc::new(Shared::default());
+        lock(&shared.state).ahead = ahead.max(1);
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tape-prep-{name}"))
@@ -69,11 +91,20 @@ impl Preparer {
         })
     }
 
-    /// Asks for page `page_no` to be made ready (the thread sees it within
-    /// [`POLL`]; nothing is woken).
+    /// Asks for pages `page_no` onwards (as many as the thread keeps
+    /// ahead) to be made ready; the thread sees it within [`POLL`] and
+    /// nothing is woken. Pages before `page_no` it still holds are unmapped.
     pub fn request(&self, page_no: u64) {
         let mut st = lock(&self.shared.state);
-        st.want = Some(page_no);
+        st.want = page_no;
+        while st.ready.front().is_some_and(|p| p.page_no() < page_no) {
+            if let Some(stale) = st.ready.pop_front() {
+                st.retired.push(stale);
+            }
+        }
+        if st.failed.is_some_and(|f| f < page_no) {
+            st.failed = None;
+        }
     }
 
     /// Takes page `page_no`, waiting while the thread is still making it.
@@ -82,13 +113,13 @@ impl Preparer {
     pub fn take_wait(&self, page_no: u64) -> Option<PageMut> {
         let mut st = lock(&self.shared.state);
         loop {
-            if st.ready.as_ref().is_some_and(|p| p.page_no() == page_no) {
-                // Handed over: the thread must not make (and pre-fault) it
-                // again while the writer fills it.
-                st.want = None;
-                return st.ready.take();
+            if st.ready.front().is_some_and(|p| p.page_no() == page_no) {
+                // Handed over: the window moves past it, so the thread never
+                // makes (and pre-faults) it again while the writer fills it.
+                st.want = page_no + 1;
+                return st.ready.pop_front();
             }
-            if st.want != Some(page_no) || st.failed == Some(page_no) || st.stop {
+            if !st.in_window(page_no) || st.failed == Some(page_no) || st.stop {
                 return None;
             }
             st = self.shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -101,13 +132,18 @@ impl Preparer {
         st.retired.push(page);
     }
 
-    /// Waits until the requested page is ready (tests and benches use it to
+    /// Whether page `page_no` is ready (tests and benches use it to
     /// measure a switch with the page ready).
     pub fn is_ready(&self, page_no: u64) -> bool {
         lock(&self.shared.state)
             .ready
-            .as_ref()
-            .is_some_and(|p| p.page_no() == page_no)
+            .iter()
+            .any(|p| p.page_no() == page_no)
+    }
+
+    /// How many pages are ready ahead of the writer.
+    pub fn ready_count(&self) -> usize {
+        lock(&self.shared.state).ready.len()
     }
 }
 
@@ -135,18 +171,18 @@ fn run(shared: &Shared, dir: &std::path::Path, name: &str, page_size: u64, opts:
                 if st.stop {
                     return;
                 }
-                let job = st
-                    .want
-                    .filter(|&n| st.ready.as_ref().is_none_or(|p| p.page_no() != n))
-                    .filter(|&n| st.failed != Some(n));
+                let job = st.job();
                 if job.is_some() || !st.retired.is_empty() {
                     break (job, std::mem::take(&mut st.retired));
                 }
                 // Polled, not woken: a page switch on the hot path must not
                 // make a futex system call to wake this thread.
+                // With more pages kept ahead the writer is further from
+                // needing the next one, so the thread can look less often.
+                let poll = POLL * st.ahead.clamp(1, 16) as u32;
                 st = shared
                     .wake
-                    .wait_timeout(st, POLL)
+                    .wait_timeout(st, poll)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
@@ -158,8 +194,14 @@ fn run(shared: &Shared, dir: &std::path::Path, name: &str, page_size: u64, opts:
             match PageMut::create_or_open(dir, name, no, page_size, opts) {
                 Ok(page) => {
                     let mut st = lock(&shared.state);
-                    st.ready = Some(page);
-                    st.failed = None;
+                    // The writer may have moved past it meanwhile (it made
+                    // the page itself, or a request moved the window).
+                    if st.in_window(no) && st.ready.back().is_none_or(|p| p.page_no() < no) {
+                        st.ready.push_back(page);
+                        st.failed = None;
+                    } else {
+                        st.retired.push(page);
+                    }
                 }
                 Err(_) => lock(&shared.state).failed = Some(no),
             }

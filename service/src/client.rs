@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::protocol::{
-    decode_reply, read_frame, write_frame, ErrorCode, JournalId, JournalInfo, NoSigPipe, Peer,
-    Reply, Request, MAX_REPLY, PROTOCOL_VERSION,
+    decode_reply, read_frame, write_frame, Change, EndpointRole, ErrorCode, JournalId, JournalInfo,
+    NoSigPipe, Peer, Reply, Request, MAX_REPLY, PROTOCOL_VERSION,
 };
 use crate::socket_path;
 
@@ -270,6 +270,59 @@ impl Client {
         }
     }
 
+    /// The live request/reply endpoint (responder or requester) named
+    /// `name`, if any.
+    pub fn find_endpoint(&mut self, name: &str) -> Result<Option<Peer>, QueryError> {
+        match self.request(&Request::FindEndpoint { name: name.into() })? {
+            Reply::Peer { peer } => Ok(peer),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Registers this connection as request/reply endpoint `name` holding
+    /// `journal` for writing. Returns the registration id, or the pid of
+    /// the process that holds the name or the journal (`held`). The
+    /// registration lives as long as the connection.
+    pub fn register_endpoint(
+        &mut self,
+        name: &str,
+        role: EndpointRole,
+        journal: &JournalId,
+    ) -> Result<Result<u64, u32>, QueryError> {
+        let req = Request::RegisterEndpoint {
+            name: name.into(),
+            role,
+            dir: journal.dir.clone(),
+            journal: journal.journal.clone(),
+        };
+        match self.call(&req)? {
+            Reply::Registered { id } => Ok(Ok(id)),
+            Reply::Error {
+                code: ErrorCode::Held,
+                pid: Some(pid),
+                ..
+            } => Ok(Err(pid)),
+            Reply::Error { code, message, .. } => Err(QueryError::Refused { code, message }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends `watch` and turns this connection into a stream of endpoint
+    /// events. Returns the endpoints live now (by registration id) and the
+    /// stream, whose [`Watch::next_event`] gives every change after that
+    /// list.
+    /// A registration made on this connection lives on with the stream.
+    pub fn watch(mut self) -> Result<(Vec<Peer>, Watch), QueryError> {
+        match self.request(&Request::Watch)? {
+            Reply::Watching { endpoints } => {
+                // Events come when they come: no read timeout.
+                self.stream.set_read_timeout(None).map_err(QueryError::Io)?;
+                Ok((endpoints, Watch { client: self }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Registers this connection as the writer of `journal`; returns the
     /// registration id, or the holder's pid when another writer holds it.
     pub(crate) fn register_writer(
@@ -358,5 +411,35 @@ fn frame_io_error(e: crate::protocol::FrameError) -> io::Error {
             "the service did not answer within 5 s",
         ),
         FrameError::Io(e) => e,
+    }
+}
+
+/// A connection that watches endpoints (from [`Client::watch`]): each
+/// [`next_event`](Watch::next_event) blocks until an endpoint registers or
+/// goes away.
+#[derive(Debug)]
+pub struct Watch {
+    client: Client,
+}
+
+impl Watch {
+    /// The next change: `Up` or `Down` and the endpoint. Blocks. An error
+    /// means the connection is over (the service stopped, or this watcher
+    /// fell too far behind): connect and watch again.
+    pub fn next_event(&mut self) -> Result<(Change, Peer), QueryError> {
+        let frame = read_frame(&mut self.client.stream, MAX_REPLY, &mut self.client.buf);
+        frame.map_err(|e| QueryError::Io(frame_io_error(e)))?;
+        match decode_reply(&self.client.buf).map_err(|e| QueryError::Protocol(e.to_string()))? {
+            Reply::Event { change, peer } => Ok((change, peer)),
+            Reply::Error { code, message, .. } => Err(QueryError::Refused { code, message }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A handle on the socket: shutting it down (from another thread)
+    /// makes a blocked [`next_event`](Watch::next_event) return an error,
+    /// and ends a registration made on this connection.
+    pub fn socket(&self) -> io::Result<UnixStream> {
+        self.client.stream.try_clone()
     }
 }

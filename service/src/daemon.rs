@@ -22,8 +22,21 @@
 //! registry first polls the sockets of all registered peers (one `poll(2)`
 //! with a zero timeout) and drops those whose peer has hung up (`POLLHUP`:
 //! the peer closed its socket or shut down both directions).
+//!
+//! # Watchers
+//!
+//! A connection that sent `watch` gets an `event` each time an endpoint
+//! registers or goes away. The registry records those changes; whoever
+//! releases the state lock after making them ([`StateGuard`]'s drop) puts
+//! them on each watcher's queue and adds one to the watcher's wake-up
+//! eventfd, without blocking (no I/O on a peer's socket under the lock).
+//! The watcher's own connection thread, which sleeps in `poll(2)` on its
+//! peer's socket and that eventfd, sends them. Changes reach every
+//! watcher in the order they were made; a watcher more than
+//! [`MAX_WATCH_QUEUE`] events behind is sent error `limit` and closed, so
+//! that it reconnects and starts again from a fresh list.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -42,8 +55,8 @@ use nix::sys::socket::{getsockopt, sockopt};
 
 use crate::protocol::{
     decode_request, encode_frame, read_frame, validate_dir, validate_journal_name,
-    validate_peer_name, write_frame, ErrorCode, FrameError, JournalId, NoSigPipe, Reply, Request,
-    MAX_PER_PAGE, MAX_REPLY, MAX_REQUEST, PROTOCOL_VERSION,
+    validate_peer_name, write_frame, EndpointRole, ErrorCode, FrameError, JournalId, NoSigPipe,
+    Reply, Request, MAX_PER_PAGE, MAX_REPLY, MAX_REQUEST, PROTOCOL_VERSION,
 };
 use crate::registry::{Cred, Refusal, Registry};
 use crate::{lock_path, socket_path};
@@ -61,6 +74,9 @@ const IO_DEADLINE: Duration = Duration::from_secs(5);
 /// How often the accept loop looks at the shutdown flag when nothing
 /// happens.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
+/// Most events queued for one watcher; one more and it is closed.
+pub const MAX_WATCH_QUEUE: usize = 4096;
 
 /// Stack of a connection thread: JSON nesting is bounded (128 levels) by
 /// serde_json, so a small stack is enough.
@@ -393,6 +409,97 @@ struct State {
     /// Every open connection (for the limit, liveness checks and shutdown).
     conns: HashMap<u64, ConnEntry>,
     last_conn: u64,
+    /// Connections that sent `watch`, by connection id.
+    watchers: HashMap<u64, Arc<Watcher>>,
+}
+
+/// The event queue of one watching connection.
+struct Watcher {
+    queue: Mutex<WatchQueue>,
+    /// An eventfd (non-blocking): incremented when events are queued,
+    /// polled and drained by the watcher's connection thread.
+    wake: std::os::fd::OwnedFd,
+}
+
+#[derive(Default)]
+struct WatchQueue {
+    events: VecDeque<Reply>,
+    /// More than [`MAX_WATCH_QUEUE`] events were waiting: the watcher is
+    /// closed.
+    overflow: bool,
+}
+
+impl Watcher {
+    fn new() -> io::Result<Watcher> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: eventfd takes no pointer; a non-negative result is a new
+        // file descriptor that nothing else owns.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Watcher {
+            queue: Mutex::new(WatchQueue::default()),
+            // SAFETY: fd was just created above and is owned by nobody else.
+            wake: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Adds one to the eventfd (a full counter means a wake-up is pending).
+    fn wake(&self) {
+        let _ = nix::unistd::write(&self.wake, &1u64.to_ne_bytes());
+    }
+
+    /// Resets the eventfd to zero.
+    fn drain(&self) {
+        let mut buf = [0u8; 8];
+        let _ = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&self.wake), &mut buf);
+    }
+
+    fn queue(&self) -> MutexGuard<'_, WatchQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues events and wakes the watcher's thread; never blocks.
+    fn push(&self, events: &[Reply]) {
+        {
+            let mut q = self.queue();
+            if q.overflow {
+                return;
+            }
+            if q.events.len() + events.len() > MAX_WATCH_QUEUE {
+                q.overflow = true;
+                q.events.clear();
+            } else {
+                q.events.extend(events.iter().cloned());
+            }
+        }
+        self.wake();
+    }
+}
+
+/// The locked state. Dropping it hands the endpoint changes made under the
+/// lock to the watchers before unlocking, so every watcher sees them in the
+/// order they were made.
+struct StateGuard<'a>(MutexGuard<'a, State>);
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.0
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        self.0.flush_events();
+    }
 }
 
 struct ConnEntry {
@@ -405,8 +512,8 @@ struct ConnEntry {
 impl Shared {
     /// The state; a poisoned mutex is still used (the registry stays
     /// consistent between statements, and the service must not die).
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> StateGuard<'_> {
+        StateGuard(self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Takes a new connection: refuses it when full, else starts its thread.
@@ -461,6 +568,7 @@ impl Shared {
     /// Drops a closed connection and its registration.
     fn forget_conn(&self, conn_id: u64) {
         let mut st = self.lock();
+        st.watchers.remove(&conn_id);
         if let Some(entry) = st.conns.remove(&conn_id) {
             if let Some(peer) = entry.peer {
                 st.registry.remove(peer);
@@ -470,6 +578,23 @@ impl Shared {
 }
 
 impl State {
+    /// Hands the endpoint changes recorded by the registry to every
+    /// watcher.
+    fn flush_events(&mut self) {
+        if !self.registry.has_events() {
+            return;
+        }
+        let events: Vec<Reply> = self
+            .registry
+            .take_events()
+            .into_iter()
+            .map(|(change, peer)| Reply::Event { change, peer })
+            .collect();
+        for w in self.watchers.values() {
+            w.push(&events);
+        }
+    }
+
     /// Drops the registrations whose peer has hung up, before the
     /// connection thread has noticed (see the module docs).
     fn sweep_dead(&mut self) {
@@ -514,6 +639,8 @@ struct Connection<'a> {
     greeted: bool,
     /// This connection's registration id, once registered.
     peer: Option<u64>,
+    /// Its event queue, once it sent `watch`.
+    watch: Option<Arc<Watcher>>,
 }
 
 impl<'a> Connection<'a> {
@@ -537,6 +664,7 @@ impl<'a> Connection<'a> {
             cred,
             greeted: false,
             peer: None,
+            watch: None,
         }
     }
 
@@ -549,7 +677,14 @@ impl<'a> Connection<'a> {
             } else {
                 Some(hello_by.saturating_duration_since(Instant::now()))
             };
-            match wait_readable(&self.stream, wait) {
+            let readable = match &self.watch {
+                Some(w) => {
+                    let w = Arc::clone(w);
+                    self.wait_watching(&w)
+                }
+                None => wait_readable(&self.stream, wait),
+            };
+            match readable {
                 Ok(true) => {}
                 Ok(false) => {
                     self.send(&Reply::error(
@@ -596,6 +731,50 @@ impl<'a> Connection<'a> {
             let close = matches!(&reply, Reply::Error { code, .. } if code.closes_connection());
             if !self.send(&reply) || close {
                 return;
+            }
+        }
+    }
+
+    /// Sleeps until the peer sends something (`Ok(true)`), sending the
+    /// watcher's events as they come. An error means: close the connection
+    /// (it broke, or its events overflowed).
+    fn wait_watching(&mut self, w: &Watcher) -> io::Result<bool> {
+        loop {
+            let (peer_ready, woke) = {
+                let mut fds = [
+                    PollFd::new(self.stream.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(w.wake.as_fd(), PollFlags::POLLIN),
+                ];
+                match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(io::Error::from(e)),
+                }
+                (fds[0].any().unwrap_or(true), fds[1].any().unwrap_or(true))
+            };
+            if woke {
+                w.drain();
+            }
+            let (events, overflow) = {
+                let mut q = w.queue();
+                (std::mem::take(&mut q.events), q.overflow)
+            };
+            if overflow {
+                self.send(&Reply::error(
+                    ErrorCode::Limit,
+                    format!(
+                        "more than {MAX_WATCH_QUEUE} events went unread: connect and watch again"
+                    ),
+                ));
+                return Err(io::Error::other("watcher overflow"));
+            }
+            for e in &events {
+                if !self.send(e) {
+                    return Err(io::Error::other("watcher gone"));
+                }
+            }
+            if peer_ready {
+                return Ok(true);
             }
         }
     }
@@ -661,7 +840,93 @@ impl<'a> Connection<'a> {
                     journals: st.registry.journals(),
                 }
             }
+            Request::RegisterEndpoint {
+                name,
+                role,
+                dir,
+                journal,
+            } => self.register_endpoint(name, role, dir, journal),
+            Request::FindEndpoint { name } => {
+                let mut st = self.shared.lock();
+                st.sweep_dead();
+                Reply::Peer {
+                    peer: st.registry.find_endpoint(&name),
+                }
+            }
+            Request::Watch => self.watch(),
         }
+    }
+
+    fn register_endpoint(
+        &mut self,
+        name: String,
+        role: EndpointRole,
+        dir: PathBuf,
+        journal: String,
+    ) -> Reply {
+        if let Some(r) = self.already_registered() {
+            return r;
+        }
+        if let Err(e) = validate_peer_name(&name) {
+            return Reply::error(ErrorCode::Invalid, e);
+        }
+        let id = match check_journal(dir, journal) {
+            Ok(id) => id,
+            Err(r) => return r,
+        };
+        let journal_name = id.journal.clone();
+        let mut st = self.shared.lock();
+        st.sweep_dead();
+        match st
+            .registry
+            .register_endpoint(self.cred, now_ns(), name.clone(), role, id)
+        {
+            Ok(peer) => {
+                self.set_peer(&mut st, peer);
+                Reply::Registered { id: peer }
+            }
+            Err(Refusal::NameTaken { pid }) => Reply::Error {
+                code: ErrorCode::Held,
+                message: format!("endpoint {name} is already online (pid {pid})"),
+                pid: Some(pid),
+            },
+            Err(Refusal::Held { pid }) => Reply::Error {
+                code: ErrorCode::Held,
+                message: format!("journal {journal_name} is held by another writer (pid {pid})"),
+                pid: Some(pid),
+            },
+            Err(other) => refusal_reply(other),
+        }
+    }
+
+    fn watch(&mut self) -> Reply {
+        if self.watch.is_some() {
+            return Reply::error(
+                ErrorCode::Invalid,
+                "this connection already watches: its events keep coming",
+            );
+        }
+        let w = match Watcher::new() {
+            Ok(w) => Arc::new(w),
+            Err(e) => {
+                return Reply::error(
+                    ErrorCode::Limit,
+                    format!("the service cannot watch now ({e}): try again later"),
+                )
+            }
+        };
+        let mut st = self.shared.lock();
+        st.sweep_dead();
+        // Changes made before the list is taken go to the other watchers
+        // only: this one learns them from the list.
+        st.flush_events();
+        let endpoints = st.registry.endpoints();
+        if st.conns.contains_key(&self.conn_id) {
+            st.watchers.insert(self.conn_id, Arc::clone(&w));
+        }
+        drop(st);
+        self.watch = Some(w);
+        Reply::Watching { endpoints }
     }
 
     fn hello(&mut self, version: u32) -> Reply {
@@ -790,6 +1055,17 @@ fn refusal_reply(r: Refusal) -> Reply {
             ErrorCode::NotRegistered,
             "only a registered reader can add journals: send register_reader first",
         ),
+        Refusal::NameTaken { pid } => Reply::Error {
+            code: ErrorCode::Held,
+            message: format!("the endpoint name is already online (pid {pid})"),
+            pid: Some(pid),
+        },
+        Refusal::IdCollision { other } => Reply::error(
+            ErrorCode::Invalid,
+            format!(
+                "the endpoint id of this name equals that of live endpoint {other:?}: choose another name"
+            ),
+        ),
     }
 }
 
@@ -862,6 +1138,25 @@ fn now_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watcher_queue_overflows_once_and_wakes() {
+        let w = Watcher::new().unwrap();
+        let ev = Reply::Count { count: 0 };
+        w.push(&vec![ev.clone(); MAX_WATCH_QUEUE - 1]);
+        assert!(wait_readable_fd(&w));
+        w.drain();
+        assert!(!wait_readable_fd(&w), "drained");
+        assert!(!w.queue().overflow);
+        w.push(&[ev.clone(), ev.clone()]);
+        let q = w.queue();
+        assert!(q.overflow && q.events.is_empty());
+    }
+
+    fn wait_readable_fd(w: &Watcher) -> bool {
+        let mut fds = [PollFd::new(w.wake.as_fd(), PollFlags::POLLIN)];
+        nix::poll::poll(&mut fds, PollTimeout::ZERO).unwrap() == 1
+    }
 
     #[test]
     fn canonical_dir_of_missing_folder() {

@@ -17,6 +17,7 @@
 //! | [`WriterLease`] | "I am the one writer of this journal", renewed on its own after a service restart |
 //! | [`ReaderLease`] | "I read these journals", likewise |
 //! | [`Peer`], [`JournalInfo`], [`JournalId`] | what the queries return |
+//! | [`Client::register_endpoint`], [`Client::watch`], [`Watch`] | request/reply endpoints (the `tape-rpc` crate builds on them) and their events |
 //! | [`protocol`] | framing and messages; `service/PROTOCOL.md` is the spec |
 //! | [`Retainer`], [`Retention`] | retention rules the service applies on its own (`tape service --retain`) |
 //!
@@ -74,12 +75,15 @@ pub mod protocol;
 mod registry;
 pub mod retention;
 
-pub use client::{Client, ConnectError, QueryError};
+pub use client::{Client, ConnectError, QueryError, Watch};
 pub use daemon::{
     run, shutdown_on_signals, Service, ServiceError, HANDSHAKE_DEADLINE, MAX_CONNECTIONS,
 };
 pub use lease::{ReaderLease, RegisterError, WriterLease};
-pub use protocol::{ErrorCode, JournalId, JournalInfo, JournalPeer, Peer, PeerKind};
+pub use protocol::{
+    endpoint_id, Change, EndpointRole, ErrorCode, JournalId, JournalInfo, JournalPeer, Peer,
+    PeerKind,
+};
 pub use retention::{Retainer, Retention};
 
 /// The service socket of `root`: `<root>/system/service.sock`.

@@ -56,8 +56,13 @@ pub enum PeerKind {
     Writer,
     /// Reads one or more journals.
     Reader,
-    /// A kind this client does not know (sent by a newer service; a future
-    /// `endpoint` kind for request/reply is planned).
+    /// A request/reply endpoint that answers requests (holds its reply
+    /// journal for writing).
+    Responder,
+    /// A request/reply endpoint that sends requests (holds its request
+    /// journal for writing).
+    Requester,
+    /// A kind this client does not know (sent by a newer service).
     #[serde(other)]
     Other,
 }
@@ -210,6 +215,78 @@ pub enum Request {
     Count,
     /// Every registered journal with its writer and readers.
     Journals,
+    /// Register this connection as a request/reply endpoint that holds one
+    /// journal for writing (see PROTOCOL.md, "Endpoints").
+    RegisterEndpoint {
+        /// Endpoint name, unique among live endpoints.
+        name: String,
+        /// `responder` or `requester`.
+        role: EndpointRole,
+        /// Absolute folder of the endpoint's journal.
+        dir: PathBuf,
+        /// The endpoint's journal name.
+        journal: String,
+    },
+    /// Find the live endpoint (responder or requester) with this name.
+    FindEndpoint {
+        /// Endpoint name.
+        name: String,
+    },
+    /// Receive every live endpoint now, then an `event` each time one
+    /// registers or goes away.
+    Watch,
+}
+
+/// What a request/reply endpoint does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointRole {
+    /// Answers requests ([`PeerKind::Responder`]).
+    Responder,
+    /// Sends requests ([`PeerKind::Requester`]).
+    Requester,
+}
+
+impl EndpointRole {
+    /// The peer kind an endpoint of this role is listed as.
+    pub fn kind(self) -> PeerKind {
+        match self {
+            EndpointRole::Responder => PeerKind::Responder,
+            EndpointRole::Requester => PeerKind::Requester,
+        }
+    }
+}
+
+/// What happened to an endpoint (in an `event` on a watching connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Change {
+    /// It registered.
+    Up,
+    /// Its registration is gone (it closed its connection, exited or was
+    /// killed).
+    Down,
+    /// A change this client does not know (sent by a newer service).
+    #[serde(other)]
+    Other,
+}
+
+/// The id of endpoint `name` in the `source` and `dest` fields of frames:
+/// the 32-bit FNV-1a hash of the name's UTF-8 bytes (offset basis
+/// 2166136261, prime 16777619), or 1 where that hash is 0 (0 means
+/// "everyone"). See journal/FORMAT.md, "Request/reply frames".
+pub fn endpoint_id(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    if h == 0 {
+        1
+    } else {
+        h
+    }
 }
 
 /// The `type` values [`Request`] knows, to tell `unknown_type` from
@@ -223,6 +300,9 @@ const REQUEST_TYPES: &[&str] = &[
     "list",
     "count",
     "journals",
+    "register_endpoint",
+    "find_endpoint",
+    "watch",
 ];
 
 /// A message from the service to a client: exactly one per request, in
@@ -265,6 +345,19 @@ pub enum Reply {
     Journals {
         /// Registered journals, ordered by `(dir, journal)`.
         journals: Vec<JournalInfo>,
+    },
+    /// Answer to `watch`: every live endpoint, by registration id. Events
+    /// follow on the same connection.
+    Watching {
+        /// Live responders and requesters.
+        endpoints: Vec<Peer>,
+    },
+    /// Sent unasked on a watching connection: an endpoint came or went.
+    Event {
+        /// Up or down.
+        change: Change,
+        /// The endpoint, as it was registered.
+        peer: Peer,
     },
     /// The request failed.
     Error {
@@ -529,6 +622,16 @@ mod tests {
             },
             Request::Count,
             Request::Journals,
+            Request::RegisterEndpoint {
+                name: "echo".into(),
+                role: EndpointRole::Responder,
+                dir: "/a".into(),
+                journal: "rpc.echo".into(),
+            },
+            Request::FindEndpoint {
+                name: "echo".into(),
+            },
+            Request::Watch,
         ];
         for r in reqs {
             let mut wire = Vec::new();
@@ -567,6 +670,62 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn endpoint_messages_as_documented() {
+        let r = decode_request(
+            br#"{"type":"register_endpoint","name":"echo","role":"responder","dir":"/r/journal","journal":"rpc.echo"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            r,
+            Request::RegisterEndpoint {
+                role: EndpointRole::Responder,
+                ..
+            }
+        ));
+        assert_eq!(
+            decode_request(br#"{"type":"watch"}"#).unwrap(),
+            Request::Watch
+        );
+        let e = decode_reply(
+            br#"{"type":"event","change":"down","peer":{"id":3,"kind":"requester","name":"c","pid":1,"uid":0,"gid":0,"since_ns":5,"journals":[]}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            e,
+            Reply::Event {
+                change: Change::Down,
+                peer: Peer {
+                    kind: PeerKind::Requester,
+                    ..
+                }
+            }
+        ));
+        let e = decode_reply(
+            br#"{"type":"event","change":"sideways","peer":{"id":3,"kind":"gadget","name":"c","pid":1,"uid":0,"gid":0,"since_ns":5,"journals":[]}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            e,
+            Reply::Event {
+                change: Change::Other,
+                peer: Peer {
+                    kind: PeerKind::Other,
+                    ..
+                }
+            }
+        ));
+    }
+
+    #[test]
+    fn endpoint_ids_are_fnv1a() {
+        // Published FNV-1a 32-bit test vectors.
+        assert_eq!(endpoint_id("a"), 0xe40c_292c);
+        assert_eq!(endpoint_id("foobar"), 0xbf9c_f968);
+        assert_eq!(endpoint_id(""), 0x811c_9dc5);
+        assert_ne!(endpoint_id("echo"), 0);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::protocol::{JournalId, JournalInfo, JournalPeer, Peer, PeerKind, MAX_READER_JOURNALS};
+use crate::protocol::{
+    endpoint_id, Change, EndpointRole, JournalId, JournalInfo, JournalPeer, Peer, PeerKind,
+    MAX_READER_JOURNALS,
+};
 
 /// Identity of a connection as the kernel reported it (`SO_PEERCRED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +25,10 @@ pub(crate) enum Refusal {
     Limit,
     /// No such registration (evicted, or never a reader).
     NotReader,
+    /// A live endpoint (this pid) already has the name.
+    NameTaken { pid: u32 },
+    /// The name's endpoint id equals that of live endpoint `other`.
+    IdCollision { other: String },
 }
 
 /// Registered peers and the writer of each journal.
@@ -31,8 +38,12 @@ pub(crate) struct Registry {
     last_id: u64,
     /// Peers by registration id: iteration order is registration order.
     peers: BTreeMap<u64, Peer>,
-    /// Writer peer id of each held journal.
+    /// Writer peer id of each held journal (endpoints hold theirs too).
     writers: HashMap<JournalId, u64>,
+    /// Peer id of each live endpoint, by name.
+    endpoints: HashMap<String, u64>,
+    /// Endpoint changes not yet sent to watchers, oldest first.
+    events: Vec<(Change, Peer)>,
 }
 
 impl Registry {
@@ -103,6 +114,74 @@ impl Registry {
         Ok(id)
     }
 
+    /// Registers a request/reply endpoint: a name unique among live
+    /// endpoints, whose endpoint id is unique among them too, holding its
+    /// journal as a writer does.
+    pub fn register_endpoint(
+        &mut self,
+        cred: Cred,
+        since_ns: u64,
+        name: String,
+        role: EndpointRole,
+        journal: JournalId,
+    ) -> Result<u64, Refusal> {
+        if let Some(p) = self.endpoints.get(&name).and_then(|id| self.peers.get(id)) {
+            return Err(Refusal::NameTaken { pid: p.pid });
+        }
+        if let Some(holder) = self.writers.get(&journal).and_then(|id| self.peers.get(id)) {
+            return Err(Refusal::Held { pid: holder.pid });
+        }
+        let eid = endpoint_id(&name);
+        if let Some(other) = self.endpoints.keys().find(|n| endpoint_id(n) == eid) {
+            return Err(Refusal::IdCollision {
+                other: other.clone(),
+            });
+        }
+        let id = self.next_id();
+        self.writers.insert(journal.clone(), id);
+        self.endpoints.insert(name.clone(), id);
+        let peer = Peer {
+            id,
+            kind: role.kind(),
+            name,
+            pid: cred.pid,
+            uid: cred.uid,
+            gid: cred.gid,
+            since_ns,
+            journals: vec![journal],
+        };
+        self.events.push((Change::Up, peer.clone()));
+        self.peers.insert(id, peer);
+        Ok(id)
+    }
+
+    /// The live endpoint named `name`.
+    pub fn find_endpoint(&self, name: &str) -> Option<Peer> {
+        self.endpoints
+            .get(name)
+            .and_then(|id| self.peers.get(id))
+            .cloned()
+    }
+
+    /// Every live endpoint, by registration id.
+    pub fn endpoints(&self) -> Vec<Peer> {
+        self.peers
+            .values()
+            .filter(|p| is_endpoint(p.kind))
+            .cloned()
+            .collect()
+    }
+
+    /// The endpoint changes since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<(Change, Peer)> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Whether endpoint changes are waiting for [`take_events`](Self::take_events).
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Adds a journal to reader `id`; adding one it already reads is a no-op.
     pub fn add_journal(&mut self, id: u64, journal: JournalId) -> Result<(), Refusal> {
         let peer = match self.peers.get_mut(&id) {
@@ -123,12 +202,18 @@ impl Registry {
     /// Removing an unknown id is a no-op.
     pub fn remove(&mut self, id: u64) {
         if let Some(peer) = self.peers.remove(&id) {
-            if peer.kind == PeerKind::Writer {
+            if peer.kind != PeerKind::Reader {
                 for j in &peer.journals {
                     if self.writers.get(j) == Some(&id) {
                         self.writers.remove(j);
                     }
                 }
+            }
+            if is_endpoint(peer.kind) {
+                if self.endpoints.get(&peer.name) == Some(&id) {
+                    self.endpoints.remove(&peer.name);
+                }
+                self.events.push((Change::Down, peer));
             }
         }
     }
@@ -172,13 +257,19 @@ impl Registry {
                     readers: Vec::new(),
                 });
                 match peer.kind {
-                    PeerKind::Writer => entry.writer = Some(who.clone()),
-                    _ => entry.readers.push(who.clone()),
+                    PeerKind::Reader => entry.readers.push(who.clone()),
+                    // Writers and endpoints hold their journal.
+                    _ => entry.writer = Some(who.clone()),
                 }
             }
         }
         map.into_values().collect()
     }
+}
+
+/// Whether peers of this kind are request/reply endpoints.
+fn is_endpoint(kind: PeerKind) -> bool {
+    matches!(kind, PeerKind::Responder | PeerKind::Requester)
 }
 
 #[cfg(test)]
@@ -254,5 +345,90 @@ mod tests {
             r.add_journal(id, many[MAX_READER_JOURNALS].clone()),
             Err(Refusal::Limit)
         );
+    }
+
+    #[test]
+    fn endpoints_names_journals_and_events() {
+        let mut r = Registry::default();
+        let other = Cred { pid: 11, ..C };
+        let e = r
+            .register_endpoint(C, 5, "echo".into(), EndpointRole::Responder, j("rpc.echo"))
+            .unwrap();
+        // The name is taken, whatever the journal.
+        assert_eq!(
+            r.register_endpoint(other, 0, "echo".into(), EndpointRole::Requester, j("x")),
+            Err(Refusal::NameTaken { pid: 10 })
+        );
+        // The journal is held, as by a writer.
+        assert_eq!(
+            r.register_writer(other, 0, j("rpc.echo")),
+            Err(Refusal::Held { pid: 10 })
+        );
+        assert_eq!(
+            r.register_endpoint(
+                other,
+                0,
+                "e2".into(),
+                EndpointRole::Requester,
+                j("rpc.echo")
+            ),
+            Err(Refusal::Held { pid: 10 })
+        );
+        let c = r
+            .register_endpoint(
+                other,
+                6,
+                "client".into(),
+                EndpointRole::Requester,
+                j("rpc.client"),
+            )
+            .unwrap();
+        let rd = r.register_reader(C, 0, "echo".into(), vec![]).unwrap();
+        assert_eq!(r.find_endpoint("echo").unwrap().id, e);
+        assert_eq!(r.find_endpoint("client").unwrap().kind, PeerKind::Requester);
+        assert!(r.find_endpoint("nobody").is_none());
+        assert_eq!(
+            r.endpoints().iter().map(|p| p.id).collect::<Vec<_>>(),
+            [e, c]
+        );
+        let js = r.journals();
+        let echo = js.iter().find(|i| i.journal == "rpc.echo").unwrap();
+        assert_eq!(echo.writer.as_ref().unwrap().id, e);
+        assert!(echo.readers.is_empty());
+        r.remove(e);
+        r.remove(rd);
+        assert!(r.find_endpoint("echo").is_none());
+        assert!(r.register_writer(other, 0, j("rpc.echo")).is_ok());
+        let ev: Vec<_> = r
+            .take_events()
+            .into_iter()
+            .map(|(ch, p)| (ch, p.id))
+            .collect();
+        assert_eq!(ev, [(Change::Up, e), (Change::Up, c), (Change::Down, e)]);
+        assert!(!r.has_events());
+    }
+
+    #[test]
+    fn endpoint_id_collision_refused() {
+        // Two names with one FNV-1a hash: found by brute force, once.
+        let (a, b) = colliding_names();
+        let mut r = Registry::default();
+        r.register_endpoint(C, 0, a.clone(), EndpointRole::Responder, j("a"))
+            .unwrap();
+        assert_eq!(
+            r.register_endpoint(C, 0, b, EndpointRole::Responder, j("b")),
+            Err(Refusal::IdCollision { other: a })
+        );
+    }
+
+    fn colliding_names() -> (String, String) {
+        let mut seen = HashMap::new();
+        for i in 0u64.. {
+            let n = format!("n{i}");
+            if let Some(prev) = seen.insert(endpoint_id(&n), n.clone()) {
+                return (prev, n);
+            }
+        }
+        unreachable!()
     }
 }

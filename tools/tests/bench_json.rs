@@ -50,6 +50,11 @@ fn journal_bench_json_has_every_key_and_loses_nothing() {
     assert!(v["page_switches"].as_u64().unwrap() >= 5, "{v}");
     assert!(v["p50_ns"].as_u64().unwrap() > 0, "{v}");
     assert!(v["throughput_fps"].as_f64().unwrap() > 0.0, "{v}");
+    // 50,000 frames of 112 bytes fill 6 pages of 1 MiB: 6 made ahead.
+    assert_eq!(v["pages_ahead"], 6, "{v}");
+    // The floor counts every sample, seen or overwritten.
+    assert_eq!(v["floor"]["count"], 20000, "{v}");
+    assert!(v["floor_missed"].as_u64().is_some(), "{v}");
 }
 
 #[test]

@@ -118,6 +118,14 @@ impl WriterBuilder {
         self
     }
 
+    /// Pages to keep made and pre-faulted ahead of the current one
+    /// (default 1). Start-up can make a whole session's pages this way;
+    /// [`Writer::pages_ready`] says how many are done.
+    pub fn pages_ahead(mut self, pages: u32) -> Self {
+        self.opts.pages_ahead = pages.max(1);
+        self
+    }
+
     /// Registers with the service, then opens (creates, or recovers) the
     /// journal.
     pub fn create(self) -> Result<Writer, CreateError> {
@@ -209,6 +217,11 @@ impl Writer {
     /// Sequence number the next frame gets.
     pub fn next_seq(&self) -> u64 {
         self.appender.next_seq()
+    }
+
+    /// How many pages past the current one are made and ready.
+    pub fn pages_ready(&self) -> usize {
+        self.appender.pages_ready()
     }
 
     /// Whether the service currently has this writer registered (false for

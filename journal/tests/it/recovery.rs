@@ -3,7 +3,9 @@
 use crate::common::*;
 use std::time::Duration;
 use tape_journal::format::{checksum, max_payload, FrameHeader, FRAME_HEADER_LEN};
-use tape_journal::{stats, verify, AppendError, Appender, Cursor, CursorOptions, Start};
+use tape_journal::{
+    stats, verify, AppendError, AppendOptions, Appender, Cursor, CursorOptions, Start,
+};
 
 const NAME: &str = "md";
 
@@ -253,6 +255,21 @@ fn spare_page_made_ahead_is_handled() {
 /// whose checksum is computed from the mapping).
 #[test]
 fn background_preparer_never_overwrites_frames() {
+    preparer_never_overwrites(background());
+}
+
+/// The same with four pages kept ready ahead: the window of pages the
+/// preparer makes moves with the writer, and a page it made is handed over
+/// exactly once.
+#[test]
+fn preparer_with_pages_ahead_never_overwrites_frames() {
+    preparer_never_overwrites(AppendOptions {
+        pages_ahead: 4,
+        ..background()
+    });
+}
+
+fn preparer_never_overwrites(opts: AppendOptions) {
     use std::sync::atomic::{AtomicBool, Ordering};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -268,7 +285,7 @@ fn background_preparer_never_overwrites_frames() {
     };
     const FRAMES: u64 = 1500;
     const BIG: usize = 150_000;
-    let mut app = Appender::open(dir, NAME, background()).unwrap();
+    let mut app = Appender::open(dir, NAME, opts).unwrap();
     let mut buf = vec![0u8; BIG];
     let mut result = Ok(());
     for seq in 1..=FRAMES {
@@ -311,4 +328,60 @@ fn background_preparer_never_overwrites_frames() {
         }
     }
     assert!(bad.is_empty(), "{} frames damaged: {bad:#?}", bad.len());
+}
+
+/// Pages kept ahead are made before the writer needs them: with three
+/// ahead, pages 2 to 4 exist (full size) while the writer is still on page
+/// 1; the writer then runs through them and beyond, every frame reads back,
+/// and a writer that reopens the journal continues after the last frame,
+/// past the spare pages made ahead.
+#[test]
+fn pages_ahead_are_made_before_they_are_needed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let opts = AppendOptions {
+        pages_ahead: 3,
+        ..background()
+    };
+    let mut app = Appender::open(dir, NAME, opts).unwrap();
+    let deadline = Deadline::new(60, "pages made ahead");
+    while app.pages_ready() < 3 {
+        deadline.check();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    for no in 2..=4u64 {
+        let path = tape_journal::files::page_path(dir, NAME, no);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), PAGE, "{path:?}");
+    }
+    assert!(!tape_journal::files::page_path(dir, NAME, 5).exists());
+    // 100 KiB frames: about ten a page, so 60 frames cross six pages.
+    let mut buf = vec![0u8; 100_000];
+    for seq in 1..=60u64 {
+        fill_payload(seq, &mut buf);
+        assert_eq!(app.append(1, &buf).unwrap(), seq);
+    }
+    assert!(app.page_switches() >= 5);
+    let (last_page, _) = app.position();
+    // Let the preparer make pages past the tail, then reopen.
+    while app.pages_ready() < 3 {
+        deadline.check();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    drop(app);
+    assert!(tape_journal::files::page_path(dir, NAME, last_page + 3).exists());
+    let mut app = Appender::open(dir, NAME, background()).unwrap();
+    assert_eq!(app.next_seq(), 61);
+    assert_eq!(app.position().0, last_page);
+    fill_payload(61, &mut buf);
+    assert_eq!(app.append(1, &buf).unwrap(), 61);
+    drop(app);
+    let mut cur = Cursor::open(dir, NAME, Start::First, CursorOptions::default()).unwrap();
+    for seq in 1..=61u64 {
+        let f = cur.next().unwrap().expect("frame");
+        assert_eq!(f.seq(), seq);
+        fill_payload(seq, &mut buf);
+        assert!(f.checksum_ok());
+        assert_eq!(f.payload(), &buf[..]);
+    }
+    assert!(cur.next().unwrap().is_none());
 }

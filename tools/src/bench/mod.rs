@@ -15,9 +15,13 @@
 //! 3. **throughput**: the writer appends `--frames` frames as fast as it
 //!    can; each reader checks every sequence number.
 //!
-//! The writer runs on the first core, the first reader on the second; the
-//! helper threads (page preparer, page mapper) run on the writer's core so
-//! they never preempt a pinned reader. Readers beyond the cores there are
+//! The writer runs on the first core, the first reader on the second. The
+//! writer makes the pages a phase needs before the phase starts
+//! (`--pages-ahead`), as a trading box makes the day's pages at start-up.
+//! The helper threads (page preparer, page mapper) run on the writer's core
+//! while frames are paced, so they never preempt a pinned reader; in the
+//! throughput phase the reader's page mapper runs on the reader's core,
+//! which has time to spare, instead of taking the writer's. Readers beyond the cores there are
 //! use an idle strategy (spin, yield, park), and so do all readers then.
 
 pub mod ctl;
@@ -49,6 +53,8 @@ pub struct Config {
     pub readers: usize,
     /// Page size of the bench journals.
     pub page_size: u64,
+    /// Pages made ahead before a phase starts (`None`: what it needs).
+    pub pages_ahead: Option<u32>,
     /// An existing root with a running service, instead of a temporary one.
     pub root: Option<PathBuf>,
     /// Print progress on standard error.
@@ -104,6 +110,12 @@ pub struct Results {
     pub floor_p999_ns: u64,
     /// Floor largest.
     pub floor_max_ns: u64,
+    /// Floor samples the polling reader did not see (overwritten while it
+    /// was off its core); each is counted at its latency, estimated from
+    /// the pace, as a queue would have delivered it.
+    pub floor_missed: u64,
+    /// Pages made ahead before the throughput phase.
+    pub pages_ahead: u32,
     /// Throughput phase: payload bytes per second.
     pub throughput_bytes_per_sec: f64,
     /// Throughput phase: frames per second the writer appended.
@@ -269,6 +281,33 @@ fn watch(cfg: &Config, ctl: &Ctl, what: &str, frames: u64) {
     }
 }
 
+/// Pages to make ahead for a phase of `frames` frames: `--pages-ahead`, else
+/// every page past the first that the phase fills, within 8 GiB and half of
+/// the memory available.
+fn pages_ahead(cfg: &Config, frames: u64) -> u32 {
+    if let Some(n) = cfg.pages_ahead {
+        return n.max(1);
+    }
+    use tape_journal::format::{align_frame, END_MARKER_ROOM, FRAME_HEADER_LEN, PAGE_HEADER_LEN};
+    let frame = align_frame(FRAME_HEADER_LEN + cfg.size) as u64;
+    let per_page = ((cfg.page_size - (PAGE_HEADER_LEN + END_MARKER_ROOM) as u64) / frame).max(1);
+    let needed = frames.div_ceil(per_page);
+    let budget = (8u64 << 30).min(mem_available() / 2) / cfg.page_size;
+    needed.min(budget).clamp(1, u32::MAX as u64) as u32
+}
+
+/// MemAvailable of /proc/meminfo in bytes (0 when unknown).
+fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// Runs the bench.
 pub fn run(cfg: &Config) -> Result<Results> {
     if cfg.readers == 0 {
@@ -317,6 +356,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
         parties: 0,
         latency: true,
         index: 0,
+        pages_ahead: 1,
     };
     progress(
         cfg,
@@ -369,6 +409,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
             frames,
             rate,
             latency,
+            pages_ahead: pages_ahead(cfg, frames),
             ..base.clone()
         };
         let mut kids = Children(Vec::new());
@@ -379,13 +420,22 @@ pub fn run(cfg: &Config) -> Result<Results> {
                 ..role.clone()
             },
         )?;
-        ctl.wait_at_least(Line::Ready, 1, Instant::now() + Duration::from_secs(30))?;
+        ctl.wait_at_least(Line::Ready, 1, Instant::now() + Duration::from_secs(300))?;
         for i in 0..cfg.readers {
             kids.spawn(
                 &format!("reader {i}"),
                 &Role {
                     kind: Kind::Reader,
                     core: if idle { None } else { reader_core(i) },
+                    // The reader's page helper maps (and populates) the next
+                    // page ahead. Pacing frames, it runs on the writer's core,
+                    // where a delay only makes the writer stamp a frame later;
+                    // flat out, on the reader's own, which has time to spare.
+                    helper_core: if latency || idle {
+                        base.helper_core
+                    } else {
+                        reader_core(i)
+                    },
                     index: i,
                     ..role.clone()
                 },
@@ -411,6 +461,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
         &format!("throughput: {} frames as fast as possible", cfg.frames),
     );
     let tput = phase("throughput", cfg.frames, 0, false)?;
+    let tput_ahead = pages_ahead(cfg, cfg.frames);
     let _ = std::fs::remove_file(&base.ctl);
 
     let hist_latency = merge(&lat[1..])?;
@@ -445,6 +496,8 @@ pub fn run(cfg: &Config) -> Result<Results> {
         floor_p99_ns: f.p99_ns,
         floor_p999_ns: f.p999_ns,
         floor_max_ns: f.max_ns,
+        floor_missed: floor_reports[0].lost,
+        pages_ahead: tput_ahead,
         throughput_bytes_per_sec: cfg.frames as f64 * cfg.size as f64 / elapsed,
         writer_fps: cfg.frames as f64 / writer_elapsed,
         rate: cfg.rate,
@@ -513,6 +566,11 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
+        "floor missed   {} samples overwritten before the reader saw them, counted at their estimated latency",
+        r.floor_missed
+    );
+    let _ = writeln!(
+        s,
         "page switches  {} (worst latency across a switch {}, {:.1}x p50)",
         r.page_switches,
         ns(r.switch_max_ns),
@@ -520,11 +578,12 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "throughput     {:.2} M frames/s to every reader ({:.2} GB/s payload; writer alone {:.2} M frames/s), {} frames",
+        "throughput     {:.2} M frames/s to every reader ({:.2} GB/s payload; writer alone {:.2} M frames/s), {} frames, {} pages made ahead",
         r.throughput_fps / 1e6,
         r.throughput_bytes_per_sec / 1e9,
         r.writer_fps / 1e6,
-        r.frames
+        r.frames,
+        r.pages_ahead
     );
     let _ = writeln!(s, "lost           {}", r.lost);
     s

@@ -55,6 +55,8 @@ pub struct Role {
     pub latency: bool,
     /// Reader index.
     pub index: usize,
+    /// Pages the writer makes ahead before it says it is ready.
+    pub pages_ahead: u32,
 }
 
 /// What a child reports on its standard output (one JSON line).
@@ -150,20 +152,40 @@ fn write_all(role: &Role, ctl: &Ctl, mut write: impl FnMut() -> Result<()>) -> R
     })
 }
 
+/// The floor's cache line holds one word: the sample's index in the top
+/// 24 bits and the low 40 bits of its clock reading (18 minutes of
+/// nanoseconds, far more than any latency), stored at once.
+const FLOOR_TIME_BITS: u32 = 40;
+const FLOOR_TIME_MASK: u64 = (1 << FLOOR_TIME_BITS) - 1;
+const FLOOR_INDEX_MASK: u64 = (1 << (64 - FLOOR_TIME_BITS)) - 1;
+
 fn floor_writer(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report> {
     pin()?;
     ctl.wait_at_least(Line::Ready, role.parties, deadline())?;
+    let mut index = 0u64;
     write_all(role, ctl, || {
-        ctl.set(Line::Floor, now_ns());
+        index += 1;
+        let word =
+            (index & FLOOR_INDEX_MASK) << FLOOR_TIME_BITS | (now_ns() as u64 & FLOOR_TIME_MASK);
+        ctl.set(Line::Floor, word as i64);
         Ok(())
     })
 }
 
+/// Polls the floor's line. A sample overwritten before the reader saw it
+/// (the reader was off its core) is not dropped: it is counted at the
+/// latency a queue would have given it, its write time estimated between
+/// the samples seen before and after it (the writer is paced evenly), so
+/// that the floor and tape's latency count the same frames.
 fn floor_reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report> {
     pin()?;
     let mut lat = Vec::with_capacity(role.frames as usize);
     let line = ctl.line(Line::Floor);
     let mut last = line.load(std::sync::atomic::Ordering::Acquire);
+    let mut seen: Option<(u64, i64)> = None;
+    let mut missed = 0u64;
+    let mut writer_done = false;
+    let period = 1_000_000_000 / role.rate.max(1) as i64;
     ctl.line(Line::Ready)
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let mut idle = Idle::new();
@@ -180,20 +202,38 @@ fn floor_reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<
         let v = line.load(std::sync::atomic::Ordering::Acquire);
         if v != last {
             let now = now_ns();
-            lat.push((now - v).max(0) as u64);
             last = v;
+            let word = v as u64;
+            let index = word >> FLOOR_TIME_BITS;
+            let age = (now as u64).wrapping_sub(word) & FLOOR_TIME_MASK;
+            let written = now - age as i64;
+            // Before the first sample seen there is no earlier one: the
+            // missed ones are placed back from it at the pace.
+            let (prev_index, prev_written) = seen.unwrap_or((0, written - index as i64 * period));
+            let gap = index.wrapping_sub(prev_index).wrapping_sub(1) & FLOOR_INDEX_MASK;
+            let step = (written - prev_written) / (gap as i64 + 1);
+            for k in 1..=gap as i64 {
+                lat.push((now - (prev_written + k * step)).max(0) as u64);
+            }
+            missed += gap;
+            seen = Some((index, written));
+            lat.push(age);
             idle.reset();
-        } else if ctl.get(Line::Done) != 0 {
+        } else if writer_done {
+            // Done was seen before this look at the line: it is final.
             break;
-        } else if role.idle {
-            idle.idle();
         } else {
-            std::hint::spin_loop();
+            writer_done = ctl.get(Line::Done) != 0;
+            if role.idle {
+                idle.idle();
+            } else {
+                std::hint::spin_loop();
+            }
         }
     }
     Ok(Report {
         frames: lat.len() as u64,
-        lost: role.frames.saturating_sub(lat.len() as u64),
+        lost: missed,
         hist: histogram(lat.iter().copied())?,
         ..Report::default()
     })
@@ -204,7 +244,20 @@ fn writer(role: &Role, ctl: &Ctl, _pin: impl Fn() -> Result<()>) -> Result<Repor
         .root(&role.root)
         .page_size(role.page_size)
         .helper_core(role.helper_core)
+        .pages_ahead(role.pages_ahead)
         .create()?;
+    // The pages are made before the clock starts, as a trading box makes
+    // the day's pages at start-up.
+    let made = deadline() + Duration::from_secs(240);
+    while w.pages_ready() < role.pages_ahead as usize {
+        if Instant::now() > made {
+            anyhow::bail!(
+                "the writer could not make {} pages ahead in time",
+                role.pages_ahead
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
     ctl.line(Line::Ready)
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     ctl.wait_at_least(Line::Ready, role.parties, deadline())?;
@@ -285,6 +338,10 @@ fn reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report
                 writer_done = ctl.get(Line::Done) != 0;
                 if role.idle {
                     idle.idle();
+                } else {
+                    // As the floor's reader does: a busy spin, with the
+                    // pause hint between looks.
+                    std::hint::spin_loop();
                 }
             }
         }

@@ -32,6 +32,12 @@ struct Args {
     /// small enough by default that every phase switches pages.
     #[arg(long, default_value_t = 16 << 20)]
     page_size: u64,
+    /// Pages the writer makes and pre-faults before a phase starts, as a
+    /// trading box makes the day's pages at start-up (default: all the
+    /// phase needs, within 8 GiB and half the free memory; 1 = only the
+    /// next page, made while the writer writes).
+    #[arg(long, value_name = "N")]
+    pages_ahead: Option<u32>,
     /// Seconds the floor and the latency phase each last.
     #[arg(long, default_value_t = 4.0)]
     latency_secs: f64,
@@ -70,6 +76,7 @@ fn main() -> ExitCode {
         latency_secs: args.latency_secs,
         readers: args.readers,
         page_size: args.page_size,
+        pages_ahead: args.pages_ahead,
         root: args.root,
         progress: !args.quiet,
     };

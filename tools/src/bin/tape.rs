@@ -138,6 +138,54 @@ enum Command {
         #[command(flatten)]
         root: RootArg,
     },
+    /// Send one request to a responder and print its reply.
+    ///
+    /// Prints the reply's payload and a newline. Exit status: 0 OK (a
+    /// reply came); 3 NO (no responder of that name is online; nothing was
+    /// sent); 4 TIMEOUT (no reply within --timeout; a late reply is
+    /// dropped); 1 any other error. The request is made by a requester
+    /// named tape-call-<pid>, whose journal is deleted when it ends.
+    Call {
+        /// Name of the responder.
+        name: String,
+        /// Request payload (default: empty).
+        data: Option<String>,
+        #[command(flatten)]
+        root: RootArg,
+        /// Message type of the request.
+        #[arg(long = "type", value_name = "N", default_value_t = 0)]
+        msg_type: u32,
+        /// How long to wait for the reply, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 5000)]
+        timeout: u64,
+    },
+    /// Show who is registered with the service: writers, readers,
+    /// responders and requesters, with pid and since when.
+    ///
+    /// With NAME: that one (exit 3 if nothing of that name is online).
+    /// Without: one page, in registration order, so that walking pages 0,
+    /// 1, 2, ... sees each once while nobody comes or goes. --count: how
+    /// many. Needs a running `tape service`.
+    Online {
+        /// Show only this name.
+        name: Option<String>,
+        #[command(flatten)]
+        root: RootArg,
+        /// Page to show, from 0.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        page: u64,
+        /// Entries per page, 1 to 1000.
+        #[arg(long, value_name = "M", default_value_t = 100,
+              value_parser = clap::value_parser!(u32).range(1..=1000))]
+        per_page: u32,
+        /// Print only the number registered.
+        #[arg(long, conflicts_with = "name")]
+        count: bool,
+        /// One JSON object a line (id, kind, name, pid, since_ns, since,
+        /// endpoint_id, journals).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -148,7 +196,14 @@ fn main() -> ExitCode {
         Err(e) if tape_tools::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tape: {}", tape_tools::message(&e));
-            ExitCode::FAILURE
+            // NO and TIMEOUT have exit statuses of their own.
+            if let Some(u) = e.downcast_ref::<cmd::call::Unanswered>() {
+                ExitCode::from(u.exit_code())
+            } else if e.is::<cmd::online::NotOnline>() {
+                ExitCode::from(cmd::call::EXIT_NO)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -214,6 +269,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify { journal, root } => {
             let dir = tape_journal::journal_dir(&root.root());
             cmd::verify::run(&dir, &journal, &mut stdout.lock())
+        }
+        Command::Call {
+            name,
+            data,
+            root,
+            msg_type,
+            timeout,
+        } => {
+            let data = data.unwrap_or_default();
+            let timeout = std::time::Duration::from_millis(timeout);
+            let mut out = stdout.lock();
+            cmd::call::run(
+                &root.root(),
+                &name,
+                msg_type,
+                timeout,
+                data.as_bytes(),
+                &mut out,
+            )
+        }
+        Command::Online {
+            name,
+            root,
+            page,
+            per_page,
+            count,
+            json,
+        } => {
+            let query = match (name, count) {
+                (_, true) => cmd::online::Query::Count,
+                (Some(n), false) => cmd::online::Query::Find(n),
+                (None, false) => cmd::online::Query::Page { page, per_page },
+            };
+            cmd::online::run(&root.root(), &query, json, &mut stdout.lock())
         }
     }
 }

@@ -1,6 +1,8 @@
 //! One module per `tape` subcommand.
 
+pub mod call;
 pub mod ls;
+pub mod online;
 pub mod prune;
 pub mod service;
 pub mod tail;

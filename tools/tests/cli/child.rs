@@ -54,7 +54,7 @@ pub fn role_lines(stdout: &str) -> Vec<&str> {
         .collect()
 }
 
-fn say(msg: &str) {
+pub fn say(msg: &str) {
     let mut out = std::io::stdout().lock();
     writeln!(out, "ROLE {msg}").unwrap();
     out.flush().unwrap();
@@ -72,6 +72,11 @@ fn role_entry() {
         "count-reader" => count_reader(&root, arg.parse().expect("frame count")),
         "scribble-reader" => scribble_reader(&root),
         "scribble-cursor" => scribble_cursor(&root),
+        "rpc-load" => crate::rpc_roles::load(&root, &arg),
+        "rpc-gated" => crate::rpc_roles::gated(&root),
+        "rpc-impatient" => crate::rpc_roles::impatient(&root),
+        "rpc-pair" => crate::rpc_roles::pair(&root),
+        "rpc-many" => crate::rpc_roles::many(&root, arg.parse().expect("endpoint count")),
         other => crate::roles::run(other, &root, &arg),
     }
 }

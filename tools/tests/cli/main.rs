@@ -23,4 +23,6 @@ mod prune;
 mod readonly;
 mod restart;
 mod roles;
+mod rpc;
+mod rpc_roles;
 mod write_tail;

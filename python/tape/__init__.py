@@ -1,0 +1,63 @@
+"""tape for Python: read and write tape journals with the standard library.
+
+A pure-Python reader and writer of the journals of tape, the shared-memory
+journal IPC of the trading box, built from ``journal/FORMAT.md`` (the byte
+layout) and ``service/PROTOCOL.md`` (the service's Unix-socket protocol)
+alone. Frames it writes are read by ``tape tail`` and the Rust ``Reader``,
+and it reads what the Rust ``Writer`` writes. x86-64 Linux, Python 3.8+.
+
+- :class:`Writer`: the one writer of a journal (registered with the service,
+  holding the journal's lock), appends frames with ``write`` or
+  ``claim``/``commit``.
+- :class:`Reader`: reads any number of journals, ``next()`` returns the
+  unread frame with the smallest write time, as a :class:`Frame` whose
+  ``payload`` is a ``memoryview`` of the mapping.
+- :class:`Connection`: ask the service who is online.
+
+::
+
+    import tape
+    with tape.Writer("signals") as w:            # needs `tape service` running
+        w.write(1, b"buy 100")
+
+    r = tape.Reader("strategy")
+    r.add_journal(None, "signals")               # None: <root>/journal
+    for f in r:                                  # the frames there are now
+        print(f.seq, f.time_ns, f.type, bytes(f.payload))
+"""
+
+from .checksum import ACCELERATED, crc32c
+from .format import DEFAULT_PAGE_SIZE, FormatError, TapeError
+from .reader import Frame, Reader, Start
+from .service import (
+    Connection,
+    HeldError,
+    NotRunning,
+    ServiceError,
+    default_root,
+    journal_dir,
+    socket_path,
+)
+from .writer import Claim, Writer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACCELERATED",
+    "Claim",
+    "Connection",
+    "DEFAULT_PAGE_SIZE",
+    "FormatError",
+    "Frame",
+    "HeldError",
+    "NotRunning",
+    "Reader",
+    "ServiceError",
+    "Start",
+    "TapeError",
+    "Writer",
+    "crc32c",
+    "default_root",
+    "journal_dir",
+    "socket_path",
+]

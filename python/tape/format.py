@@ -1,0 +1,202 @@
+"""The on-disk format of a tape journal, version 1, as ``journal/FORMAT.md``
+gives it: constants, page and frame headers, file names, and the checks a
+reader makes on a page.
+
+Everything here is plain data and :mod:`struct`; the mapping and the
+publication word are handled in :mod:`tape.reader` and :mod:`tape.writer`.
+
+Publication words (a frame's ``len``) are read and written through a
+``memoryview`` cast to ``"I"``: CPython does one aligned native 32-bit load or
+store for an element of such a view, which is what the format's
+acquire/release rule needs on x86-64 (see :mod:`tape.writer`). Native order
+must therefore be little-endian, and the package refuses to load elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import sys
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+if sys.byteorder != "little":  # pragma: no cover - no such box in use
+    raise ImportError("tape journals are little-endian: this package needs a little-endian CPU")
+
+#: ``magic`` of every page.
+MAGIC = b"TAPEJRNL"
+#: Format version this package reads and writes.
+VERSION = 1
+#: Size of the page header, and offset of a page's first frame.
+PAGE_HEADER_LEN = 64
+#: Size of a frame header.
+FRAME_HEADER_LEN = 48
+#: ``len`` value of the end-of-page marker.
+END_OF_PAGE = 0xFFFFFFFF
+#: Bytes the writer keeps free at the end of every page for the marker.
+MARKER_ROOM = 8
+#: Smallest and largest page size, and the default.
+MIN_PAGE_SIZE = 1 << 20
+MAX_PAGE_SIZE = 1 << 30
+DEFAULT_PAGE_SIZE = 128 << 20
+
+#: Page header: magic, version, header_len, page_size, page_no, created_ns,
+#: frame_header_len, flags (the 16 reserved bytes follow, zeros).
+PAGE_HEADER = struct.Struct("<8sIIQQqII")
+#: Frame header after ``len`` (offset 4 to 48): msg_type, seq, time_ns,
+#: source, dest, corr, crc, flags.
+FRAME_REST = struct.Struct("<IQqIIQII")
+#: The whole frame header, ``len`` first.
+FRAME_HEADER = struct.Struct("<IIQqIIQII")
+
+assert PAGE_HEADER.size == 48
+assert FRAME_REST.size == FRAME_HEADER_LEN - 4
+assert FRAME_HEADER.size == FRAME_HEADER_LEN
+
+_NAME = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")
+
+
+class TapeError(Exception):
+    """Base of every error this package raises."""
+
+
+class FormatError(TapeError):
+    """A page or frame breaks ``journal/FORMAT.md``: damage, or not a tape
+    file. The message names the file and, for a frame, the offset."""
+
+    def __init__(self, path: str, message: str, offset: Optional[int] = None) -> None:
+        self.path = path
+        self.offset = offset
+        where = path if offset is None else f"{path} at offset {offset}"
+        super().__init__(f"{where}: {message}")
+
+
+def align8(n: int) -> int:
+    """``n`` rounded up to a multiple of 8."""
+    return (n + 7) & ~7
+
+
+def check_name(name: str) -> None:
+    """Raises ``ValueError`` unless ``name`` is a valid journal name: 1 to 64
+    of ``A-Z a-z 0-9 _ - .``, not starting with ``.``."""
+    if not _NAME.match(name) or name.startswith("."):
+        raise ValueError(
+            f"bad journal name {name!r}: use 1 to 64 of A-Z a-z 0-9 _ - . and do not start with '.'"
+        )
+
+
+def check_page_size(page_size: int) -> None:
+    """Raises ``ValueError`` unless ``page_size`` is a power of two from 1 MiB
+    to 1 GiB."""
+    if page_size < MIN_PAGE_SIZE or page_size > MAX_PAGE_SIZE or page_size & (page_size - 1):
+        raise ValueError(
+            f"bad page size {page_size}: use a power of two from {MIN_PAGE_SIZE} (1 MiB) to {MAX_PAGE_SIZE} (1 GiB)"
+        )
+
+
+def max_payload(page_size: int) -> int:
+    """The largest payload a page of ``page_size`` bytes holds."""
+    return page_size - PAGE_HEADER_LEN - MARKER_ROOM - FRAME_HEADER_LEN
+
+
+def page_file_name(name: str, page_no: int) -> str:
+    """``<name>.<page_no:08>.journal``."""
+    return f"{name}.{page_no:08d}.journal"
+
+
+def tmp_file_name(name: str, page_no: int) -> str:
+    """``.<name>.<page_no:08>.journal.tmp``: a page being built."""
+    return f".{name}.{page_no:08d}.journal.tmp"
+
+
+def lock_file_name(name: str) -> str:
+    """``<name>.lock``: the writer lock."""
+    return f"{name}.lock"
+
+
+def page_numbers(directory: str, name: str) -> List[int]:
+    """The page numbers of journal ``name`` in ``directory``, ascending
+    (empty when the folder or the journal does not exist)."""
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    prefix = name + "."
+    out = []
+    for e in entries:
+        if not e.startswith(prefix) or not e.endswith(".journal"):
+            continue
+        mid = e[len(prefix) : -len(".journal")]
+        if mid and mid.isdigit() and mid.isascii():
+            out.append(int(mid))
+    out.sort()
+    return out
+
+
+@dataclass(frozen=True)
+class PageHeader:
+    """The 64-byte header at offset 0 of every page file."""
+
+    page_size: int
+    page_no: int
+    created_ns: int
+    version: int = VERSION
+    header_len: int = PAGE_HEADER_LEN
+    frame_header_len: int = FRAME_HEADER_LEN
+    flags: int = 0
+
+    def pack(self) -> bytes:
+        """The 64 bytes of this header."""
+        return (
+            PAGE_HEADER.pack(
+                MAGIC,
+                self.version,
+                self.header_len,
+                self.page_size,
+                self.page_no,
+                self.created_ns,
+                self.frame_header_len,
+                self.flags,
+            )
+            + bytes(16)
+        )
+
+    @staticmethod
+    def parse(buf: bytes, path: str) -> "PageHeader":
+        """Parses and checks the fields that do not depend on the file (magic,
+        version, header and frame header sizes, page size)."""
+        if len(buf) < PAGE_HEADER_LEN:
+            raise FormatError(path, f"file is {len(buf)} bytes, shorter than a page header: not a tape page")
+        magic, version, header_len, page_size, page_no, created_ns, fhl, flags = PAGE_HEADER.unpack_from(buf, 0)
+        if magic != MAGIC:
+            raise FormatError(path, f"bad magic {magic!r}, expected {MAGIC!r}: not a tape page")
+        if version != VERSION:
+            raise FormatError(path, f"format version {version}, this reader reads version {VERSION}")
+        if header_len != PAGE_HEADER_LEN:
+            raise FormatError(path, f"header_len {header_len}, expected {PAGE_HEADER_LEN}")
+        if fhl != FRAME_HEADER_LEN:
+            raise FormatError(path, f"frame_header_len {fhl}, expected {FRAME_HEADER_LEN}")
+        try:
+            check_page_size(page_size)
+        except ValueError as e:
+            raise FormatError(path, str(e)) from None
+        return PageHeader(page_size, page_no, created_ns, version, header_len, fhl, flags)
+
+
+def read_page_header(path: str, page_no: int, page_size: Optional[int] = None) -> Tuple[PageHeader, int]:
+    """Reads and checks the header of page file ``path``: every rule of
+    FORMAT.md's page header section, including ``page_no`` equal to the file
+    name's and ``page_size`` equal to the file's length (and to
+    ``page_size`` when given). Returns the header and the file's length."""
+    with open(path, "rb") as f:
+        buf = f.read(PAGE_HEADER_LEN)
+        size = os.fstat(f.fileno()).st_size
+    h = PageHeader.parse(buf, path)
+    if h.page_no != page_no:
+        raise FormatError(path, f"page_no {h.page_no} in the header, {page_no} in the file name")
+    if h.page_size != size:
+        raise FormatError(path, f"page_size {h.page_size} in the header, file is {size} bytes")
+    if page_size is not None and h.page_size != page_size:
+        raise FormatError(path, f"page_size {h.page_size}, the journal's other pages are {page_size}")
+    return h, size

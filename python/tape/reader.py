@@ -1,0 +1,500 @@
+"""The :class:`Reader`: reads many journals, merged in write-time order.
+
+Built from ``journal/FORMAT.md`` ("Publication", "Finding a position"):
+
+- pages are mapped read-only; a reader cannot damage a journal;
+- the publication word ``len`` is loaded once, through a ``memoryview`` of
+  the page cast to ``"I"`` (one aligned 32-bit load: an acquire load on
+  x86-64, where loads are not reordered with later loads), and no byte of a
+  frame is read before its ``len`` was seen non-zero;
+- an end-of-page marker moves to the next page; a journal that has no page
+  yet is waited for, and read from its first frame once it appears;
+- ``seq`` is checked against the previous frame's ``seq + 1`` and, when
+  asked (``verify_crc=True``), the payload's CRC32C; a mismatch is damage
+  (:class:`~tape.FormatError` naming the file and offset).
+
+:meth:`Reader.next` never blocks: it returns the unread frame with the
+smallest ``time_ns`` among the journals (ties: the journal added first), or
+``None``. A :class:`Frame`'s ``payload`` is a read-only ``memoryview`` of the
+mapping itself: no copy, and valid for as long as you keep it.
+
+Registration with the service is optional (``service=``): a reader works on
+journal files with no service at all.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import platform
+import time
+from typing import Callable, Iterator, List, Optional, Tuple, Union
+
+from .checksum import crc32c
+from .format import (
+    END_OF_PAGE,
+    FRAME_HEADER_LEN,
+    FRAME_REST,
+    MARKER_ROOM,
+    PAGE_HEADER_LEN,
+    FormatError,
+    PageHeader,
+    TapeError,
+    check_name,
+    page_file_name,
+    page_numbers,
+)
+from .service import Lease, NotRunning, ServiceError, default_root, journal_dir
+
+
+class Frame:
+    """One frame, as a reader returns it."""
+
+    __slots__ = ("journal", "seq", "time_ns", "type", "source", "dest", "corr", "crc", "payload")
+
+    #: The journal's name.
+    journal: str
+    #: Sequence number in its journal: 1, 2, 3, ...
+    seq: int
+    #: Write time, ns since the epoch (CLOCK_REALTIME).
+    time_ns: int
+    #: Message type (the header's ``msg_type``).
+    type: int
+    #: Source id.
+    source: int
+    #: Destination id (0: everyone).
+    dest: int
+    #: Correlation id (0: none).
+    corr: int
+    #: CRC32C of the payload, as the writer set it.
+    crc: int
+    #: The payload: a read-only view of the page itself.
+    payload: memoryview
+
+    def __repr__(self) -> str:
+        return (
+            f"Frame(journal={self.journal!r}, seq={self.seq}, time_ns={self.time_ns}, type={self.type}, "
+            f"source={self.source}, dest={self.dest}, corr={self.corr}, payload={bytes(self.payload[:32])!r}"
+            f"{'...' if len(self.payload) > 32 else ''})"
+        )
+
+
+class Start:
+    """Where a reader starts in a journal: :meth:`first`, :meth:`end`,
+    :meth:`seq` or :meth:`time`. The strings ``"start"`` (or ``"first"``)
+    and ``"end"`` may be used instead."""
+
+    __slots__ = ("kind", "value")
+
+    def __init__(self, kind: str, value: int = 0) -> None:
+        if kind not in ("first", "end", "seq", "time"):
+            raise ValueError(f"bad start {kind!r}: use first, end, seq or time")
+        self.kind = kind
+        self.value = value
+
+    @classmethod
+    def first(cls) -> "Start":
+        """The first frame on disk."""
+        return cls("first")
+
+    @classmethod
+    def end(cls) -> "Start":
+        """After the last frame: only frames written from now on."""
+        return cls("end")
+
+    @classmethod
+    def seq(cls, n: int) -> "Start":
+        """The first frame with ``seq >= n``."""
+        return cls("seq", n)
+
+    @classmethod
+    def time(cls, t_ns: int) -> "Start":
+        """The first frame with ``time_ns >= t_ns``."""
+        return cls("time", t_ns)
+
+    @classmethod
+    def of(cls, s: "StartLike") -> "Start":
+        """A :class:`Start` from a ``Start`` or ``"start"``/``"first"``/``"end"``."""
+        if isinstance(s, Start):
+            return s
+        if s in ("start", "first"):
+            return cls.first()
+        if s == "end":
+            return cls.end()
+        raise ValueError(f"bad start {s!r}: use 'start', 'end', Start.seq(n) or Start.time(ns)")
+
+    def __repr__(self) -> str:
+        return f"Start.{self.kind}({self.value if self.kind in ('seq', 'time') else ''})"
+
+
+StartLike = Union[Start, str]
+
+
+class _Page:
+    """One page mapped read-only."""
+
+    __slots__ = ("path", "page_no", "size", "mv", "u32")
+
+    def __init__(self, path: str, page_no: int, page_size: Optional[int]) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            if size < PAGE_HEADER_LEN:
+                raise FormatError(path, f"file is {size} bytes, shorter than a page header: not a tape page")
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        h = PageHeader.parse(mm[:PAGE_HEADER_LEN], path)
+        if h.page_no != page_no:
+            raise FormatError(path, f"page_no {h.page_no} in the header, {page_no} in the file name")
+        if h.page_size != size:
+            raise FormatError(path, f"page_size {h.page_size} in the header, file is {size} bytes")
+        if page_size is not None and h.page_size != page_size:
+            raise FormatError(path, f"page_size {h.page_size}, the journal's other pages are {page_size}")
+        self.path = path
+        self.page_no = page_no
+        self.size = size
+        # The mmap object lives as long as a view of it does: frames handed
+        # out keep their page mapped, and it is unmapped when the last goes.
+        self.mv = memoryview(mm)
+        self.u32 = self.mv.cast("I")
+
+    def first(self) -> Tuple[int, int, int]:
+        """``(len, seq, time_ns)`` of the frame at offset 64 (``len`` 0: none)."""
+        ln = self.u32[PAGE_HEADER_LEN >> 2]
+        if ln == 0 or ln == END_OF_PAGE:
+            return ln, 0, 0
+        _t, seq, t, *_ = FRAME_REST.unpack_from(self.mv, PAGE_HEADER_LEN + 4)
+        return ln, seq, t
+
+
+class _Cursor:
+    """One journal being read."""
+
+    __slots__ = (
+        "dir", "name", "index", "verify_crc", "start", "page", "page_size", "off", "seq", "head", "head_len",
+        "next_look",
+    )
+
+    def __init__(self, directory: str, name: str, index: int, start: Start, verify_crc: bool) -> None:
+        self.dir = directory
+        self.name = name
+        self.index = index
+        self.verify_crc = verify_crc
+        self.start: Optional[Start] = start
+        self.page: Optional[_Page] = None
+        self.page_size: Optional[int] = None
+        self.off = PAGE_HEADER_LEN
+        #: Expected seq of the next frame (0: not known yet).
+        self.seq = 0
+        self.head: Optional[Frame] = None
+        self.head_len = 0
+        self.next_look = 0.0
+        self._open()
+
+    def _path(self, page_no: int) -> str:
+        return os.path.join(self.dir, page_file_name(self.name, page_no))
+
+    def _map(self, page_no: int) -> _Page:
+        p = _Page(self._path(page_no), page_no, self.page_size)
+        self.page_size = p.size
+        return p
+
+    def _open(self) -> None:
+        """Positions the cursor per its start once the journal has a page."""
+        start = self.start
+        assert start is not None
+        pages = page_numbers(self.dir, self.name)
+        if not pages:
+            # Not there yet: read it from its first frame once it appears.
+            self.start = Start.first()
+            return
+        if start.kind == "first":
+            self._goto(self._map(pages[0]), PAGE_HEADER_LEN)
+        elif start.kind == "end":
+            self._seek_end(pages)
+        else:
+            self._seek(pages, start.kind, start.value)
+        self.start = None
+
+    def _goto(self, page: _Page, off: int, seq: int = 0) -> None:
+        self.page = page
+        self.off = off
+        self.seq = seq
+
+    def _seek_end(self, pages: List[int]) -> None:
+        i = len(pages) - 1
+        while True:
+            page = self._map(pages[i])
+            if i == 0 or page.u32[PAGE_HEADER_LEN >> 2] != 0:
+                break
+            i -= 1
+        page, off, seq = self._walk(page, lambda s, t: False)
+        self._goto(page, off, seq)
+
+    def _seek(self, pages: List[int], kind: str, target: int) -> None:
+        # Binary search: the last page whose first frame is before the
+        # target; spares (no frame yet) count as after it.
+        lo, hi = 0, len(pages) - 1
+        best = 0
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            p = self._map(pages[mid])
+            ln, seq, t = p.first()
+            key = seq if kind == "seq" else t
+            if ln != 0 and ln != END_OF_PAGE and key < target:
+                best = mid
+                lo = mid + 1
+            else:
+                hi = mid - 1
+        page = self._map(pages[best])
+        if kind == "seq":
+            page, off, seq = self._walk(page, lambda s, t: s >= target)
+        else:
+            page, off, seq = self._walk(page, lambda s, t: t >= target)
+        self._goto(page, off, seq)
+
+    def _walk(self, page: _Page, stop: Callable[[int, int], bool]) -> Tuple[_Page, int, int]:
+        """Walks from offset 64 of ``page`` to the first frame for which
+        ``stop(seq, time_ns)`` holds, or to the end (``len`` 0), following
+        end-of-page markers. Returns ``(page, offset, expected seq)`` (0:
+        not known)."""
+        off = PAGE_HEADER_LEN
+        expect = 0
+        while True:
+            ln = page.u32[off >> 2]
+            if ln == 0:
+                break
+            if ln == END_OF_PAGE:
+                page = self._map(page.page_no + 1)
+                off = PAGE_HEADER_LEN
+                continue
+            self._check_len(page, off, ln)
+            _t, seq, t, *_ = FRAME_REST.unpack_from(page.mv, off + 4)
+            if stop(seq, t):
+                expect = seq
+                break
+            expect = seq + 1
+            off += (ln + 7) & ~7
+        return page, off, expect
+
+    @staticmethod
+    def _check_len(page: _Page, off: int, ln: int) -> None:
+        if ln < FRAME_HEADER_LEN or off + ((ln + 7) & ~7) + MARKER_ROOM > page.size:
+            raise FormatError(page.path, f"damaged frame: len {ln} does not fit the page", off)
+
+    def poll(self) -> Optional[Frame]:
+        """The next frame of this journal, without consuming it; ``None`` when
+        there is none yet."""
+        if self.head is not None:
+            return self.head
+        page = self.page
+        if page is None:
+            now = time.monotonic()
+            if now < self.next_look:
+                return None
+            self.next_look = now + 0.001
+            self._open()
+            page = self.page
+            if page is None:
+                return None
+        off = self.off
+        ln = page.u32[off >> 2]
+        if ln == 0:
+            return None
+        if ln == END_OF_PAGE:
+            nxt = page.page_no + 1
+            path = self._path(nxt)
+            if not os.path.exists(path):
+                raise FormatError(page.path, f"end-of-page marker but page {nxt} does not exist", off)
+            page = self.page = self._map(nxt)
+            off = self.off = PAGE_HEADER_LEN
+            ln = page.u32[off >> 2]
+            if ln == 0:
+                return None
+            if ln == END_OF_PAGE:
+                raise FormatError(page.path, "end-of-page marker at the first frame", off)
+        if ln < FRAME_HEADER_LEN or off + ((ln + 7) & ~7) + MARKER_ROOM > page.size:
+            raise FormatError(page.path, f"damaged frame: len {ln} does not fit the page", off)
+        f = Frame()
+        (f.type, seq, f.time_ns, f.source, f.dest, f.corr, f.crc, _flags) = FRAME_REST.unpack_from(page.mv, off + 4)
+        if self.seq and seq != self.seq:
+            raise FormatError(page.path, f"damaged frame: seq {seq}, expected {self.seq}", off)
+        f.seq = seq
+        f.journal = self.name
+        f.payload = page.mv[off + FRAME_HEADER_LEN : off + ln]
+        if self.verify_crc:
+            got = crc32c(f.payload)
+            if got != f.crc:
+                raise FormatError(page.path, f"damaged frame: crc {got:#010x}, header says {f.crc:#010x}", off)
+        self.head = f
+        self.head_len = ln
+        return f
+
+    def take(self) -> Optional[Frame]:
+        """The next frame of this journal, consumed; ``None`` when there is
+        none yet. (:meth:`poll` and :meth:`advance` in one, for a reader of
+        one journal.)"""
+        f = self.head
+        if f is None:
+            page = self.page
+            if page is not None:
+                off = self.off
+                ln = page.u32[off >> 2]
+                if ln == 0:
+                    return None
+                if ln != END_OF_PAGE and not self.verify_crc and off + ((ln + 7) & ~7) + MARKER_ROOM <= page.size and ln >= FRAME_HEADER_LEN:
+                    # The common case inline: a frame in the current page.
+                    f = Frame()
+                    (f.type, seq, f.time_ns, f.source, f.dest, f.corr, f.crc, _fl) = FRAME_REST.unpack_from(page.mv, off + 4)
+                    if self.seq and seq != self.seq:
+                        raise FormatError(page.path, f"damaged frame: seq {seq}, expected {self.seq}", off)
+                    f.seq = seq
+                    f.journal = self.name
+                    f.payload = page.mv[off + FRAME_HEADER_LEN : off + ln]
+                    self.off = off + ((ln + 7) & ~7)
+                    self.seq = seq + 1
+                    return f
+            f = self.poll()
+            if f is None:
+                return None
+        self.advance()
+        return f
+
+    def advance(self) -> None:
+        """Consumes the frame :meth:`poll` returned."""
+        f = self.head
+        assert f is not None
+        self.off += (self.head_len + 7) & ~7
+        self.seq = f.seq + 1
+        self.head = None
+
+
+class Reader:
+    """Reads frames from many journals, merged by write time.
+
+    :param name: the reader's name for the service (``find``, ``tape ls``);
+        default ``python-<pid>``.
+    :param root: the tape root (default ``$TAPE_ROOT``, else ``/tmp/trading``).
+    :param start: where each journal added starts, unless ``add_journal``
+        says otherwise (default ``"end"``: frames written from now on, as the
+        Rust reader; ``"start"`` for everything on disk).
+    :param service: ``"if_running"`` (default: register when a service runs,
+        read regardless), ``"required"`` (raise :class:`~tape.NotRunning`
+        without one) or ``"never"``.
+    :param verify_crc: check each frame's CRC32C (pure Python: a few µs a
+        frame); damage raises :class:`~tape.FormatError`.
+
+    ::
+
+        r = Reader("strategy")
+        r.add_journal(journal_dir(r.root), "md")
+        while True:
+            f = r.next()
+            if f is None:
+                continue          # or sleep, or do other work
+            print(f.seq, bytes(f.payload))
+    """
+
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        root: Optional[str] = None,
+        start: StartLike = "end",
+        service: str = "if_running",
+        verify_crc: bool = False,
+    ) -> None:
+        if platform.machine() not in ("x86_64", "amd64", "AMD64"):
+            raise TapeError(
+                f"the Python reader relies on x86-64 ordering of plain loads; this CPU is {platform.machine()}"
+            )
+        if service not in ("if_running", "required", "never"):
+            raise ValueError(f"bad service mode {service!r}: use if_running, required or never")
+        self.name = name or f"python-{os.getpid()}"
+        self.root = root or default_root()
+        self.start = Start.of(start)
+        self.verify_crc = verify_crc
+        self._cursors: List[_Cursor] = []
+        self._lease: Optional[Lease] = None
+        if service != "never":
+            try:
+                self._lease = Lease.reader(self.root, self.name, [])
+            except NotRunning:
+                if service == "required":
+                    raise
+            except ServiceError:
+                if service == "required":
+                    raise
+
+    @property
+    def registered(self) -> bool:
+        """Whether the service has this reader registered now."""
+        return self._lease is not None and self._lease.registered
+
+    def add_journal(self, dir: Optional[str], name: str, start: Optional[StartLike] = None) -> int:
+        """Reads journal ``name`` in folder ``dir`` (``None``: ``<root>/journal``)
+        too, from ``start`` (default: the reader's). Returns its index. A
+        journal with no page yet is read from its first frame once it
+        appears."""
+        check_name(name)
+        directory = os.path.abspath(dir or journal_dir(self.root))
+        c = _Cursor(directory, name, len(self._cursors), Start.of(start) if start is not None else self.start, self.verify_crc)
+        self._cursors.append(c)
+        if self._lease is not None:
+            self._lease.add_journal(directory, name)
+        return c.index
+
+    def next(self) -> Optional[Frame]:
+        """The unread frame with the smallest ``time_ns`` among the journals
+        (ties: the journal added first), or ``None`` when none has a new
+        frame. Never blocks."""
+        cursors = self._cursors
+        if len(cursors) == 1:
+            return cursors[0].take()
+        best: Optional[_Cursor] = None
+        best_t = 0
+        for c in cursors:
+            f = c.poll()
+            if f is not None and (best is None or f.time_ns < best_t):
+                best, best_t = c, f.time_ns
+        if best is None:
+            return None
+        f = best.head
+        best.advance()
+        return f
+
+    def wait(self, timeout: Optional[float] = None, pause: float = 0.0) -> Optional[Frame]:
+        """:meth:`next`, polling until a frame comes or ``timeout`` seconds
+        pass (``None``: forever). ``pause`` seconds are slept between polls
+        (0: spin, yielding the GIL)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            f = self.next()
+            if f is not None:
+                return f
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(pause)
+
+    def __iter__(self) -> Iterator[Frame]:
+        """The frames there are now, until none is left (does not wait)."""
+        while True:
+            f = self.next()
+            if f is None:
+                return
+            yield f
+
+    def close(self) -> None:
+        """Ends the registration and drops the mappings (frames already
+        returned stay valid)."""
+        if self._lease is not None:
+            self._lease.close()
+            self._lease = None
+        self._cursors = []
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

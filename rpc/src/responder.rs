@@ -1,0 +1,737 @@
+//! The responder: reads the journals of live requesters, answers each
+//! request addressed to it once, and publishes events.
+//!
+//! # Where it reads, and why nothing is answered twice
+//!
+//! At start the responder reads its own journal from the first frame and
+//! keeps, per requester id (a reply's `dest`), the highest `corr` it
+//! replied to: since a request's `corr` is its sequence number in the
+//! requester's journal, that is the highest request answered. A reply is
+//! one frame, published whole or not at all, so this is exact after any
+//! crash.
+//!
+//! The registration thread opens each requester's journal when the service
+//! says it is up (so the serving thread makes no system call for it), at
+//! the request after the highest answered one (from the first frame for a
+//! requester never answered). The serving thread also skips any request at
+//! or below that mark, so two openings of one journal cannot answer one
+//! request twice. A request is answered if it is addressed to this
+//! responder, well formed, and not past its deadline; the others are
+//! stepped over (and counted in [`ResponderStats`]).
+//!
+//! When a requester goes away, its journal is read to its end and then
+//! closed. Requesters are served in turn, one request each per turn.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tape_journal::{
+    clock::now_ns, AppendError, AppendOptions, Appender, Cursor, CursorOptions, Frame, FrameMeta,
+    OpenError, Start,
+};
+use tape_reader::Idle;
+use tape_service::{endpoint_id, EndpointRole, JournalId, Peer, PeerKind};
+
+use crate::pager::{Pager, PagerHandle};
+use crate::registration::{Hook, Registration};
+use crate::{absolute, journal_name, CreateError, ServeError, TIMEOUT_LEN};
+
+/// Empty polls between housekeeping rounds (closing the journals of
+/// requesters that left).
+const HOUSEKEEPING_EVERY: u32 = 1 << 12;
+
+/// Most frames stepped over in one journal per poll, so that one busy
+/// journal full of requests for others does not hold up the rest.
+const SKIP_BATCH: usize = 64;
+
+/// Empty polls between two readings of the clock that requests' deadlines
+/// are compared with.
+const CLOCK_EVERY: u32 = 64;
+
+/// Builds a [`Responder`].
+#[derive(Debug, Clone)]
+pub struct ResponderBuilder {
+    name: String,
+    root: Option<PathBuf>,
+    dir: Option<PathBuf>,
+    page_size: u64,
+}
+
+impl ResponderBuilder {
+    /// The root whose service to register with (default: `$TAPE_ROOT`,
+    /// else `/tmp/trading`).
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = Some(root.into());
+        self
+    }
+
+    /// The folder of the responder's journal (default `<root>/journal`).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Page size of the journal if it is created (default
+    /// [`DEFAULT_PAGE_SIZE`](crate::DEFAULT_PAGE_SIZE)).
+    pub fn page_size(mut self, bytes: u64) -> Self {
+        self.page_size = bytes;
+        self
+    }
+
+    /// Opens (or creates, or recovers) the journal `rpc.<name>`, reads it to
+    /// find which requests were answered already, and registers the
+    /// responder with the service.
+    pub fn create(self) -> Result<Responder, CreateError> {
+        let journal = journal_name(&self.name)?;
+        let root = tape_journal::resolve_root(self.root.as_deref());
+        let dir = absolute(&self.dir.unwrap_or_else(|| tape_journal::journal_dir(&root)))?;
+        let opts = AppendOptions {
+            page_size: self.page_size,
+            ..AppendOptions::default()
+        };
+        let appender = Appender::open(&dir, &journal, opts).map_err(CreateError::Open)?;
+        let id = endpoint_id(&self.name);
+        let answered = answered_in(&dir, &journal)?;
+        let pager = Pager::spawn().map_err(CreateError::Spawn)?;
+        let shared = Arc::new(Shared {
+            incoming: Mutex::new(Vec::new()),
+            answered: Mutex::new(answered),
+            pager: pager.handle(),
+        });
+        let hook: Hook = {
+            let shared = Arc::clone(&shared);
+            Box::new(move |p: &Peer| shared.open(p))
+        };
+        let jid = JournalId {
+            dir: dir.clone(),
+            journal,
+        };
+        let reg = Registration::start(&root, &self.name, EndpointRole::Responder, jid, Some(hook))?;
+        Ok(Responder {
+            id,
+            name: self.name,
+            shared,
+            seen: u64::MAX,
+            sources: Vec::new(),
+            turn: 0,
+            idle_polls: 0,
+            now: now_ns(),
+            stats: ResponderStats::default(),
+            _pager: pager,
+            reg,
+            appender,
+        })
+    }
+}
+
+/// The highest request answered per requester id, from the responder's own
+/// journal.
+fn answered_in(dir: &std::path::Path, journal: &str) -> Result<HashMap<u32, u64>, CreateError> {
+    let mut answered = HashMap::new();
+    let opts = CursorOptions {
+        verify_crc: false,
+        populate: false,
+    };
+    let mut c = match Cursor::open(dir, journal, Start::First, opts) {
+        Ok(c) => c,
+        Err(OpenError::NotFound { .. }) => return Ok(answered),
+        Err(e) => return Err(CreateError::Open(e)),
+    };
+    while let Some(f) = c.next().map_err(CreateError::Read)? {
+        if f.corr() != 0 && f.dest() != 0 {
+            let a = answered.entry(f.dest()).or_insert(0);
+            *a = f.corr().max(*a);
+        }
+    }
+    Ok(answered)
+}
+
+/// Shared between the responder and its registration thread.
+struct Shared {
+    /// Requester journals opened by the registration thread, not yet taken
+    /// by the serving thread (or why one could not be opened).
+    incoming: Mutex<Vec<Result<NewSource, (String, String)>>>,
+    /// Highest request answered per requester id, for the journals not
+    /// being read now (the serving thread keeps it for the others).
+    answered: Mutex<HashMap<u32, u64>>,
+    /// Maps the requesters' next pages ahead.
+    pager: PagerHandle,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// A requester journal opened by the registration thread.
+struct NewSource {
+    name: String,
+    id: u32,
+    cursor: Cursor,
+    /// Highest answered request when it was opened.
+    answered: u64,
+    /// The journal ends below that mark: it was made anew (seq started at
+    /// 1 again), so the mark does not apply to it.
+    fresh: bool,
+}
+
+impl Shared {
+    fn incoming(&self) -> MutexGuard<'_, Vec<Result<NewSource, (String, String)>>> {
+        self.incoming.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn answered(&self) -> MutexGuard<'_, HashMap<u32, u64>> {
+        self.answered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// On the registration thread: opens requester `p`'s journal after the
+    /// highest request answered.
+    fn open(&self, p: &Peer) {
+        let Some(j) = p.journals.first() else { return };
+        let id = endpoint_id(&p.name);
+        let answered = self.answered().get(&id).copied().unwrap_or(0);
+        let opened = match open_requests(j, answered) {
+            Ok((mut cursor, fresh)) => {
+                self.pager.add(&mut cursor);
+                Ok(NewSource {
+                    name: p.name.clone(),
+                    id,
+                    cursor,
+                    answered,
+                    fresh,
+                })
+            }
+            // A requester makes its journal before it registers: none means
+            // it has left already and deleted it (`tape call` does).
+            Err(OpenError::NotFound { .. }) => return,
+            Err(e) => Err((p.name.clone(), e.to_string())),
+        };
+        self.incoming().push(opened);
+    }
+}
+
+/// Opens a requester's journal at the request after `answered`; `fresh`
+/// when the journal is shorter than that (made anew), then from its start.
+fn open_requests(j: &JournalId, answered: u64) -> Result<(Cursor, bool), OpenError> {
+    let opts = CursorOptions {
+        verify_crc: false,
+        populate: true,
+    };
+    if answered == 0 {
+        return Ok((Cursor::open(&j.dir, &j.journal, Start::First, opts)?, false));
+    }
+    let end = Cursor::open(&j.dir, &j.journal, Start::End, opts)?;
+    if end.next_seq().is_none_or(|next| next <= answered) {
+        return Ok((Cursor::open(&j.dir, &j.journal, Start::First, opts)?, true));
+    }
+    drop(end);
+    let c = Cursor::open(&j.dir, &j.journal, Start::Seq(answered + 1), opts)?;
+    Ok((c, false))
+}
+
+/// A requester journal being read.
+#[derive(Debug)]
+struct Source {
+    name: String,
+    id: u32,
+    cursor: Cursor,
+    /// Highest request of this requester answered.
+    answered: u64,
+    /// The service lists the requester as online.
+    live: bool,
+    /// Damaged: no longer read.
+    broken: bool,
+}
+
+/// What the responder has done since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResponderStats {
+    /// Requests answered.
+    pub answered: u64,
+    /// Requests stepped over because their deadline had passed.
+    pub expired: u64,
+    /// Frames stepped over because they were addressed to another
+    /// responder.
+    pub foreign: u64,
+    /// Requests stepped over because they were answered already (before a
+    /// restart).
+    pub duplicate: u64,
+    /// Frames stepped over because they are not well-formed requests (a
+    /// payload shorter than the timeout, or `corr` not equal to `seq`).
+    pub malformed: u64,
+    /// Requester journals being read now.
+    pub requesters: u64,
+}
+
+/// One request, borrowed from the requester's journal.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    frame: Frame<'a>,
+    requester: &'a str,
+}
+
+impl<'a> Request<'a> {
+    /// The request's data (its payload after the timeout).
+    #[inline]
+    pub fn data(&self) -> &'a [u8] {
+        &self.frame.payload()[TIMEOUT_LEN..]
+    }
+
+    /// Message type the requester chose.
+    #[inline]
+    pub fn msg_type(&self) -> u32 {
+        self.frame.msg_type()
+    }
+
+    /// Sequence number of the request in the requester's journal (also its
+    /// `corr`).
+    #[inline]
+    pub fn seq(&self) -> u64 {
+        self.frame.seq()
+    }
+
+    /// Deadline, CLOCK_REALTIME ns since the epoch: the request's write
+    /// time plus its timeout (`i64::MAX`: none).
+    pub fn deadline_ns(&self) -> i64 {
+        deadline_of(&self.frame)
+    }
+
+    /// Write time of the request, ns since the epoch.
+    pub fn time_ns(&self) -> i64 {
+        self.frame.time_ns()
+    }
+
+    /// The requester's name.
+    pub fn requester(&self) -> &'a str {
+        self.requester
+    }
+
+    /// The requester's endpoint id.
+    pub fn requester_id(&self) -> u32 {
+        self.frame.source()
+    }
+
+    /// The whole frame.
+    pub fn frame(&self) -> &Frame<'a> {
+        &self.frame
+    }
+}
+
+/// A request's deadline: its write time plus its timeout (`i64::MAX` for
+/// none). The payload must hold the timeout.
+#[inline(always)]
+fn deadline_of(f: &Frame<'_>) -> i64 {
+    let mut b = [0u8; TIMEOUT_LEN];
+    b.copy_from_slice(&f.payload()[..TIMEOUT_LEN]);
+    match u64::from_le_bytes(b) {
+        0 => i64::MAX,
+        t => f
+            .time_ns()
+            .saturating_add(i64::try_from(t).unwrap_or(i64::MAX)),
+    }
+}
+
+/// Why [`Respond::reply`] did not write a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplyError {
+    /// This request has its reply already: one reply per request.
+    AlreadySent,
+    /// Writing it failed; [`Responder::poll`] returns why
+    /// ([`ServeError::Reply`]) and the request is not counted as answered.
+    Failed,
+}
+
+impl std::fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplyError::AlreadySent => write!(
+                f,
+                "this request has its reply already: send one reply per request"
+            ),
+            ReplyError::Failed => write!(
+                f,
+                "the reply could not be written: the responder's poll reports why"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReplyError {}
+
+/// Where a handler writes its reply (once). A handler that writes none
+/// gets an empty reply of the request's message type sent for it, so that
+/// every request handled is answered.
+#[derive(Debug)]
+pub struct Respond<'a> {
+    appender: &'a mut Appender,
+    meta: FrameMeta,
+    sent: bool,
+    failed: Option<AppendError>,
+}
+
+impl Respond<'_> {
+    /// Publishes the reply: `msg_type` and `data`, with the request's
+    /// `corr` and the requester's id in `dest`. Returns its sequence number
+    /// in the responder's journal.
+    pub fn reply(&mut self, msg_type: u32, data: &[u8]) -> Result<u64, ReplyError> {
+        if self.failed.is_some() {
+            return Err(ReplyError::Failed);
+        }
+        if self.sent {
+            return Err(ReplyError::AlreadySent);
+        }
+        let meta = FrameMeta {
+            msg_type,
+            ..self.meta
+        };
+        match self.appender.append_meta(&meta, data) {
+            Ok(seq) => {
+                self.sent = true;
+                Ok(seq)
+            }
+            Err(e) => {
+                self.failed = Some(e);
+                Err(ReplyError::Failed)
+            }
+        }
+    }
+
+    /// Whether the reply was sent.
+    pub fn is_sent(&self) -> bool {
+        self.sent
+    }
+}
+
+/// What one look at a requester journal found.
+enum Scan {
+    Empty,
+    Skipped,
+    Request,
+}
+
+/// Answers requests addressed to its name, and publishes events.
+#[derive(Debug)]
+pub struct Responder {
+    name: String,
+    id: u32,
+    shared: Arc<Shared>,
+    /// Table version last applied.
+    seen: u64,
+    sources: Vec<Source>,
+    /// Index of the source whose turn it is.
+    turn: usize,
+    idle_polls: u32,
+    /// The clock (ns since the epoch) that deadlines are compared with:
+    /// read every few empty polls, and taken from each reply's write time.
+    /// Never ahead of the clock, so a request is never dropped before its
+    /// deadline; one that expired a moment ago may still be answered (its
+    /// caller drops the reply).
+    now: i64,
+    stats: ResponderStats,
+    /// Maps the requesters' next pages ahead.
+    _pager: Pager,
+    // Dropped in this order: the registration (the service sees the
+    // responder go), then the journal.
+    reg: Registration,
+    appender: Appender,
+}
+
+impl Responder {
+    /// A responder named `name` on the default root.
+    pub fn create(name: &str) -> Result<Responder, CreateError> {
+        Responder::builder(name).create()
+    }
+
+    /// A builder for a responder named `name`.
+    pub fn builder(name: &str) -> ResponderBuilder {
+        ResponderBuilder {
+            name: name.to_string(),
+            root: None,
+            dir: None,
+            page_size: crate::DEFAULT_PAGE_SIZE,
+        }
+    }
+
+    /// Answers at most one request: the next one, taking the requesters in
+    /// turn, with `handler`, which writes the reply through its
+    /// [`Respond`] (an empty reply is sent for it if it writes none).
+    /// Returns whether anything was done (a request answered, or frames
+    /// stepped over); never blocks.
+    ///
+    /// An error says that one requester's journal could not be read (it is
+    /// no longer read; the others are served) or that a reply could not be
+    /// written; the responder stays usable.
+    pub fn poll<F>(&mut self, handler: F) -> Result<bool, ServeError>
+    where
+        F: FnOnce(&Request<'_>, &mut Respond<'_>),
+    {
+        let v = self.reg.directory().version();
+        if v != self.seen {
+            self.sync(v)?;
+        }
+        let n = self.sources.len();
+        let mut progressed = false;
+        let mut i = self.turn;
+        for _ in 0..n {
+            if i >= n {
+                i = 0;
+            }
+            match self.scan(i)? {
+                Scan::Request => {
+                    self.turn = i + 1;
+                    self.answer(i, handler)?;
+                    return Ok(true);
+                }
+                Scan::Skipped => progressed = true,
+                Scan::Empty => {}
+            }
+            i += 1;
+        }
+        if !progressed {
+            self.idle_polls += 1;
+            if self.idle_polls % CLOCK_EVERY == 0 {
+                self.now = now_ns();
+            }
+            if self.idle_polls >= HOUSEKEEPING_EVERY {
+                self.idle_polls = 0;
+                self.housekeeping();
+            }
+        }
+        Ok(progressed)
+    }
+
+    /// Serves until `stop` is set: [`poll`](Self::poll) in a loop, spinning,
+    /// then yielding, then parking while idle. A requester journal that
+    /// cannot be read is reported on stderr and the others are served; an
+    /// error writing a reply ends the loop.
+    pub fn run<F>(&mut self, stop: &AtomicBool, mut handler: F) -> Result<(), ServeError>
+    where
+        F: FnMut(&Request<'_>, &mut Respond<'_>),
+    {
+        let mut idle = Idle::new();
+        while !stop.load(Ordering::Relaxed) {
+            match self.poll(&mut handler) {
+                Ok(true) => idle.reset(),
+                Ok(false) => idle.idle(),
+                Err(e @ ServeError::Requester { .. }) => eprintln!("tape-rpc: {}: {e}", self.name),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes an event for every reader of this responder's journal
+    /// (`dest` 0, `corr` 0). Returns its sequence number.
+    pub fn publish(&mut self, msg_type: u32, data: &[u8]) -> Result<u64, AppendError> {
+        self.publish_to(0, msg_type, data)
+    }
+
+    /// Publishes an event addressed to endpoint id `dest` (`corr` 0).
+    pub fn publish_to(
+        &mut self,
+        dest: u32,
+        msg_type: u32,
+        data: &[u8],
+    ) -> Result<u64, AppendError> {
+        let meta = FrameMeta {
+            msg_type,
+            source: self.id,
+            dest,
+            corr: 0,
+        };
+        self.appender.append_meta(&meta, data)
+    }
+
+    /// What it has done so far.
+    pub fn stats(&self) -> ResponderStats {
+        ResponderStats {
+            requesters: self.sources.len() as u64,
+            ..self.stats
+        }
+    }
+
+    /// This responder's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This responder's endpoint id (the `dest` of requests to it).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Whether the service knows this responder right now (false for a
+    /// moment while a restarted service is reconnected to).
+    pub fn is_registered(&self) -> bool {
+        self.reg.directory().is_registered()
+    }
+
+    /// Takes the journals the registration thread opened and marks the
+    /// requesters that left.
+    #[cold]
+    fn sync(&mut self, v: u64) -> Result<(), ServeError> {
+        self.seen = v;
+        let incoming = std::mem::take(&mut *self.shared.incoming());
+        let mut failed = None;
+        for item in incoming {
+            match item {
+                Ok(ns) => {
+                    // A journal read already (its requester came back
+                    // before it was closed) stays as it is.
+                    if self.sources.iter().any(|s| s.name == ns.name) {
+                        continue;
+                    }
+                    let answered = if ns.fresh {
+                        0
+                    } else {
+                        let now = self.shared.answered().get(&ns.id).copied().unwrap_or(0);
+                        now.max(ns.answered)
+                    };
+                    self.sources.push(Source {
+                        name: ns.name,
+                        id: ns.id,
+                        cursor: ns.cursor,
+                        answered,
+                        live: true,
+                        broken: false,
+                    });
+                }
+                Err((name, message)) => failed = Some(ServeError::Requester { name, message }),
+            }
+        }
+        {
+            let table = self.reg.directory().table();
+            for s in &mut self.sources {
+                s.live = table
+                    .get(&s.name)
+                    .is_some_and(|p| p.kind == PeerKind::Requester);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Steps over what is not to be answered in source `i`, up to the next
+    /// request to answer.
+    #[inline]
+    fn scan(&mut self, i: usize) -> Result<Scan, ServeError> {
+        let me = self.id;
+        let now = self.now;
+        let src = &mut self.sources[i];
+        if src.broken {
+            return Ok(Scan::Empty);
+        }
+        let mut skipped = false;
+        for _ in 0..SKIP_BATCH {
+            let f = match src.cursor.peek() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    src.broken = true;
+                    return Err(ServeError::Requester {
+                        name: src.name.clone(),
+                        message: e.to_string(),
+                    });
+                }
+            };
+            let counter = if f.dest() != me {
+                &mut self.stats.foreign
+            } else if f.payload().len() < TIMEOUT_LEN || f.corr() != f.seq() {
+                &mut self.stats.malformed
+            } else if f.seq() <= src.answered {
+                &mut self.stats.duplicate
+            } else {
+                if deadline_of(&f) < now {
+                    &mut self.stats.expired
+                } else {
+                    return Ok(Scan::Request);
+                }
+            };
+            *counter += 1;
+            skipped = true;
+            let _ = src.cursor.next();
+        }
+        Ok(if skipped { Scan::Skipped } else { Scan::Empty })
+    }
+
+    /// Hands the request [`scan`](Self::scan) found to `handler` and sends
+    /// its reply.
+    fn answer<F>(&mut self, i: usize, handler: F) -> Result<(), ServeError>
+    where
+        F: FnOnce(&Request<'_>, &mut Respond<'_>),
+    {
+        let Responder {
+            sources,
+            appender,
+            id,
+            stats,
+            ..
+        } = &mut *self;
+        let src = &mut sources[i];
+        let frame = match src.cursor.next() {
+            Ok(Some(f)) => f,
+            Ok(None) => unreachable!("a peeked frame is still there"),
+            Err(e) => {
+                src.broken = true;
+                return Err(ServeError::Requester {
+                    name: src.name.clone(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        let seq = frame.seq();
+        let req = Request {
+            frame,
+            requester: &src.name,
+        };
+        let mut out = Respond {
+            appender,
+            meta: FrameMeta {
+                msg_type: 0,
+                source: *id,
+                dest: frame.source(),
+                corr: seq,
+            },
+            sent: false,
+            failed: None,
+        };
+        handler(&req, &mut out);
+        if !out.sent && out.failed.is_none() {
+            let _ = out.reply(req.msg_type(), &[]);
+        }
+        if let Some(error) = out.failed {
+            return Err(ServeError::Reply {
+                requester: src.name.clone(),
+                seq,
+                error,
+            });
+        }
+        src.answered = seq;
+        stats.answered += 1;
+        self.now = self.now.max(self.appender.last_time_ns());
+        Ok(())
+    }
+
+    /// Closes the journals of requesters that left once read to their
+    /// end.
+    #[cold]
+    fn housekeeping(&mut self) {
+        let shared = &self.shared;
+        self.sources.retain_mut(|s| {
+            let done = s.broken || (!s.live && matches!(s.cursor.peek(), Ok(None)));
+            if done {
+                let mut a = shared.answered();
+                let e = a.entry(s.id).or_insert(0);
+                *e = s.answered.max(*e);
+                return false;
+            }
+            true
+        });
+        if self.turn >= self.sources.len() {
+            self.turn = 0;
+        }
+    }
+}
