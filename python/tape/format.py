@@ -14,10 +14,13 @@ must therefore be little-endian, and the package refuses to load elsewhere.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import re
 import struct
 import sys
+import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -200,3 +203,24 @@ def read_page_header(path: str, page_no: int, page_size: Optional[int] = None) -
     if page_size is not None and h.page_size != page_size:
         raise FormatError(path, f"page_size {h.page_size}, the journal's other pages are {page_size}")
     return h, size
+
+
+def hold_page(fd: int, path: str) -> None:
+    """Takes the shared page lock on an open page file, as FORMAT.md
+    ("Pruning") asks of every program that maps a page: ``flock(LOCK_SH)``,
+    waiting up to 2 s while a pruner holds the exclusive one, kept for as
+    long as the descriptor stays open. Raises :class:`FileNotFoundError`
+    when the page was deleted meanwhile (list the pages again)."""
+    give_up = time.monotonic() + 2.0
+    pause = 0.00005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > give_up:
+                raise TapeError(f"{path}: another process holds the page's exclusive lock (a prune that does not finish)")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+    if os.fstat(fd).st_nlink == 0:
+        raise FileNotFoundError(errno.ENOENT, "the page was pruned", path)

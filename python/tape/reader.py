@@ -38,6 +38,7 @@ from .format import (
     MARKER_ROOM,
     PAGE_HEADER_LEN,
     FormatError,
+    hold_page,
     PageHeader,
     TapeError,
     check_name,
@@ -131,19 +132,27 @@ StartLike = Union[Start, str]
 
 
 class _Page:
-    """One page mapped read-only."""
+    """One page mapped read-only, holding its shared page lock (FORMAT.md,
+    "Pruning") while it is mapped, so that no prune deletes it or a later
+    page while this reader reads it. (The ``mmap`` object keeps a duplicate
+    of the descriptor, so a frame's payload view, which keeps the mapping,
+    keeps the lock too.)"""
 
-    __slots__ = ("path", "page_no", "size", "mv", "u32")
+    __slots__ = ("path", "page_no", "size", "mv", "u32", "fd")
 
     def __init__(self, path: str, page_no: int, page_size: Optional[int]) -> None:
+        self.fd = -1
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
+            hold_page(fd, path)
             size = os.fstat(fd).st_size
             if size < PAGE_HEADER_LEN:
                 raise FormatError(path, f"file is {size} bytes, shorter than a page header: not a tape page")
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        self.fd = fd
         h = PageHeader.parse(mm[:PAGE_HEADER_LEN], path)
         if h.page_no != page_no:
             raise FormatError(path, f"page_no {h.page_no} in the header, {page_no} in the file name")
@@ -158,6 +167,11 @@ class _Page:
         # out keep their page mapped, and it is unmapped when the last goes.
         self.mv = memoryview(mm)
         self.u32 = self.mv.cast("I")
+
+    def __del__(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def first(self) -> Tuple[int, int, int]:
         """``(len, seq, time_ns)`` of the frame at offset 64 (``len`` 0: none)."""
@@ -201,7 +215,16 @@ class _Cursor:
         return p
 
     def _open(self) -> None:
-        """Positions the cursor per its start once the journal has a page."""
+        """Positions the cursor per its start once the journal has a page;
+        lists the pages again when one was pruned meanwhile."""
+        for _ in range(1000):
+            try:
+                return self._open_once()
+            except FileNotFoundError:
+                continue
+        self._open_once()
+
+    def _open_once(self) -> None:
         start = self.start
         assert start is not None
         pages = page_numbers(self.dir, self.name)

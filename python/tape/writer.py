@@ -58,6 +58,7 @@ from .format import (
     align8,
     check_name,
     check_page_size,
+    hold_page,
     lock_file_name,
     max_payload,
     page_file_name,
@@ -119,17 +120,22 @@ def create_page(directory: str, name: str, page_no: int, page_size: int) -> str:
 class _Page:
     """One page mapped read-write."""
 
-    __slots__ = ("path", "page_no", "size", "mm", "mv", "u32")
+    __slots__ = ("path", "page_no", "size", "mm", "mv", "u32", "fd")
 
     def __init__(self, path: str, page_no: int, page_size: Optional[int]) -> None:
+        self.fd = -1
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
+            # The shared page lock (FORMAT.md, "Pruning"), held while mapped.
+            hold_page(fd, path)
             size = os.fstat(fd).st_size
             if size < PAGE_HEADER_LEN:
                 raise FormatError(path, f"file is {size} bytes, shorter than a page header: not a tape page")
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        self.fd = fd
         h = PageHeader.parse(mm[:PAGE_HEADER_LEN], path)
         if h.page_no != page_no:
             raise FormatError(path, f"page_no {h.page_no} in the header, {page_no} in the file name")
@@ -148,13 +154,22 @@ class _Page:
 
     def release(self) -> None:
         """Unmaps the page, or leaves that to the garbage collector while a
-        view of it is still alive somewhere."""
+        view of it is still alive somewhere; drops the page lock."""
         try:
             self.u32.release()
             self.mv.release()
             self.mm.close()
         except BufferError:
             pass
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self._unlock()
 
 
 class Claim:

@@ -82,6 +82,33 @@ class Interop(unittest.TestCase):
         r.add_journal(None, "md")
         self.assertEqual(sum(1 for _ in r), 30000)
 
+    def test_tape_prune_keeps_the_pages_a_python_reader_reads(self) -> None:
+        """A Python reader holds the shared lock on the page it reads
+        (FORMAT.md, "Pruning"): `tape prune` keeps that page and every later
+        one, naming this process; once the reader has moved on, the pages
+        behind it go, and it read every frame."""
+        self.root.start_service()
+        lines = [b"%d" % i for i in range(1, 60001)]
+        self.root.tape("write", "md", "--page-size", str(MiB), input=b"\n".join(lines) + b"\n")
+        self.assertTrue(os.path.exists(self.root.page("md", 4)))
+        r = self.reader("md", start="start")
+        # Copies: a frame's payload is a view of its page's mapping, and a
+        # page stays mapped (and locked) while a view of it lives.
+        got = [bytes(r.next().payload) for _ in range(10)]
+        out = self.root.tape("prune", "md", "--keep-last", "1").stdout.decode()
+        self.assertIn("nothing to delete", out)
+        self.assertIn("kept page 1", out)
+        self.assertIn("pid %d" % os.getpid(), out)
+        self.assertTrue(os.path.exists(self.root.page("md", 1)))
+        got += [bytes(f.payload) for f in r]
+        self.assertEqual(got, lines)
+        out = self.root.tape("prune", "md", "--keep-last", "1").stdout.decode()
+        self.assertIn("deleted pages 1..=", out)
+        self.assertFalse(os.path.exists(self.root.page("md", 1)))
+        # A new reader from the start begins at the first page left.
+        first = next(iter(self.reader("md", start="start")))
+        self.assertGreater(first.seq, 1)
+
     def test_python_follows_a_live_rust_writer_from_before_the_journal_exists(self) -> None:
         """A Python reader added before the journal exists waits for it, then
         reads every frame a live `tape write` publishes, in order, across
