@@ -99,6 +99,9 @@ enum Command {
         #[command(flatten)]
         root: RootArg,
     },
+    /// Replicate journals to other machines over TCP: serve, pull, status.
+    #[command(subcommand)]
+    Bridge(cmd::bridge::BridgeCommand),
 }
 
 fn main() -> ExitCode {
@@ -156,5 +159,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let dir = tape_journal::journal_dir(&root.root());
             cmd::verify::run(&dir, &journal, &mut stdout.lock())
         }
+        Command::Bridge(c) => cmd::bridge::run(c, &mut stdout.lock()),
     }
 }

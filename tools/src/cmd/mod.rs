@@ -1,5 +1,6 @@
 //! One module per `tape` subcommand.
 
+pub mod bridge;
 pub mod ls;
 pub mod service;
 pub mod tail;
