@@ -524,21 +524,21 @@ fn handshake(sh: &Shared, s: &TcpStream) -> Result<Subscribe, String> {
     let secs = limit.as_secs_f64();
     let read = |buf: &mut [u8], what: &str| -> Result<(), String> {
         read_exact_by(s, buf, deadline).map_err(|e| match e {
-            ReadFail::Eof { got: 0 } => format!("closed the connection without sending {what}"),
+            ReadFail::Eof { got: 0 } => format!("closed the connection without sending its {what}"),
             ReadFail::Eof { got } => {
-                format!("closed the connection after {got} bytes of {what}")
+                format!("closed the connection after {got} bytes of its {what}")
             }
             ReadFail::Timeout { got: 0 } => {
                 format!("sent no {what} within {secs} s (silent peer): dropped")
             }
             ReadFail::Timeout { got } => {
-                format!("sent {got} bytes of {what}, then nothing within {secs} s: dropped")
+                format!("sent {got} bytes of its {what}, then nothing within {secs} s: dropped")
             }
             ReadFail::Io(e) => format!("connection error during the handshake: {e}"),
         })
     };
     let mut hdr = [0u8; HEADER_LEN];
-    read(&mut hdr, "a hello")?;
+    read(&mut hdr, "hello")?;
     let h = Header::parse(&hdr);
     if h.kind != Kind::Hello as u32 {
         return Err(format!(
@@ -549,7 +549,7 @@ fn handshake(sh: &Shared, s: &TcpStream) -> Result<Subscribe, String> {
     h.expect(Kind::Hello, "hello", HELLO_LEN, true)
         .map_err(|e| format!("{e}: refused before reading it"))?;
     let mut body = [0u8; HELLO_LEN];
-    read(&mut body, "a hello")?;
+    read(&mut body, "hello")?;
     let hello = Hello::decode(&body).map_err(|_| {
         format!(
             "sent garbage instead of a hello (no magic: {})",
@@ -569,12 +569,12 @@ fn handshake(sh: &Shared, s: &TcpStream) -> Result<Subscribe, String> {
             hello.version
         ));
     }
-    read(&mut hdr, "an auth")?;
+    read(&mut hdr, "auth")?;
     Header::parse(&hdr)
         .expect(Kind::Auth, "auth", MAC_LEN, true)
         .map_err(|e| format!("garbage instead of an auth: {e}"))?;
     let mut proof = [0u8; MAC_LEN];
-    read(&mut proof, "an auth")?;
+    read(&mut proof, "auth")?;
     if !sh
         .opts
         .token
@@ -590,12 +590,12 @@ fn handshake(sh: &Shared, s: &TcpStream) -> Result<Subscribe, String> {
     let welcome = sh.opts.token.server_proof(&hello.nonce, &server_nonce);
     send_all(s, &encode_mac(Kind::Welcome, &welcome))
         .map_err(|e| format!("cannot send the welcome: {e}"))?;
-    read(&mut hdr, "a subscribe")?;
+    read(&mut hdr, "subscribe")?;
     let len = Header::parse(&hdr)
         .expect(Kind::Subscribe, "subscribe", MAX_SUBSCRIBE, false)
         .map_err(|e| format!("{e}: refused before reading it"))?;
     let mut body = vec![0u8; len];
-    read(&mut body, "a subscribe")?;
+    read(&mut body, "subscribe")?;
     Subscribe::decode(&body).map_err(|e| format!("sent a bad subscribe: {e}"))
 }
 
@@ -815,6 +815,7 @@ impl Subscriber {
                     }
                     Ok(None) => break,
                     Err(RecvError::Closed { .. }) => return "it closed the connection".into(),
+                    Err(RecvError::Io(e)) => return format!("connection lost: {e}"),
                     Err(e) => return format!("protocol error: {e}"),
                 }
             }

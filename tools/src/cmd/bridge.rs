@@ -120,7 +120,10 @@ fn serve(a: ServeArgs) -> Result<()> {
     let stop = tape_service::shutdown_on_signals()?;
     let root = tape_journal::resolve_root(a.root.as_deref());
     if !(a.stall_timeout > 0.0 && a.stall_timeout < 1e6) {
-        bail!("--stall-timeout {} is not a number of seconds above 0", a.stall_timeout);
+        bail!(
+            "--stall-timeout {} is not a number of seconds above 0",
+            a.stall_timeout
+        );
     }
     let mut opts = ServeOptions::new(&root);
     opts.listen = a.listen;
