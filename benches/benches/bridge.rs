@@ -180,9 +180,14 @@ impl Setup {
 
 /// Reads the replica until seq `n`, checking every sequence number; calls
 /// `each(time_ns)` per frame. Returns when the last frame was read.
-fn read_all(r: &mut Reader, n: u64, mut each: impl FnMut(i64)) -> Instant {
+fn read_all(r: &mut Reader, n: u64, each: impl FnMut(i64)) -> Instant {
+    read_all_from(r, 1, n, each)
+}
+
+/// [`read_all`] for a reader whose next frame is `first`.
+fn read_all_from(r: &mut Reader, first: u64, n: u64, mut each: impl FnMut(i64)) -> Instant {
     let mut idle = Idle::with(2000, u32::MAX - 2000, Duration::ZERO);
-    let mut expect = 1u64;
+    let mut expect = first;
     let give_up = Instant::now() + Duration::from_secs(300);
     while expect <= n {
         match r.next().unwrap() {
@@ -212,10 +217,13 @@ fn bridge_latency(polling: Polling, frames: u64, gap: Duration) -> Pcts {
     let _pull = setup.pull();
     let mut r = setup.replica_reader();
     let payload = [5u8; SIZE];
+    // The path is up (connected, replica made) before anything is timed.
+    w.write(1, &payload).unwrap();
+    read_all(&mut r, 1, |_| {});
     let writer = std::thread::spawn(move || {
         tight_timer_slack();
         let mut next = Instant::now();
-        for _ in 0..frames {
+        for _ in 1..frames {
             w.write(1, &payload).unwrap();
             next += gap;
             let now = Instant::now();
@@ -229,8 +237,8 @@ fn bridge_latency(polling: Polling, frames: u64, gap: Duration) -> Pcts {
     });
     let mut h = hist();
     let warmup = (frames / 20).min(2000);
-    let mut i = 0u64;
-    read_all(&mut r, frames, |t| {
+    let mut i = 1u64;
+    read_all_from(&mut r, 2, frames, |t| {
         i += 1;
         if i > warmup {
             h.record((now_ns() - t).max(1) as u64).unwrap();
@@ -247,14 +255,20 @@ fn bridge_throughput(frames: u64) -> (f64, f64) {
     let catch_up = {
         let setup = Setup::new(Polling::Busy);
         let mut w = setup.writer();
-        for _ in 0..frames {
+        let mut r = setup.replica_reader();
+        // A first pull makes the replica (and its first page); the timed
+        // one reconnects and resumes after frame 1.
+        w.write(1, &payload).unwrap();
+        let first = setup.pull();
+        read_all(&mut r, 1, |_| {});
+        first.stop().unwrap();
+        for _ in 1..frames {
             w.write(1, &payload).unwrap();
         }
-        let mut r = setup.replica_reader();
         let t = Instant::now();
         let _pull = setup.pull();
-        let end = read_all(&mut r, frames, |_| {});
-        frames as f64 / (end - t).as_secs_f64()
+        let end = read_all_from(&mut r, 2, frames, |_| {});
+        (frames - 1) as f64 / (end - t).as_secs_f64()
     };
     // Live: one writer as fast as it can while the bridge runs.
     let live = {
@@ -272,8 +286,7 @@ fn bridge_throughput(frames: u64) -> (f64, f64) {
             }
             w
         });
-        let mut r2 = setup.replica_reader();
-        let end = read_all(&mut r2, frames, |_| {});
+        let end = read_all_from(&mut r, 2, frames, |_| {});
         drop(writer.join().unwrap());
         (frames - 1) as f64 / (end - t).as_secs_f64()
     };
@@ -289,7 +302,12 @@ fn main() {
     } else {
         (100_000, 4_000_000)
     };
-    let gap = Duration::from_micros(20);
+    let gap = Duration::from_micros(
+        std::env::var("BRIDGE_BENCH_GAP_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20),
+    );
 
     let tcp = tcp_ping_pong(lat_frames as usize / 2, gap);
     let busy = bridge_latency(Polling::Busy, lat_frames, gap);
