@@ -2,7 +2,8 @@
 //!
 //! - **tcp ping-pong**: two threads, one TCP connection with TCP_NODELAY,
 //!   64-byte messages, blocking reads; one-way = round trip / 2.
-//! - **bridge latency**: a paced writer appends 64-byte frames to a source
+//! - **bridge latency**: a paced writer (one frame every 100 µs, or
+//!   `BRIDGE_BENCH_GAP_US`) appends 64-byte frames to a source
 //!   journal; `Server` and `pull` (the library behind `tape bridge serve`
 //!   and `tape bridge pull`) replicate it into a second root; a `Reader`
 //!   of the replica takes each frame's one-way latency as its read time
@@ -20,6 +21,7 @@
 //! ```sh
 //! cargo bench -p tape-benches --bench bridge            # everything
 //! cargo bench -p tape-benches --bench bridge -- --json  # one JSON object
+//! cargo bench -p tape-benches --bench bridge -- --quick # fewer frames
 //! ```
 
 use hdrhistogram::Histogram;
@@ -298,15 +300,15 @@ fn main() {
     let json = std::env::args().any(|a| a == "--json");
     let quick = std::env::args().any(|a| a == "--quick");
     let (lat_frames, thr_frames) = if quick {
-        (20_000, 500_000)
+        (10_000, 500_000)
     } else {
-        (100_000, 4_000_000)
+        (50_000, 4_000_000)
     };
     let gap = Duration::from_micros(
         std::env::var("BRIDGE_BENCH_GAP_US")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(20),
+            .unwrap_or(100),
     );
 
     let tcp = tcp_ping_pong(lat_frames as usize / 2, gap);
@@ -315,6 +317,11 @@ fn main() {
     let tcp_after = tcp_ping_pong(lat_frames as usize / 2, gap);
     let (catch_up, live) = bridge_throughput(thr_frames);
 
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let ratio = busy.p50 as f64 / tcp.p50.min(tcp_after.p50).max(1) as f64;
     if json {
         let p = |x: &Pcts| {
@@ -324,7 +331,7 @@ fn main() {
             )
         };
         println!(
-            "{{\"size\":{SIZE},\"tcp_one_way\":{},\"tcp_one_way_after\":{},\"bridge_busy\":{},\"bridge_backoff\":{},\"p50_ratio_busy_to_tcp\":{ratio:.2},\"throughput_catch_up_fps\":{catch_up:.0},\"throughput_live_fps\":{live:.0}}}",
+            "{{\"size\":{SIZE},\"loadavg_1m\":\"{load}\",\"cpus\":{cpus},\"tcp_one_way\":{},\"tcp_one_way_after\":{},\"bridge_busy\":{},\"bridge_backoff\":{},\"p50_ratio_busy_to_tcp\":{ratio:.2},\"throughput_catch_up_fps\":{catch_up:.0},\"throughput_live_fps\":{live:.0}}}",
             p(&tcp),
             p(&tcp_after),
             p(&busy),
@@ -332,7 +339,9 @@ fn main() {
         );
         return;
     }
-    println!("bridge over loopback, {SIZE}-byte frames, paced every {gap:?} for latency");
+    println!(
+        "bridge over loopback, {SIZE}-byte frames, paced every {gap:?} for latency; {cpus} CPUs, load average {load} at the end"
+    );
     println!(
         "{:<34} {:>9} {:>9} {:>9} {:>10} {:>8}",
         "one-way latency (ns)", "p50", "p99", "p99.9", "max", "samples"
