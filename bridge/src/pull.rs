@@ -101,6 +101,9 @@ impl PullOptions {
 pub enum PullError {
     /// The options are not usable; the text says why.
     Options(String),
+    /// No service runs on the local root (the replicas' writers register
+    /// with it).
+    Service(tape_service::ConnectError),
     /// A replica could not be opened for writing (no service on the local
     /// root, another writer holds it, a damaged journal).
     Replica {
@@ -136,6 +139,7 @@ impl std::fmt::Display for PullError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PullError::Options(why) => f.write_str(why),
+            PullError::Service(e) => e.fmt(f),
             PullError::Replica { journal, source } => {
                 write!(f, "cannot open the replica {journal} for writing: {source}")
             }
@@ -307,6 +311,9 @@ impl Puller {
                 opts.from
             ))
         })?;
+        // The replicas' writers register with the local service: say at
+        // once when there is none, rather than after the first connection.
+        tape_service::Client::connect(&opts.root).map_err(PullError::Service)?;
         let dir = tape_journal::journal_dir(&opts.root);
         let mut replicas: Vec<Replica> = Vec::new();
         for (source, name) in &opts.journals {
@@ -456,6 +463,10 @@ impl Puller {
             let mut body = vec![0u8; len];
             read(&mut body).map_err(retry)?;
             let (code, message) = decode_error(&body);
+            if code == ErrorCode::Busy {
+                // Full now, maybe not in a moment.
+                return Err(End::Retry(format!("{addr} is busy: {message}")));
+            }
             return Err(End::Fatal(PullError::Server { code, message }));
         }
         let len = h

@@ -122,7 +122,8 @@ pub enum ServeError {
     NoToken(SocketAddr),
     /// A journal name given is not a journal name.
     BadJournal(tape_journal::files::BadName),
-    /// The status socket could not be made.
+    /// The status socket could not be made (logged; the server runs
+    /// without it).
     Status {
         /// Its path.
         path: PathBuf,
@@ -142,7 +143,7 @@ impl std::fmt::Display for ServeError {
             ),
             ServeError::Bind { addr, source } => write!(
                 f,
-                "cannot listen on {addr}: {source}: pick another port or stop what uses it"
+                "cannot listen on {addr}: {source}: use an address of this machine and a free port"
             ),
             ServeError::NoToken(addr) => write!(
                 f,
@@ -327,10 +328,17 @@ impl Server {
         });
         let status = if shared.opts.status_socket {
             let s = Arc::clone(&shared);
-            Some(
-                StatusSocket::start(&shared.opts.root, listen.port(), move || s.status())
-                    .map_err(|(path, source)| ServeError::Status { path, source })?,
-            )
+            match StatusSocket::start(&shared.opts.root, listen.port(), move || s.status()) {
+                Ok(sock) => Some(sock),
+                // Serving matters more than being listed: say so, go on.
+                Err((path, source)) => {
+                    shared.log(&format!(
+                        "{}; `tape bridge status` will not list this server",
+                        ServeError::Status { path, source }
+                    ));
+                    None
+                }
+            }
         } else {
             None
         };
