@@ -7,7 +7,7 @@
 //! | part | what it is |
 //! |---|---|
 //! | [`Server`], [`ServeOptions`] | the serving side: accepts subscribers, one thread and one cursor per journal each |
-//! | [`pull`], [`PullHandle`], [`PullOptions`] | the pulling side: keeps local replicas, reconnecting with backoff |
+//! | [`pull()`], [`PullHandle`], [`PullOptions`] | the pulling side: keeps local replicas, reconnecting with backoff |
 //! | [`status::query`], [`ServerStatus`] | who is subscribed, how far each one is (`tape bridge status`) |
 //! | [`Token`] | the shared secret, never sent: HMAC-SHA256 challenge and response |
 //! | [`wire`] | the byte format; `bridge/PROTOCOL.md` is its spec |

@@ -2,7 +2,7 @@
 //! each of them from its own cursors, on its own thread.
 //!
 //! The journal is the buffer: a subscriber's thread holds one batch (about
-//! [`BATCH_TARGET`](crate::wire::BATCH_TARGET) bytes) and reads the source
+//! [`BATCH_TARGET`] bytes) and reads the source
 //! journal at the pace its socket takes data. A stalled or vanished
 //! subscriber blocks nobody but its own thread, which drops it once its
 //! socket has taken nothing for the stall timeout (or it has sent no ack
@@ -690,6 +690,22 @@ impl Subscriber {
             });
             feeds.push(feed);
         }
+        let presence = Arc::new(Presence {
+            id,
+            account: sub.account.clone(),
+            addr: peer,
+            since_ns: tape_journal::clock::now_ns(),
+            journals: sub
+                .journals
+                .iter()
+                .map(|w| JournalPresence {
+                    name: w.journal.clone(),
+                    from_seq: w.from_seq,
+                    seq_sent: AtomicU64::new(w.from_seq.saturating_sub(1)),
+                    seq_acked: AtomicU64::new(w.from_seq.saturating_sub(1)),
+                })
+                .collect(),
+        });
         {
             let mut subs = lock(&sh.subscribers);
             if subs.len() >= sh.opts.max_subscribers {
@@ -701,28 +717,8 @@ impl Subscriber {
                     ),
                 ));
             }
-            subs.push(Arc::new(Presence {
-                id,
-                account: sub.account.clone(),
-                addr: peer,
-                since_ns: tape_journal::clock::now_ns(),
-                journals: sub
-                    .journals
-                    .iter()
-                    .map(|w| JournalPresence {
-                        name: w.journal.clone(),
-                        from_seq: w.from_seq,
-                        seq_sent: AtomicU64::new(w.from_seq.saturating_sub(1)),
-                        seq_acked: AtomicU64::new(w.from_seq.saturating_sub(1)),
-                    })
-                    .collect(),
-            }));
+            subs.push(Arc::clone(&presence));
         }
-        let presence = lock(&sh.subscribers)
-            .iter()
-            .find(|p| p.id == id)
-            .cloned()
-            .expect("just registered");
         let lease = if sh.opts.register_readers {
             let js: Vec<(PathBuf, String)> = sub
                 .journals
