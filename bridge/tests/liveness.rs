@@ -268,3 +268,48 @@ fn a_pull_refuses_a_server_that_does_not_know_the_token() {
             .map_or(true, |p| p.is_empty())
     );
 }
+
+#[test]
+fn heartbeats_keep_an_idle_connection_up() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let _s1 = tape_service::Service::start(src.path()).unwrap();
+    let _s2 = tape_service::Service::start(dst.path()).unwrap();
+    let mut w = journal(src.path());
+    w.write(1, b"first").unwrap();
+    let (srv, server_lines) = server(src.path(), |o| {
+        o.heartbeat = Duration::from_millis(100);
+        o.dead_after = Duration::from_millis(1500);
+    });
+    let (log, lines) = capture();
+    let mut o = PullOptions::new(dst.path(), &srv.local_addr().to_string(), "idle").journal("md");
+    o.token = Token::new(TOKEN);
+    o.dead_after = Duration::from_millis(1500);
+    o.ack_every = Duration::from_millis(100);
+    o.log = log;
+    let pull = PullHandle::spawn(o).unwrap();
+    let dir = tape_journal::journal_dir(dst.path());
+    let last = || tape_journal::stats(&dir, "md").map_or(0, |s| s.last_seq);
+    let give_up = Instant::now() + WATCHDOG;
+    while last() < 1 {
+        assert!(Instant::now() < give_up, "watchdog: first frame");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Idle for twice the dead timeout: only heartbeats and acks flow.
+    std::thread::sleep(Duration::from_secs(3));
+    w.write(1, b"second").unwrap();
+    while last() < 2 {
+        assert!(Instant::now() < give_up, "watchdog: second frame");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pulled = lines.lock().unwrap().clone();
+    assert_eq!(
+        pulled.iter().filter(|l| l.contains("connected to")).count(),
+        1,
+        "one connection all along: {pulled:?}"
+    );
+    assert!(!pulled.iter().any(|l| l.contains("lost")), "{pulled:?}");
+    let served = server_lines.lock().unwrap().clone();
+    assert!(!served.iter().any(|l| l.contains("left")), "{served:?}");
+    pull.stop().unwrap();
+}
