@@ -109,6 +109,14 @@ pub fn run(cmd: BridgeCommand, out: &mut dyn Write) -> Result<()> {
     }
 }
 
+/// Log lines on stderr: UTC time to the millisecond, `prefix`, the line.
+fn log(prefix: &'static str) -> tape_bridge::Log {
+    std::sync::Arc::new(move |line: &str| {
+        let t = crate::timefmt::format_rfc3339(tape_journal::clock::now_ns());
+        eprintln!("{}Z {prefix}: {line}", &t[..23]);
+    })
+}
+
 fn token(file: Option<&Path>) -> Result<Token> {
     Ok(match file {
         Some(f) => Token::from_file(f)?,
@@ -126,6 +134,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         );
     }
     let mut opts = ServeOptions::new(&root);
+    opts.log = log("tape bridge serve");
     opts.listen = a.listen;
     opts.token = token(a.token_file.as_deref())?;
     opts.journals = a.journals;
@@ -189,6 +198,7 @@ fn pull(a: PullArgs) -> Result<()> {
     }
     let account = a.account.unwrap_or_else(hostname);
     let mut opts = PullOptions::new(&root, &a.from, &account);
+    opts.log = log("tape bridge pull");
     opts.token = token(a.token_file.as_deref())?;
     for (i, j) in a.journals.iter().enumerate() {
         let into = a.into.get(i).unwrap_or(j);
