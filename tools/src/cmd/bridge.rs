@@ -148,9 +148,10 @@ fn serve(a: ServeArgs) -> Result<()> {
     } else {
         opts.journals.join(", ")
     };
+    let say = opts.log.clone();
     let server = Server::bind(opts)?;
-    eprintln!(
-        "tape bridge serve: listening on {} (pid {}), serving {what}{}",
+    say(&format!(
+        "listening on {} (pid {}), serving {what}{}",
         server.local_addr(),
         std::process::id(),
         if no_token {
@@ -158,9 +159,9 @@ fn serve(a: ServeArgs) -> Result<()> {
         } else {
             ""
         }
-    );
+    ));
     server.run(stop);
-    eprintln!("tape bridge serve: stopped");
+    say("stopped");
     Ok(())
 }
 
@@ -204,9 +205,10 @@ fn pull(a: PullArgs) -> Result<()> {
         let into = a.into.get(i).unwrap_or(j);
         opts.journals.push((j.clone(), into.clone()));
     }
+    let say = opts.log.clone();
     tape_bridge::pull(&opts, stop)?;
     if stop.load(Ordering::Acquire) {
-        eprintln!("tape bridge pull: stopped");
+        say("stopped");
     }
     Ok(())
 }
