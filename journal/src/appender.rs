@@ -79,6 +79,12 @@ pub enum AppendError {
     /// The next page could not be made (a full disk, a permission); the
     /// frames already written are intact and a later append retries.
     NewPage(PageError),
+    /// A frame copied from another journal does not match its own header
+    /// (length or CRC32C): it was damaged on the way.
+    Corrupt {
+        /// Sequence number in its header.
+        seq: u64,
+    },
     /// A replicated frame does not continue the journal.
     OutOfOrder {
         /// Sequence number the journal expects next.
@@ -100,6 +106,10 @@ impl std::fmt::Display for AppendError {
                 "frame payload of {len} bytes is larger than the {max} bytes a page holds: use a larger page size"
             ),
             AppendError::NewPage(e) => write!(f, "cannot make the next page: {e}"),
+            AppendError::Corrupt { seq } => write!(
+                f,
+                "copied frame seq {seq} does not match its checksum or length: it was damaged on the way"
+            ),
             AppendError::OutOfOrder {
                 expected_seq,
                 seq,
@@ -311,6 +321,53 @@ impl Appender {
         Ok(())
     }
 
+    /// Appends a frame copied whole from another journal (the bridge's
+    /// replicas): every header field of `header` is kept (sequence number,
+    /// write time, type, source, destination, correlation id, checksum and
+    /// flags), so the stored frame is byte-identical to the original.
+    /// `header.len` must be 48 + `payload.len()`, and `header.crc` the
+    /// payload's CRC32C (else [`AppendError::Corrupt`], nothing written);
+    /// sequence and time follow the rules of
+    /// [`append_replica`](Self::append_replica).
+    pub fn append_replica_frame(
+        &mut self,
+        header: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), AppendError> {
+        let seq = header.seq;
+        if header.len as usize != FRAME_HEADER_LEN + payload.len()
+            || checksum(payload) != header.crc
+        {
+            return Err(AppendError::Corrupt { seq });
+        }
+        if (self.has_frames && seq != self.next_seq) || seq == 0 || header.time_ns < self.last_time
+        {
+            return Err(AppendError::OutOfOrder {
+                expected_seq: self.next_seq,
+                seq,
+                last_time_ns: self.last_time,
+                time_ns: header.time_ns,
+            });
+        }
+        let meta = FrameMeta {
+            msg_type: header.msg_type,
+            source: header.source,
+            dest: header.dest,
+            corr: header.corr,
+        };
+        let off = self.copy_in(payload)?;
+        self.publish_flags(
+            off,
+            &meta,
+            payload.len(),
+            header.crc,
+            seq,
+            header.time_ns,
+            header.flags,
+        );
+        Ok(())
+    }
+
     /// Claims room for a payload of `len` bytes in the journal, to be
     /// filled in place and published with [`Claim::commit`]. Dropping the
     /// claim without committing publishes nothing.
@@ -350,6 +407,22 @@ impl Appender {
     /// Fills in the header of the frame at `off` and publishes it.
     #[inline(always)]
     fn publish(&mut self, off: usize, meta: &FrameMeta, len: usize, crc: u32, seq: u64, time: i64) {
+        self.publish_flags(off, meta, len, crc, seq, time, 0)
+    }
+
+    /// [`publish`](Self::publish) with the header's `flags` word chosen.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn publish_flags(
+        &mut self,
+        off: usize,
+        meta: &FrameMeta,
+        len: usize,
+        crc: u32,
+        seq: u64,
+        time: i64,
+        flags: u32,
+    ) {
         // SAFETY: off is 8-aligned with room for the header in the page
         // (reserve); its len word is still 0 (zero past the tail), so readers
         // do not look at these bytes yet, and the len word itself is only
@@ -364,7 +437,7 @@ impl Appender {
             (&raw mut (*h).dest).write(meta.dest);
             (&raw mut (*h).corr).write(meta.corr);
             (&raw mut (*h).crc).write(crc);
-            (&raw mut (*h).flags).write(0);
+            (&raw mut (*h).flags).write(flags);
             AtomicU32::from_ptr(h as *mut u32)
                 .store((FRAME_HEADER_LEN + len) as u32, Ordering::Release);
         }

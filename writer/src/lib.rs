@@ -203,6 +203,17 @@ impl Writer {
         self.appender.append_replica(seq, time_ns, meta, payload)
     }
 
+    /// Appends a frame copied whole from another journal, keeping every
+    /// header field, after checking its length and CRC32C (see
+    /// [`Appender::append_replica_frame`](tape_journal::Appender::append_replica_frame)).
+    pub fn write_replica_frame(
+        &mut self,
+        header: &tape_journal::format::FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), AppendError> {
+        self.appender.append_replica_frame(header, payload)
+    }
+
     /// Sets the source id of frames written with [`write`](Self::write).
     pub fn set_source(&mut self, source: u32) {
         self.appender.set_source(source);

@@ -385,3 +385,72 @@ fn pages_ahead_are_made_before_they_are_needed() {
     }
     assert!(cur.next().unwrap().is_none());
 }
+
+#[test]
+fn replica_frame_copies_every_header_field() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let dst_dir = tempfile::tempdir().unwrap();
+    let mut src = Appender::open(src_dir.path(), "md", foreground()).unwrap();
+    let meta = tape_journal::FrameMeta {
+        msg_type: 7,
+        source: 11,
+        dest: 13,
+        corr: 17,
+    };
+    for i in 0..100u64 {
+        src.append_meta(&meta, &payload(i, 300)).unwrap();
+    }
+    let mut dst = Appender::open(dst_dir.path(), "md", foreground()).unwrap();
+    let mut cur = Cursor::open(
+        src_dir.path(),
+        "md",
+        Start::Seq(40),
+        CursorOptions::default(),
+    )
+    .unwrap();
+    let first = cur.next().unwrap().unwrap();
+    let mut bad = *first.header();
+    bad.crc ^= 1;
+    assert!(matches!(
+        dst.append_replica_frame(&bad, first.payload()),
+        Err(AppendError::Corrupt { seq: 40 })
+    ));
+    bad = *first.header();
+    bad.len += 1;
+    assert!(matches!(
+        dst.append_replica_frame(&bad, first.payload()),
+        Err(AppendError::Corrupt { .. })
+    ));
+    // A replica may start at any sequence number, then must follow on.
+    dst.append_replica_frame(first.header(), first.payload())
+        .unwrap();
+    let second = cur.next().unwrap().unwrap();
+    let mut skip = *second.header();
+    skip.seq += 1;
+    assert!(matches!(
+        dst.append_replica_frame(&skip, second.payload()),
+        Err(AppendError::OutOfOrder { .. })
+    ));
+    dst.append_replica_frame(second.header(), second.payload())
+        .unwrap();
+    while let Some(f) = cur.next().unwrap() {
+        dst.append_replica_frame(f.header(), f.payload()).unwrap();
+    }
+    let mut a = Cursor::open(
+        src_dir.path(),
+        "md",
+        Start::Seq(40),
+        CursorOptions::default(),
+    )
+    .unwrap();
+    let mut b = Cursor::open(dst_dir.path(), "md", Start::First, CursorOptions::default()).unwrap();
+    let mut n = 0;
+    while let Some(fa) = a.next().unwrap() {
+        let fb = b.next().unwrap().expect("replica has the frame");
+        assert_eq!(fa.raw(), fb.raw(), "frame {} byte-identical", fa.seq());
+        n += 1;
+    }
+    assert!(b.next().unwrap().is_none());
+    assert_eq!(n, 61);
+    assert_eq!(verify(dst_dir.path(), "md").unwrap().frames, 61);
+}

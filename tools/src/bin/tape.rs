@@ -186,6 +186,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replicate journals to other machines over TCP: serve, pull, status.
+    #[command(subcommand)]
+    Bridge(cmd::bridge::BridgeCommand),
 }
 
 fn main() -> ExitCode {
@@ -304,5 +307,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             cmd::online::run(&root.root(), &query, json, &mut stdout.lock())
         }
+        Command::Bridge(c) => cmd::bridge::run(c, &mut stdout.lock()),
     }
 }

@@ -1,5 +1,6 @@
 //! One module per `tape` subcommand.
 
+pub mod bridge;
 pub mod call;
 pub mod ls;
 pub mod online;
