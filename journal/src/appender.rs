@@ -272,10 +272,12 @@ impl Appender {
     #[inline]
     pub fn append_meta(&mut self, meta: &FrameMeta, payload: &[u8]) -> Result<u64, AppendError> {
         let off = self.copy_in(payload)?;
-        // Stamped as late as possible: after the copy, right before publication.
+        let crc = checksum(payload);
+        // Stamped as late as possible: after the copy and the checksum,
+        // right before publication.
         let time = self.now();
         let seq = self.next_seq;
-        self.publish(off, meta, payload.len(), checksum(payload), seq, time);
+        self.publish(off, meta, payload.len(), crc, seq, time);
         Ok(seq)
     }
 

@@ -192,7 +192,11 @@ impl std::error::Error for ServiceError {
 /// On return every connection has been closed (so writers and readers start
 /// reconnecting), the socket is removed and the lock released.
 pub fn run(root: &Path, shutdown: &AtomicBool) -> Result<(), ServiceError> {
-    Daemon::bind(root)?.serve(shutdown);
+    let daemon = Daemon::bind(root)?;
+    // The box's shared TSC clock gets a keeper that lives as long as the
+    // service (a no-op where the machine has no such clock).
+    tape_journal::clock::keep();
+    daemon.serve(shutdown);
     Ok(())
 }
 

@@ -76,6 +76,10 @@ pub struct Report {
     pub switch_max_ns: u64,
     /// Latency histogram as (value, count) pairs.
     pub hist: Vec<(u64, u64)>,
+    /// Floor only: the histogram with the samples the reader missed counted
+    /// at their estimated latency (`hist` has only those it saw).
+    #[serde(default)]
+    pub hist_queued: Vec<(u64, u64)>,
     /// Sequence number of the slowest frame (latency phase).
     pub max_seq: u64,
 }
@@ -179,7 +183,12 @@ fn floor_writer(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<
 /// that the floor and tape's latency count the same frames.
 fn floor_reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report> {
     pin()?;
-    let mut lat = Vec::with_capacity(role.frames as usize);
+    // Touched before the clock starts, as the tape reader's is: a page
+    // fault while measuring would count against the floor.
+    let mut lat = vec![0u64; role.frames as usize];
+    lat.clear();
+    let mut seen_lat = vec![0u64; role.frames as usize];
+    seen_lat.clear();
     let line = ctl.line(Line::Floor);
     let mut last = line.load(std::sync::atomic::Ordering::Acquire);
     let mut seen: Option<(u64, i64)> = None;
@@ -205,8 +214,11 @@ fn floor_reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<
             last = v;
             let word = v as u64;
             let index = word >> FLOOR_TIME_BITS;
-            let age = (now as u64).wrapping_sub(word) & FLOOR_TIME_MASK;
-            let written = now - age as i64;
+            // Sign-extended: the writer's clock may read a few ns ahead.
+            let delta = (now as u64).wrapping_sub(word) & FLOOR_TIME_MASK;
+            let age = ((delta << (64 - FLOOR_TIME_BITS)) as i64) >> (64 - FLOOR_TIME_BITS);
+            let written = now - age;
+            let age = age.max(0) as u64;
             // Before the first sample seen there is no earlier one: the
             // missed ones are placed back from it at the pace.
             let (prev_index, prev_written) = seen.unwrap_or((0, written - index as i64 * period));
@@ -218,6 +230,7 @@ fn floor_reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<
             missed += gap;
             seen = Some((index, written));
             lat.push(age);
+            seen_lat.push(age);
             idle.reset();
         } else if writer_done {
             // Done was seen before this look at the line: it is final.
@@ -234,7 +247,8 @@ fn floor_reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<
     Ok(Report {
         frames: lat.len() as u64,
         lost: missed,
-        hist: histogram(lat.iter().copied())?,
+        hist: histogram(seen_lat.iter().copied())?,
+        hist_queued: histogram(lat.iter().copied())?,
         ..Report::default()
     })
 }
