@@ -53,6 +53,14 @@ impl Default for AppendOptions {
     }
 }
 
+/// A frame's write time: read from the clock at publication, or given (a
+/// replicated frame keeps its source's).
+#[derive(Debug, Clone, Copy)]
+enum Stamp {
+    Now,
+    Given(i64),
+}
+
 /// The fields of a frame header the application chooses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FrameMeta {
@@ -273,11 +281,8 @@ impl Appender {
     pub fn append_meta(&mut self, meta: &FrameMeta, payload: &[u8]) -> Result<u64, AppendError> {
         let off = self.copy_in(payload)?;
         let crc = checksum(payload);
-        // Stamped as late as possible: after the copy and the checksum,
-        // right before publication.
-        let time = self.now();
         let seq = self.next_seq;
-        self.publish(off, meta, payload.len(), crc, seq, time);
+        self.publish(off, meta, payload.len(), crc, seq, Stamp::Now);
         Ok(seq)
     }
 
@@ -319,7 +324,14 @@ impl Appender {
             });
         }
         let off = self.copy_in(payload)?;
-        self.publish(off, meta, payload.len(), checksum(payload), seq, time_ns);
+        self.publish(
+            off,
+            meta,
+            payload.len(),
+            checksum(payload),
+            seq,
+            Stamp::Given(time_ns),
+        );
         Ok(())
     }
 
@@ -364,7 +376,7 @@ impl Appender {
             payload.len(),
             header.crc,
             seq,
-            header.time_ns,
+            Stamp::Given(header.time_ns),
             header.flags,
         );
         Ok(())
@@ -408,7 +420,15 @@ impl Appender {
 
     /// Fills in the header of the frame at `off` and publishes it.
     #[inline(always)]
-    fn publish(&mut self, off: usize, meta: &FrameMeta, len: usize, crc: u32, seq: u64, time: i64) {
+    fn publish(
+        &mut self,
+        off: usize,
+        meta: &FrameMeta,
+        len: usize,
+        crc: u32,
+        seq: u64,
+        time: Stamp,
+    ) {
         self.publish_flags(off, meta, len, crc, seq, time, 0)
     }
 
@@ -422,7 +442,7 @@ impl Appender {
         len: usize,
         crc: u32,
         seq: u64,
-        time: i64,
+        time: Stamp,
         flags: u32,
     ) {
         // SAFETY: off is 8-aligned with room for the header in the page
@@ -430,19 +450,26 @@ impl Appender {
         // do not look at these bytes yet, and the len word itself is only
         // touched atomically. The Release store of len then publishes
         // header and payload together.
-        unsafe {
+        let time = unsafe {
             let h = self.base.add(off) as *mut FrameHeader;
             (&raw mut (*h).msg_type).write(meta.msg_type);
             (&raw mut (*h).seq).write(seq);
-            (&raw mut (*h).time_ns).write(time);
             (&raw mut (*h).source).write(meta.source);
             (&raw mut (*h).dest).write(meta.dest);
             (&raw mut (*h).corr).write(meta.corr);
             (&raw mut (*h).crc).write(crc);
             (&raw mut (*h).flags).write(flags);
+            // Stamped as late as possible: after the copy, the checksum and
+            // the rest of the header, right before publication.
+            let t = match time {
+                Stamp::Now => self.now(),
+                Stamp::Given(t) => t,
+            };
+            (&raw mut (*h).time_ns).write(t);
             AtomicU32::from_ptr(h as *mut u32)
                 .store((FRAME_HEADER_LEN + len) as u32, Ordering::Release);
-        }
+            t
+        };
         self.tail = off + align_frame(FRAME_HEADER_LEN + len);
         self.next_seq = seq + 1;
         self.has_frames = true;
@@ -570,9 +597,9 @@ impl Claim<'_> {
     #[inline]
     pub fn commit_meta(mut self, meta: &FrameMeta) -> u64 {
         let crc = checksum(&self);
-        let time = self.app.now();
         let seq = self.app.next_seq;
-        self.app.publish(self.off, meta, self.len, crc, seq, time);
+        self.app
+            .publish(self.off, meta, self.len, crc, seq, Stamp::Now);
         self.committed = true;
         seq
     }

@@ -2,16 +2,18 @@
 //! processes, beside the floor of the same box measured in the same run.
 //!
 //! The coordinator (this module) starts a service on a temporary root
-//! (tmpfs when the box has one), then runs three phases, each with fresh
+//! (tmpfs when the box has one), then runs the phases, each with fresh
 //! processes of this same binary in a hidden role (see [`roles`]):
 //!
 //! 1. **floor**: a writer process stores its clock reading into one cache
 //!    line of a shared mapping at the pace; a reader process polls it and
 //!    subtracts it from its own clock. One cache-line transfer plus one
-//!    clock read: nothing can do better on this box.
+//!    clock read: nothing can do better on this box. Samples the reader
+//!    missed (it was off its core) are reported apart (`floor_queued`).
 //! 2. **latency**: a `Writer` appends frames at the pace (`--rate`); each
 //!    `Reader` records, for every frame, its clock at receipt minus the
-//!    frame's write time.
+//!    frame's write time. Floor and latency alternate in four rounds, so
+//!    both see the same host conditions.
 //! 3. **throughput**: the writer appends `--frames` frames as fast as it
 //!    can; each reader checks every sequence number.
 //!
@@ -312,6 +314,9 @@ fn mem_available() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Rounds the floor and the latency phase alternate in.
+const ROUNDS: u64 = 4;
+
 /// Runs the bench.
 pub fn run(cfg: &Config) -> Result<Results> {
     if cfg.readers == 0 {
@@ -379,43 +384,32 @@ pub fn run(cfg: &Config) -> Result<Results> {
         ),
     );
 
-    // Phase 1: the floor.
-    progress(
-        cfg,
-        &format!("floor: {latency_frames} clock readings at {}/s", cfg.rate),
-    );
-    let ctl = Ctl::open(&base.ctl, true)?;
-    let mut kids = Children(Vec::new());
-    kids.spawn(
-        "floor reader",
-        &Role {
-            kind: Kind::FloorReader,
-            frames: latency_frames,
-            core: reader_core(0),
-            ..base.clone()
-        },
-    )?;
-    kids.spawn(
-        "floor writer",
-        &Role {
-            kind: Kind::FloorWriter,
-            frames: latency_frames,
-            parties: 1,
-            ..base.clone()
-        },
-    )?;
-    watch(cfg, &ctl, "floor", latency_frames);
-    let floor_reports = kids.reports()?;
-    let hist_floor = merge(&floor_reports[..1])?;
-    let hist_floor_queued = merge(
-        &floor_reports[..1]
-            .iter()
-            .map(|r| Report {
-                hist: r.hist_queued.clone(),
-                ..Report::default()
-            })
-            .collect::<Vec<_>>(),
-    )?;
+    // The floor: one round of `frames` clock readings; the report of its
+    // reader.
+    let floor_round = |frames: u64| -> Result<Report> {
+        let ctl = Ctl::open(&base.ctl, true)?;
+        let mut kids = Children(Vec::new());
+        kids.spawn(
+            "floor reader",
+            &Role {
+                kind: Kind::FloorReader,
+                frames,
+                core: reader_core(0),
+                ..base.clone()
+            },
+        )?;
+        kids.spawn(
+            "floor writer",
+            &Role {
+                kind: Kind::FloorWriter,
+                frames,
+                parties: 1,
+                ..base.clone()
+            },
+        )?;
+        watch(cfg, &ctl, "floor", frames);
+        Ok(kids.reports()?.swap_remove(0))
+    };
 
     // Phases 2 and 3: latency, then throughput.
     let phase = |name: &str, frames: u64, rate: u64, latency: bool| -> Result<Vec<Report>> {
@@ -468,11 +462,42 @@ pub fn run(cfg: &Config) -> Result<Results> {
         let _ = std::fs::remove_file(tape_journal::files::lock_path(&dir, &journal));
         Ok(reports)
     };
+    // Floor and latency in alternating rounds: the host moves the two vCPUs
+    // about (their cache-to-cache latency here is either about 60 or about
+    // 250 ns, for seconds at a time), and alternating lets both see the
+    // same conditions.
     progress(
         cfg,
-        &format!("latency: {latency_frames} frames at {}/s", cfg.rate),
+        &format!(
+            "floor and latency: {latency_frames} clock readings, then frames, at {}/s, in {ROUNDS} rounds",
+            cfg.rate
+        ),
     );
-    let lat = phase("latency", latency_frames, cfg.rate, true)?;
+    let mut floor_reports = Vec::new();
+    let mut lat: Vec<Report> = Vec::new();
+    let mut lat_writers: Vec<Report> = Vec::new();
+    for round in 0..ROUNDS {
+        let share = latency_frames / ROUNDS
+            + if round == ROUNDS - 1 {
+                latency_frames % ROUNDS
+            } else {
+                0
+            };
+        floor_reports.push(floor_round(share)?);
+        let mut reports = phase(&format!("latency{round}"), share, cfg.rate, true)?;
+        lat.extend(reports.drain(1..));
+        lat_writers.push(reports.swap_remove(0));
+    }
+    let hist_floor = merge(&floor_reports)?;
+    let hist_floor_queued = merge(
+        &floor_reports
+            .iter()
+            .map(|r| Report {
+                hist: r.hist_queued.clone(),
+                ..Report::default()
+            })
+            .collect::<Vec<_>>(),
+    )?;
     progress(
         cfg,
         &format!("throughput: {} frames as fast as possible", cfg.frames),
@@ -481,9 +506,9 @@ pub fn run(cfg: &Config) -> Result<Results> {
     let tput_ahead = pages_ahead(cfg, cfg.frames);
     let _ = std::fs::remove_file(&base.ctl);
 
-    let hist_latency = merge(&lat[1..])?;
+    let hist_latency = merge(&lat)?;
     if std::env::var_os("JOURNAL_BENCH_DEBUG").is_some() {
-        for r in &lat[1..] {
+        for r in &lat {
             eprintln!("journal-bench: slowest frame seq {}", r.max_seq);
         }
     }
@@ -497,7 +522,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
         .unwrap_or(writer.end_ns);
     let elapsed = (slowest_end - writer.start_ns).max(1) as f64 / 1e9;
     let writer_elapsed = (writer.end_ns - writer.start_ns).max(1) as f64 / 1e9;
-    let lost = lat[1..].iter().chain(&tput[1..]).map(|r| r.lost).sum();
+    let lost = lat.iter().chain(&tput[1..]).map(|r| r.lost).sum();
     Ok(Results {
         frames: cfg.frames,
         size: cfg.size,
@@ -507,13 +532,14 @@ pub fn run(cfg: &Config) -> Result<Results> {
         max_ns: l.max_ns,
         throughput_fps: cfg.frames as f64 / elapsed,
         lost,
-        page_switches: lat[0].page_switches + writer.page_switches,
-        switch_max_ns: lat[1..].iter().map(|r| r.switch_max_ns).max().unwrap_or(0),
+        page_switches: lat_writers.iter().map(|r| r.page_switches).sum::<u64>()
+            + writer.page_switches,
+        switch_max_ns: lat.iter().map(|r| r.switch_max_ns).max().unwrap_or(0),
         floor_ns: f.p50_ns,
         floor_p99_ns: f.p99_ns,
         floor_p999_ns: f.p999_ns,
         floor_max_ns: f.max_ns,
-        floor_missed: floor_reports[0].lost,
+        floor_missed: floor_reports.iter().map(|r| r.lost).sum(),
         pages_ahead: tput_ahead,
         throughput_bytes_per_sec: cfg.frames as f64 * cfg.size as f64 / elapsed,
         writer_fps: cfg.frames as f64 / writer_elapsed,
