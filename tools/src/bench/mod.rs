@@ -437,15 +437,18 @@ pub fn run(cfg: &Config) -> Result<Results> {
                 &format!("reader {i}"),
                 &Role {
                     kind: Kind::Reader,
-                    core: if idle { None } else { reader_core(i) },
+                    // More readers than cores: they share the cores other
+                    // than the writer's, taking turns by their idle
+                    // strategy, and leave the writer its own.
+                    core: reader_core(i % ncores.saturating_sub(1).max(1)),
                     // The reader's page helper maps (and populates) the next
                     // page ahead. Pacing frames, it runs on the writer's core,
                     // where a delay only makes the writer stamp a frame later;
                     // flat out, on the reader's own, which has time to spare.
-                    helper_core: if latency || idle {
+                    helper_core: if latency {
                         base.helper_core
                     } else {
-                        reader_core(i)
+                        reader_core(i % ncores.saturating_sub(1).max(1))
                     },
                     index: i,
                     ..role.clone()
