@@ -5,7 +5,9 @@
 //!
 //! Every decoder takes bytes another machine sent, checks every length
 //! against a limit before using it, and returns an error for anything it
-//! does not accept; none panics on any input (see the property tests).
+//! does not accept; none panics on any input (see the property tests;
+//! `tools/tests/bridge/fuzz.rs` feeds random and mutated byte streams to a
+//! running server and a running pull).
 
 use tape_journal::format::{align_frame, FrameHeader, FRAME_HEADER_LEN};
 

@@ -10,6 +10,7 @@
 mod common;
 mod setup;
 
+mod fuzz;
 mod help;
 mod kills;
 mod proxy;

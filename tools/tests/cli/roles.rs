@@ -86,10 +86,13 @@ fn arg_value(arg: &str, key: &str) -> Option<u64> {
 /// frame, mixing `write`, claim/commit and claims dropped half filled, with
 /// `source` = generation `gen`. Prints `ready NEXT_SEQ` once it writes and
 /// `at SEQ` every 256 frames (SEQ is published by then); paced by
-/// `burst=B,pause_us=P` if given. Stops on a line `stop`, printing `stopped
-/// LAST_SEQ`. `refused MESSAGE` and exit 3 when it may not write.
+/// `burst=B,pause_us=P` if given; with `meta=1` its plain writes also set
+/// `dest` and `corr` (derived from the sequence number). Stops on a line
+/// `stop`, printing `stopped LAST_SEQ`. `refused MESSAGE` and exit 3 when
+/// it may not write.
 fn seq_writer(root: &Path, arg: &str) {
     let gen = arg_value(arg, "gen").unwrap_or(0);
+    let meta = arg_value(arg, "meta").unwrap_or(0) != 0;
     let burst = arg_value(arg, "burst").unwrap_or(0);
     let pause = Duration::from_micros(arg_value(arg, "pause_us").unwrap_or(0));
     let stop = stop_on_stdin();
@@ -108,6 +111,15 @@ fn seq_writer(root: &Path, arg: &str) {
         let seq = w.next_seq();
         payload(seq, &mut buf);
         let got = match mix(seq ^ gen) % 4 {
+            0 | 1 if meta => {
+                let m = tape_journal::FrameMeta {
+                    msg_type: seq as u32,
+                    source: gen as u32,
+                    dest: mix(seq ^ 0xDE57) as u32,
+                    corr: mix(seq ^ 0xC022),
+                };
+                w.write_meta(&m, &buf).expect("write")
+            }
             0 | 1 => w.write(seq as u32, &buf).expect("write"),
             2 => {
                 let mut c = w.claim(buf.len()).expect("claim");
