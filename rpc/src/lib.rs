@@ -369,6 +369,39 @@ fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
+/// An endpoint's own journal `rpc.<name>`, opened (created, or recovered)
+/// for appending.
+struct OwnJournal {
+    root: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    journal: String,
+    appender: tape_journal::Appender,
+}
+
+/// Opens the journal of endpoint `name` under `root` (default: the
+/// environment's), in `dir` (default `<root>/journal`).
+fn open_own_journal(
+    name: &str,
+    root: Option<&Path>,
+    dir: Option<std::path::PathBuf>,
+    page_size: u64,
+) -> Result<OwnJournal, CreateError> {
+    let journal = journal_name(name)?;
+    let root = tape_journal::resolve_root(root);
+    let dir = absolute(&dir.unwrap_or_else(|| tape_journal::journal_dir(&root)))?;
+    let opts = tape_journal::AppendOptions {
+        page_size,
+        ..tape_journal::AppendOptions::default()
+    };
+    let appender = tape_journal::Appender::open(&dir, &journal, opts).map_err(CreateError::Open)?;
+    Ok(OwnJournal {
+        root,
+        dir,
+        journal,
+        appender,
+    })
+}
+
 /// The absolute form of a journal folder, as the service wants it.
 fn absolute(dir: &Path) -> Result<std::path::PathBuf, CreateError> {
     std::path::absolute(dir).map_err(|e| {

@@ -15,13 +15,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tape_journal::{AppendOptions, Appender, Cursor, CursorOptions, Frame, FrameMeta, Start};
+use tape_journal::{Appender, Cursor, CursorOptions, Frame, FrameMeta, Start};
 use tape_reader::Idle;
 use tape_service::{endpoint_id, Client, EndpointRole, JournalId, Peer, PeerKind, QueryError};
 
 use crate::pager::Pager;
 use crate::registration::Registration;
-use crate::{absolute, journal_name, nanos, CallError, CreateError, MAX_WAITING, TIMEOUT_LEN};
+use crate::{
+    nanos, open_own_journal, CallError, CreateError, OwnJournal, MAX_WAITING, TIMEOUT_LEN,
+};
 
 /// Builds a [`Requester`].
 #[derive(Debug, Clone)]
@@ -72,14 +74,12 @@ impl RequesterBuilder {
     /// Opens (or creates) the journal `rpc.<name>` and registers the
     /// requester with the service.
     pub fn create(self) -> Result<Requester, CreateError> {
-        let journal = journal_name(&self.name)?;
-        let root = tape_journal::resolve_root(self.root.as_deref());
-        let dir = absolute(&self.dir.unwrap_or_else(|| tape_journal::journal_dir(&root)))?;
-        let opts = AppendOptions {
-            page_size: self.page_size,
-            ..AppendOptions::default()
-        };
-        let appender = Appender::open(&dir, &journal, opts).map_err(CreateError::Open)?;
+        let OwnJournal {
+            root,
+            dir,
+            journal,
+            appender,
+        } = open_own_journal(&self.name, self.root.as_deref(), self.dir, self.page_size)?;
         let cleanup = self.ephemeral.then(|| Cleanup {
             dir: dir.clone(),
             journal: journal.clone(),

@@ -28,15 +28,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tape_journal::{
-    clock::now_ns, AppendError, AppendOptions, Appender, Cursor, CursorOptions, Frame, FrameMeta,
-    OpenError, Start,
+    clock::now_ns, AppendError, Appender, Cursor, CursorOptions, Frame, FrameMeta, OpenError, Start,
 };
 use tape_reader::Idle;
 use tape_service::{endpoint_id, EndpointRole, JournalId, Peer, PeerKind};
 
 use crate::pager::{Pager, PagerHandle};
 use crate::registration::{Hook, Registration};
-use crate::{absolute, journal_name, CreateError, ServeError, TIMEOUT_LEN};
+use crate::{open_own_journal, CreateError, OwnJournal, ServeError, TIMEOUT_LEN};
 
 /// Empty polls between housekeeping rounds (closing the journals of
 /// requesters that left).
@@ -84,14 +83,12 @@ impl ResponderBuilder {
     /// find which requests were answered already, and registers the
     /// responder with the service.
     pub fn create(self) -> Result<Responder, CreateError> {
-        let journal = journal_name(&self.name)?;
-        let root = tape_journal::resolve_root(self.root.as_deref());
-        let dir = absolute(&self.dir.unwrap_or_else(|| tape_journal::journal_dir(&root)))?;
-        let opts = AppendOptions {
-            page_size: self.page_size,
-            ..AppendOptions::default()
-        };
-        let appender = Appender::open(&dir, &journal, opts).map_err(CreateError::Open)?;
+        let OwnJournal {
+            root,
+            dir,
+            journal,
+            appender,
+        } = open_own_journal(&self.name, self.root.as_deref(), self.dir, self.page_size)?;
         let id = endpoint_id(&self.name);
         let answered = answered_in(&dir, &journal)?;
         let pager = Pager::spawn().map_err(CreateError::Spawn)?;
