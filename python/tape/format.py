@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import mmap
 import os
 import re
 import struct
@@ -187,14 +188,11 @@ class PageHeader:
         return PageHeader(page_size, page_no, created_ns, version, header_len, fhl, flags)
 
 
-def read_page_header(path: str, page_no: int, page_size: Optional[int] = None) -> Tuple[PageHeader, int]:
-    """Reads and checks the header of page file ``path``: every rule of
-    FORMAT.md's page header section, including ``page_no`` equal to the file
-    name's and ``page_size`` equal to the file's length (and to
-    ``page_size`` when given). Returns the header and the file's length."""
-    with open(path, "rb") as f:
-        buf = f.read(PAGE_HEADER_LEN)
-        size = os.fstat(f.fileno()).st_size
+def check_page_header(buf: bytes, path: str, page_no: int, size: int, page_size: Optional[int] = None) -> PageHeader:
+    """Checks the header bytes ``buf`` of page file ``path``, ``size`` bytes
+    long: every rule of FORMAT.md's page header section, including
+    ``page_no`` equal to the file name's and ``page_size`` equal to the
+    file's length (and to ``page_size`` when given)."""
     h = PageHeader.parse(buf, path)
     if h.page_no != page_no:
         raise FormatError(path, f"page_no {h.page_no} in the header, {page_no} in the file name")
@@ -202,7 +200,42 @@ def read_page_header(path: str, page_no: int, page_size: Optional[int] = None) -
         raise FormatError(path, f"page_size {h.page_size} in the header, file is {size} bytes")
     if page_size is not None and h.page_size != page_size:
         raise FormatError(path, f"page_size {h.page_size}, the journal's other pages are {page_size}")
-    return h, size
+    return h
+
+
+def read_page_header(path: str, page_no: int, page_size: Optional[int] = None) -> Tuple[PageHeader, int]:
+    """Reads and checks the header of page file ``path`` (see
+    :func:`check_page_header`). Returns the header and the file's length."""
+    with open(path, "rb") as f:
+        buf = f.read(PAGE_HEADER_LEN)
+        size = os.fstat(f.fileno()).st_size
+    return check_page_header(buf, path, page_no, size, page_size), size
+
+
+def map_page(path: str, page_no: int, page_size: Optional[int], writable: bool) -> Tuple[int, mmap.mmap, int]:
+    """Opens page file ``path``, takes its shared page lock (FORMAT.md,
+    "Pruning"; held while the descriptor stays open), maps it shared,
+    read-only or read-write, and checks its header (see
+    :func:`check_page_header`). Returns the descriptor, which the caller
+    closes when it unmaps, the mapping and the file's length."""
+    fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+    try:
+        hold_page(fd, path)
+        size = os.fstat(fd).st_size
+        if size < PAGE_HEADER_LEN:
+            raise FormatError(path, f"file is {size} bytes, shorter than a page header: not a tape page")
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        mm = mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        check_page_header(mm[:PAGE_HEADER_LEN], path, page_no, size, page_size)
+    except BaseException:
+        mm.close()
+        os.close(fd)
+        raise
+    return fd, mm, size
 
 
 def hold_page(fd: int, path: str) -> None:

@@ -24,7 +24,6 @@ journal files with no service at all.
 
 from __future__ import annotations
 
-import mmap
 import os
 import platform
 import time
@@ -38,8 +37,7 @@ from .format import (
     MARKER_ROOM,
     PAGE_HEADER_LEN,
     FormatError,
-    hold_page,
-    PageHeader,
+    map_page,
     TapeError,
     check_name,
     page_file_name,
@@ -142,24 +140,7 @@ class _Page:
 
     def __init__(self, path: str, page_no: int, page_size: Optional[int]) -> None:
         self.fd = -1
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            hold_page(fd, path)
-            size = os.fstat(fd).st_size
-            if size < PAGE_HEADER_LEN:
-                raise FormatError(path, f"file is {size} bytes, shorter than a page header: not a tape page")
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
-        except BaseException:
-            os.close(fd)
-            raise
-        self.fd = fd
-        h = PageHeader.parse(mm[:PAGE_HEADER_LEN], path)
-        if h.page_no != page_no:
-            raise FormatError(path, f"page_no {h.page_no} in the header, {page_no} in the file name")
-        if h.page_size != size:
-            raise FormatError(path, f"page_size {h.page_size} in the header, file is {size} bytes")
-        if page_size is not None and h.page_size != page_size:
-            raise FormatError(path, f"page_size {h.page_size}, the journal's other pages are {page_size}")
+        self.fd, mm, size = map_page(path, page_no, page_size, writable=False)
         self.path = path
         self.page_no = page_no
         self.size = size

@@ -58,8 +58,8 @@ from .format import (
     align8,
     check_name,
     check_page_size,
-    hold_page,
     lock_file_name,
+    map_page,
     max_payload,
     page_file_name,
     page_numbers,
@@ -124,25 +124,8 @@ class _Page:
 
     def __init__(self, path: str, page_no: int, page_size: Optional[int]) -> None:
         self.fd = -1
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            # The shared page lock (FORMAT.md, "Pruning"), held while mapped.
-            hold_page(fd, path)
-            size = os.fstat(fd).st_size
-            if size < PAGE_HEADER_LEN:
-                raise FormatError(path, f"file is {size} bytes, shorter than a page header: not a tape page")
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        except BaseException:
-            os.close(fd)
-            raise
-        self.fd = fd
-        h = PageHeader.parse(mm[:PAGE_HEADER_LEN], path)
-        if h.page_no != page_no:
-            raise FormatError(path, f"page_no {h.page_no} in the header, {page_no} in the file name")
-        if h.page_size != size:
-            raise FormatError(path, f"page_size {h.page_size} in the header, file is {size} bytes")
-        if page_size is not None and h.page_size != page_size:
-            raise FormatError(path, f"page_size {h.page_size}, the journal's other pages are {page_size}")
+        # Holds the shared page lock (FORMAT.md, "Pruning") while mapped.
+        self.fd, mm, size = map_page(path, page_no, page_size, writable=True)
         self.path = path
         self.page_no = page_no
         self.size = size
