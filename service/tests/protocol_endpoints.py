@@ -6,48 +6,12 @@ service/PROTOCOL.md describes.
 usage: protocol_endpoints.py SOCKET JOURNAL_DIR
 Prints OK and exits 0 when every step behaved as documented.
 """
-import json
 import os
-import socket
-import struct
 import sys
 
-
-def connect(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(path)
-    return s
-
-
-def send(s, msg):
-    body = json.dumps(msg).encode("utf-8")
-    s.sendall(struct.pack("<I", len(body)) + body)
-
-
-def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("service closed the connection")
-        buf += chunk
-    return buf
-
-
-def recv(s):
-    (n,) = struct.unpack("<I", recv_exact(s, 4))
-    return json.loads(recv_exact(s, n).decode("utf-8"))
-
-
-def call(s, msg):
-    send(s, msg)
-    return recv(s)
-
-
-def hello(s):
-    r = call(s, {"type": "hello", "version": 1})
-    assert r["type"] == "hello", r
+# The framing (4-byte little-endian length, then JSON) and the handshake
+# are section 2 and 3's, shared with the writer/reader example.
+from protocol_client import call, connect, hello, recv
 
 
 def endpoint_id(name):

@@ -553,22 +553,31 @@ fn no_service_is_a_clear_error() {
 #[test]
 fn python_client_from_protocol_md() {
     let _w = Watchdog::new("python_client");
+    run_protocol_script("protocol_client.py");
+}
+
+/// Runs a stdlib-only Python script of tests/ against a fresh service (its
+/// socket and journal folder as arguments); it must exit 0 and print OK.
+/// Skipped when the box has no python3.
+fn run_protocol_script(script: &str) {
     if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("python3 not found: skipping the PROTOCOL.md example check");
+        eprintln!("python3 not found: skipping the PROTOCOL.md check {script}");
         return;
     }
     let root = tempfile::tempdir().unwrap();
     let _svc = Service::start(root.path()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/protocol_client.py");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
     let out = Command::new("python3")
-        .arg(&script)
+        .arg(&path)
         .arg(socket_path(root.path()))
         .arg(journal_dir(root.path()))
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "python client failed:\n{}\n{}",
+        "{script} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -755,24 +764,5 @@ fn killed_endpoint_goes_down_for_watchers() {
 #[test]
 fn python_endpoints_from_protocol_md() {
     let _w = Watchdog::new("python_endpoints");
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("python3 not found: skipping the PROTOCOL.md endpoint check");
-        return;
-    }
-    let root = tempfile::tempdir().unwrap();
-    let _svc = Service::start(root.path()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/protocol_endpoints.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(socket_path(root.path()))
-        .arg(journal_dir(root.path()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python endpoint client failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+    run_protocol_script("protocol_endpoints.py");
 }
