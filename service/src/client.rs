@@ -295,16 +295,7 @@ impl Client {
             dir: journal.dir.clone(),
             journal: journal.journal.clone(),
         };
-        match self.call(&req)? {
-            Reply::Registered { id } => Ok(Ok(id)),
-            Reply::Error {
-                code: ErrorCode::Held,
-                pid: Some(pid),
-                ..
-            } => Ok(Err(pid)),
-            Reply::Error { code, message, .. } => Err(QueryError::Refused { code, message }),
-            other => Err(unexpected(other)),
-        }
+        registered_or_held(self.call(&req)?)
     }
 
     /// Sends `watch` and turns this connection into a stream of endpoint
@@ -333,16 +324,7 @@ impl Client {
             dir: journal.dir.clone(),
             journal: journal.journal.clone(),
         };
-        match self.call(&req)? {
-            Reply::Registered { id } => Ok(Ok(id)),
-            Reply::Error {
-                code: ErrorCode::Held,
-                pid: Some(pid),
-                ..
-            } => Ok(Err(pid)),
-            Reply::Error { code, message, .. } => Err(QueryError::Refused { code, message }),
-            other => Err(unexpected(other)),
-        }
+        registered_or_held(self.call(&req)?)
     }
 
     /// Registers this connection as reader `name`.
@@ -388,6 +370,21 @@ impl Client {
         let frame = read_frame(&mut self.stream, MAX_REPLY, &mut self.buf);
         frame.map_err(|e| QueryError::Io(frame_io_error(e)))?;
         decode_reply(&self.buf).map_err(|e| QueryError::Protocol(e.to_string()))
+    }
+}
+
+/// The answer to a registration that one holder at a time may have: the
+/// registration id, or the holder's pid when someone else holds it.
+fn registered_or_held(reply: Reply) -> Result<Result<u64, u32>, QueryError> {
+    match reply {
+        Reply::Registered { id } => Ok(Ok(id)),
+        Reply::Error {
+            code: ErrorCode::Held,
+            pid: Some(pid),
+            ..
+        } => Ok(Err(pid)),
+        Reply::Error { code, message, .. } => Err(QueryError::Refused { code, message }),
+        other => Err(unexpected(other)),
     }
 }
 
