@@ -15,7 +15,10 @@
 //!
 //! - [`Appender`]: append a frame, or [`claim`](Appender::claim) room, fill
 //!   it in place and commit. Sequence numbers run 1, 2, 3, ... across pages.
-//!   The next page is made ready by a background [`Preparer`].
+//!   The next page (or the next N, [`AppendOptions::pages_ahead`]) is made
+//!   ready by a background [`Preparer`]. Frames are stamped by
+//!   [`clock::now_ns`], a TSC clock shared by the box's tape processes
+//!   where the machine has an invariant TSC, else `clock_gettime`.
 //! - [`Cursor`]: read frames in order, borrowed from a read-only mapping,
 //!   starting at the [`Start`] you choose.
 //! - [`prune`]: delete a journal's oldest pages by a [`PruneRule`], never

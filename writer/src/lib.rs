@@ -11,7 +11,8 @@
 //! - a raw [`Appender`](tape_journal::Appender) whose next page is made
 //!   ready on a background thread, so the hot path ([`Writer::write`],
 //!   [`Writer::claim`]) makes no system call, takes no lock and allocates
-//!   nothing, page switches included.
+//!   nothing, page switches included. [`WriterBuilder::pages_ahead`] keeps
+//!   more pages ready, up to a whole session's made at start-up.
 //!
 //! Faults: a writer killed by any means frees the journal at once (the
 //! service's registration and the lock die with its process) and the next
