@@ -28,6 +28,11 @@ pub fn spawn_with(role: &str, root: &std::path::Path, arg: &str, stdin: Stdio) -
 /// The command [`spawn`] runs (hardened, stdout piped), to adjust first.
 pub fn command(role: &str, root: &std::path::Path, arg: &str) -> Command {
     let exe = std::env::current_exe().expect("the test binary");
+    command_of(&exe, role, root, arg)
+}
+
+/// [`command`] with `exe`, a copy of this test binary, as the program.
+pub fn command_of(exe: &std::path::Path, role: &str, root: &std::path::Path, arg: &str) -> Command {
     let mut cmd = Command::new(exe);
     cmd.args([
         "child::role_entry",

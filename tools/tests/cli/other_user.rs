@@ -19,6 +19,36 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Copies of this test binary and of `tape` that the other user can run:
+/// the build folder may sit under a private one (a checkout in a
+/// `mktemp -d` folder, mode 0700), where it could not even reach them.
+struct Runnable {
+    _dir: tempfile::TempDir,
+    test: std::path::PathBuf,
+    tape: std::path::PathBuf,
+}
+
+fn runnable() -> Runnable {
+    let dir = tempfile::Builder::new()
+        .prefix("tape-other-user-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = |from: &std::path::Path, name: &str| {
+        let to = dir.path().join(name);
+        std::fs::copy(from, &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        to
+    };
+    let test = copy(&std::env::current_exe().unwrap(), "cli-test");
+    let tape = copy(std::path::Path::new(tape_bin()), "tape");
+    Runnable {
+        _dir: dir,
+        test,
+        tape,
+    }
+}
+
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -47,7 +77,8 @@ fn another_user_cannot_write_register_or_connect() {
     );
     let before = std::fs::read(&page).unwrap();
 
-    let mut cmd = child::command("other-user", root.path(), "");
+    let exes = runnable();
+    let mut cmd = child::command_of(&exes.test, "other-user", root.path(), "");
     cmd.uid(NOBODY).gid(NOBODY);
     let mut kid = Kid::spawn("the other-user role", &mut cmd);
     let out = Lines::of(kid.child.stdout.take().unwrap());
@@ -92,7 +123,10 @@ fn another_user_cannot_write_register_or_connect() {
         ("write", vec!["md"]),
         ("prune", vec!["md", "--keep-last", "1"]),
     ] {
-        let mut c = root.tape(verb, &args);
+        let mut c = std::process::Command::new(&exes.tape);
+        c.arg(verb).args(&args).arg("--root").arg(root.arg());
+        c.env_remove("TAPE_ROOT");
+        harden(&mut c);
         c.uid(NOBODY).gid(NOBODY);
         let o = run(&mut c, b"intruder\n");
         let err = String::from_utf8_lossy(&o.stderr);
