@@ -7,6 +7,7 @@ use crate::format::{
     align_frame, checksum, max_payload, valid_page_size, FrameHeader, DEFAULT_PAGE_SIZE,
     END_MARKER_ROOM, END_OF_PAGE, FRAME_HEADER_LEN, PAGE_HEADER_LEN,
 };
+use crate::hint::{prefetch_write, WARM_BLOCK, WARM_SHIFT};
 use crate::locate::{locate_tail, pages, OpenError};
 use crate::page::{PageError, PageMut, PrepareOptions};
 use crate::prepare::Preparer;
@@ -137,6 +138,10 @@ impl std::error::Error for AppendError {}
 /// The single writer of one journal.
 ///
 /// Holds the journal's writer lock for its whole life: a second appender of
+/// How far from the end of its page the writer starts warming the next
+/// page's first lines: the last eight 4 KiB blocks.
+const NEXT_PAGE_WARM: usize = 8 << WARM_SHIFT;
+
 /// the same journal, in any process, is refused with the holder's pid.
 #[derive(Debug)]
 pub struct Appender {
@@ -157,6 +162,9 @@ pub struct Appender {
     source: u32,
     dest: u32,
     switches: u64,
+    /// Where the next page's bytes start, once known (0 before): the
+    /// writer warms its first lines before it gets there.
+    next_base: usize,
     prepare: PrepareOptions,
     preparer: Option<Preparer>,
     _lock: JournalLock,
@@ -237,6 +245,7 @@ impl Appender {
             dir: dir.to_path_buf(),
             name: name.to_string(),
             base: page.base(),
+            next_base: 0,
             page,
             page_size: page_size as usize,
             max_payload: max_payload(page_size),
@@ -470,10 +479,40 @@ impl Appender {
                 .store((FRAME_HEADER_LEN + len) as u32, Ordering::Release);
             t
         };
-        self.tail = off + align_frame(FRAME_HEADER_LEN + len);
+        let tail = off + align_frame(FRAME_HEADER_LEN + len);
+        if (tail ^ off) >> WARM_SHIFT != 0 {
+            self.crossed(tail);
+        }
+        self.tail = tail;
         self.next_seq = seq + 1;
         self.has_frames = true;
         self.last_time = time;
+    }
+
+    /// The tail moved into a new 4 KiB block (after a frame was published):
+    /// warms the next block, and near the end of the page the next page's
+    /// first lines, owned and with their address translation, so that the
+    /// stores of the frames there do not wait for a page walk or a line
+    /// from memory after the frame's time was read. Hints only.
+    #[inline(never)]
+    fn crossed(&mut self, tail: usize) {
+        let ahead = (tail | (WARM_BLOCK - 1)) + 1;
+        if ahead < self.page_size {
+            prefetch_write(self.base.wrapping_add(ahead));
+        }
+        if tail + NEXT_PAGE_WARM < self.page_size {
+            return;
+        }
+        if self.next_base == 0 {
+            if let Some(p) = &self.preparer {
+                self.next_base = p.ready_base(self.page.page_no() + 1);
+            }
+        }
+        if self.next_base != 0 {
+            for line in 1..4 {
+                prefetch_write((self.next_base + line * 64) as *const u8);
+            }
+        }
     }
 
     /// Marks the current page ended and moves to the next one, which the
@@ -504,6 +543,7 @@ impl Appender {
         };
         let old = std::mem::replace(&mut self.page, next);
         self.base = self.page.base();
+        self.next_base = 0;
         self.tail = PAGE_HEADER_LEN;
         self.switches += 1;
         match &self.preparer {

@@ -4,6 +4,7 @@
 
 use crate::exchange::PageExchange;
 use crate::format::{FrameHeader, END_OF_PAGE, FRAME_HEADER_LEN, PAGE_HEADER_LEN};
+use crate::hint::{prefetch_read, WARM_BLOCK, WARM_SHIFT};
 use crate::locate::{first_frame, locate_tail, page_before, pages, OpenError};
 use crate::page::{PageError, PageRef};
 use crate::scan::{frame_end, hole_damage, load_len, published_past_hole, Damage};
@@ -129,6 +130,13 @@ pub struct Cursor {
     expect_seq: Option<u64>,
     /// The next page, mapped ahead of time by [`Cursor::prefetch`].
     next_page: Option<PageRef>,
+    /// The next page, taken from the helper while the cursor waited.
+    ahead: Option<Box<PageRef>>,
+    /// The page the cursor left, to hand back to the helper while it waits.
+    left: Option<Box<PageRef>>,
+    /// Whether an empty poll has exchange work to do (see
+    /// [`Cursor::chores`]).
+    chores: bool,
     opts: CursorOptions,
     /// The helper that maps pages ahead and unmaps old ones, if any.
     exchange: Option<Arc<PageExchange>>,
@@ -172,6 +180,9 @@ impl Cursor {
                 off,
                 expect_seq,
                 next_page: None,
+                ahead: None,
+                left: None,
+                chores: false,
                 opts,
                 exchange: None,
                 progress_shift: pages.page_size.trailing_zeros() - 3,
@@ -238,6 +249,9 @@ impl Cursor {
             self.turn_page()?;
         };
         if len == 0 {
+            if self.chores {
+                self.chores();
+            }
             return Ok(None);
         }
         let off = self.off;
@@ -264,17 +278,69 @@ impl Cursor {
             return Err(self.damage(off, what));
         }
         if consume {
-            if (end ^ off) >> self.progress_shift != 0 {
-                // Crossed an eighth of the page: tell the helper, which maps
-                // the next page once the cursor is half way.
-                if let Some(ex) = &self.exchange {
-                    ex.progress(end);
-                }
+            if (end ^ off) >> WARM_SHIFT != 0 && self.crossed(off, end) {
+                self.chores = true;
             }
             self.off = end;
             self.expect_seq = Some(header.seq + 1);
         }
         Ok(Some(frame))
+    }
+
+    /// The cursor moved from `off` into a new 4 KiB block at `end`: warms
+    /// the address translation of the block after it, and in the second
+    /// half of the page that of the next page, so that the reads there,
+    /// which count in a frame's latency, do not wait for a page walk. Every
+    /// eighth of the page it tells the helper where it is (the helper maps
+    /// the next page once the cursor is half way). Stores and prefetches
+    /// only: nothing here waits for another core's cache line. Returns
+    /// whether an empty poll should take the next page from the helper.
+    #[inline(never)]
+    fn crossed(&self, off: usize, end: usize) -> bool {
+        let (base, len) = (self.page.bytes().as_ptr(), self.page.bytes().len());
+        let ahead = (end | (WARM_BLOCK - 1)) + 1;
+        if ahead < len {
+            prefetch_read(base.wrapping_add(ahead));
+        }
+        let Some(ex) = &self.exchange else {
+            return false;
+        };
+        if (end ^ off) >> self.progress_shift != 0 {
+            ex.progress(end);
+        }
+        if end >= len / 2 {
+            match &self.ahead {
+                Some(next) => {
+                    prefetch_read(next.bytes().as_ptr());
+                    prefetch_read(next.bytes().as_ptr().wrapping_add(PAGE_HEADER_LEN));
+                }
+                // Taken at the next empty poll, if the helper has it.
+                None => return true,
+            }
+        }
+        false
+    }
+
+    /// Exchange work done when a poll finds nothing, so that it costs no
+    /// frame any latency: hands the page left back to the helper and, in
+    /// the second half of the page, takes the next page from it. Each of
+    /// these touches a cache line the helper's core wrote (a few hundred ns
+    /// here), which at the page switch itself would delay the frame after.
+    #[cold]
+    #[inline(never)]
+    fn chores(&mut self) {
+        self.chores = false;
+        let Some(ex) = &self.exchange else { return };
+        if let Some(left) = self.left.take() {
+            ex.retire(self.page.page_no(), left);
+        }
+        if self.ahead.is_none() && self.off >= self.page.bytes().len() / 2 && ex.ready_hint() != 0 {
+            self.ahead = ex.take_ready(self.page.page_no() + 1);
+            if let Some(next) = &self.ahead {
+                prefetch_read(next.bytes().as_ptr());
+                prefetch_read(next.bytes().as_ptr().wrapping_add(PAGE_HEADER_LEN));
+            }
+        }
     }
 
     #[cold]
@@ -286,11 +352,26 @@ impl Cursor {
     #[inline(never)]
     fn turn_page(&mut self) -> Result<(), ReadError> {
         let next_no = self.page.page_no() + 1;
-        let mut next = self.next_page.take().filter(|p| p.page_no() == next_no);
-        if next.is_none() {
-            next = self.exchange.as_ref().and_then(|ex| ex.take_ready(next_no));
+        if let Some(ex) = &self.exchange {
+            // The next page taken from the helper ahead of time (or now),
+            // swapped in place: its box carries the old page back to the
+            // helper, at the next empty poll. No lock, no allocation.
+            let ready = match self.ahead.take() {
+                Some(p) if p.page_no() == next_no => Some(p),
+                _ => ex.take_ready(next_no),
+            };
+            if let Some(mut boxed) = ready {
+                std::mem::swap(&mut self.page, &mut boxed);
+                self.off = PAGE_HEADER_LEN;
+                if let Some(older) = self.left.replace(boxed) {
+                    // Never idle since the last switch: hand it back now.
+                    ex.retire(next_no, older);
+                }
+                self.chores = true;
+                return Ok(());
+            }
         }
-        let next = match next {
+        let next = match self.next_page.take().filter(|p| p.page_no() == next_no) {
             Some(p) => p,
             None => PageRef::open(
                 &self.dir,
@@ -306,7 +387,10 @@ impl Cursor {
         // With an exchange the helper unmaps the old page; else it is
         // unmapped here.
         if let Some(ex) = &self.exchange {
-            ex.retire(next_no, old);
+            if let Some(older) = self.left.take() {
+                ex.retire(next_no, older);
+            }
+            ex.retire(next_no, Box::new(old));
         }
         Ok(())
     }
@@ -403,7 +487,10 @@ impl Cursor {
     /// Number of the page the next frame would be read from, and whether
     /// the page after it is mapped ahead already.
     pub fn page_state(&self) -> (u64, bool) {
-        (self.page.page_no(), self.next_page.is_some())
+        (
+            self.page.page_no(),
+            self.next_page.is_some() || self.ahead.is_some(),
+        )
     }
 
     /// Sequence number the next frame will have, once known.

@@ -53,6 +53,7 @@ mod cursor;
 mod exchange;
 pub mod files;
 pub mod format;
+mod hint;
 mod locate;
 pub mod page;
 mod prepare;
@@ -62,7 +63,7 @@ mod verify;
 
 pub use appender::{AppendError, AppendOptions, Appender, Claim, FrameMeta};
 pub use cursor::{Cursor, CursorOptions, Frame, ReadError, Start};
-pub use exchange::{pin_thread, PageExchange};
+pub use exchange::{pin_thread, PageExchange, PageHelper, PageHelperHandle, MAX_LOOK, MIN_LOOK};
 pub use files::{
     check_name, journal_dir, list_journals, list_pages, lock_holder, resolve_root, JournalLock,
     LockError,

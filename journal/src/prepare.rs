@@ -8,10 +8,15 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-/// How often the thread looks for work: the writer never wakes it, so
-/// that a page switch makes no system call.
-const POLL: std::time::Duration = std::time::Duration::from_micros(500);
+/// The shortest wait between the thread's looks for work (times the pages
+/// kept ahead, up to 16): the writer never wakes it, so that a page switch
+/// makes no system call.
+const POLL: Duration = Duration::from_micros(500);
+/// The longest the thread waits between looks, per page kept ahead: a
+/// writer that was idle and bursts must find its next page made.
+const MAX_POLL_PER_PAGE: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Default)]
 struct State {
@@ -92,8 +97,9 @@ impl Preparer {
     }
 
     /// Asks for pages `page_no` onwards (as many as the thread keeps
-    /// ahead) to be made ready; the thread sees it within [`POLL`] and
-    /// nothing is woken. Pages before `page_no` it still holds are unmapped.
+    /// ahead) to be made ready; the thread sees it within an eighth of the
+    /// time since the previous request (at most [`MAX_POLL_PER_PAGE`] per
+    /// page kept ahead) and nothing is woken. Pages before `page_no` it still holds are unmapped.
     pub fn request(&self, page_no: u64) {
         let mut st = lock(&self.shared.state);
         st.want = page_no;
@@ -122,6 +128,9 @@ impl Preparer {
             if !st.in_window(page_no) || st.failed == Some(page_no) || st.stop {
                 return None;
             }
+            // The writer waits (the thread fell behind): a system call here
+            // costs nothing more.
+            self.shared.wake.notify_one();
             st = self.shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
         }
     }
@@ -139,6 +148,20 @@ impl Preparer {
             .ready
             .iter()
             .any(|p| p.page_no() == page_no)
+    }
+
+    /// Where page `page_no`'s bytes start if it is ready, else 0; without
+    /// waiting (0 too when the thread holds the lock). A hint for
+    /// prefetching only.
+    pub fn ready_base(&self, page_no: u64) -> usize {
+        match self.shared.state.try_lock() {
+            Ok(st) => st
+                .ready
+                .iter()
+                .find(|p| p.page_no() == page_no)
+                .map_or(0, |p| p.base() as usize),
+            Err(_) => 0,
+        }
     }
 
     /// How many pages are ready ahead of the writer.
@@ -164,6 +187,9 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 }
 
 fn run(shared: &Shared, dir: &std::path::Path, name: &str, page_size: u64, opts: PrepareOptions) {
+    // When the writer last asked for a new page: the thread looks as often
+    // as the writer turns pages.
+    let (mut want, mut since) = (0, Instant::now());
     loop {
         let (job, retired) = {
             let mut st = lock(&shared.state);
@@ -175,11 +201,21 @@ fn run(shared: &Shared, dir: &std::path::Path, name: &str, page_size: u64, opts:
                 if job.is_some() || !st.retired.is_empty() {
                     break (job, std::mem::take(&mut st.retired));
                 }
+                if st.want != want {
+                    (want, since) = (st.want, Instant::now());
+                }
                 // Polled, not woken: a page switch on the hot path must not
-                // make a futex system call to wake this thread.
-                // With more pages kept ahead the writer is further from
-                // needing the next one, so the thread can look less often.
-                let poll = POLL * st.ahead.clamp(1, 16) as u32;
+                // make a futex system call to wake this thread. It looks
+                // every eighth of the time since the writer last turned a
+                // page (a writer that fills a page in 8 ms is looked at
+                // every millisecond, an idle one every 2 ms per page kept
+                // ahead), and
+                // with more pages kept ahead the writer is further from
+                // needing the next one, so it can look less often.
+                let ahead = st.ahead.clamp(1, 25) as u32;
+                let poll = (since.elapsed() / 8)
+                    .min(MAX_POLL_PER_PAGE * ahead)
+                    .max(POLL * ahead.min(16));
                 st = shared
                     .wake
                     .wait_timeout(st, poll)

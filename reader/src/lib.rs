@@ -51,10 +51,7 @@
 #![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use tape_journal::{Cursor, CursorOptions, OpenError, PageExchange, ReadError};
+use tape_journal::{Cursor, CursorOptions, OpenError, PageHelper, ReadError};
 use tape_service::{ReaderLease, RegisterError};
 
 pub use tape_journal::{Frame, Start};
@@ -182,7 +179,9 @@ impl ReaderBuilder {
             ServiceMode::IfRunning => ReaderLease::acquire(&root, &self.name, &[]).ok(),
         };
         let helper = if self.background {
-            Some(Helper::spawn(self.helper_core))
+            // Without the thread (it could not start) the reader maps
+            // next pages itself in housekeeping.
+            PageHelper::spawn("tape-reader-pages", self.helper_core).ok()
         } else {
             None
         };
@@ -249,65 +248,7 @@ pub struct Reader {
     lease: Option<ReaderLease>,
     sources: Vec<Source>,
     idle: u32,
-    helper: Option<Helper>,
-}
-
-/// The helper thread of a reader: serves the page exchange of every cursor.
-#[derive(Debug)]
-struct Helper {
-    shared: Arc<HelperShared>,
-    thread: Option<JoinHandle<()>>,
-}
-
-#[derive(Debug, Default)]
-struct HelperShared {
-    exchanges: Mutex<Vec<Arc<PageExchange>>>,
-    stop: AtomicBool,
-}
-
-impl Helper {
-    fn spawn(core: Option<usize>) -> Helper {
-        let shared = Arc::new(HelperShared::default());
-        let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("tape-reader-pages".into())
-            .spawn(move || {
-                if let Some(c) = core {
-                    let _ = tape_journal::pin_thread(c);
-                }
-                while !s.stop.load(Ordering::Acquire) {
-                    let list = s
-                        .exchanges
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clone();
-                    let worked = list.iter().fold(false, |w, ex| ex.serve() | w);
-                    if !worked {
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                    }
-                }
-            })
-            .ok();
-        Helper { shared, thread }
-    }
-
-    fn add(&self, cursor: &mut Cursor) {
-        let ex = cursor.exchange(true);
-        self.shared
-            .exchanges
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(ex);
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    helper: Option<PageHelper>,
 }
 
 impl Reader {

@@ -105,7 +105,6 @@ use tape_journal::{AppendError, OpenError, ReadError};
 use tape_service::{ConnectError, QueryError};
 
 mod events;
-mod pager;
 mod registration;
 mod requester;
 mod responder;

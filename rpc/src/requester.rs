@@ -19,11 +19,11 @@ use tape_journal::{Appender, Cursor, CursorOptions, Frame, FrameMeta, Start};
 use tape_reader::Idle;
 use tape_service::{endpoint_id, Client, EndpointRole, JournalId, Peer, PeerKind, QueryError};
 
-use crate::pager::Pager;
 use crate::registration::Registration;
 use crate::{
     nanos, open_own_journal, CallError, CreateError, OwnJournal, MAX_WAITING, TIMEOUT_LEN,
 };
+use tape_journal::PageHelper;
 
 /// Builds a [`Requester`].
 #[derive(Debug, Clone)]
@@ -88,7 +88,7 @@ impl RequesterBuilder {
             dir: dir.clone(),
             journal,
         };
-        let pager = Pager::spawn().map_err(CreateError::Spawn)?;
+        let pager = PageHelper::spawn("tape-rpc-pages", None).map_err(CreateError::Spawn)?;
         let reg = Registration::start(&root, &self.name, EndpointRole::Requester, jid, None)?;
         Ok(Requester {
             id: endpoint_id(&self.name),
@@ -288,7 +288,7 @@ pub struct Requester {
     query: Option<Client>,
     nowait_timeout: Duration,
     /// Maps the responders' next pages ahead.
-    pager: Pager,
+    pager: PageHelper,
     // Dropped in this order: the registration (the service sees the
     // requester go), the journal, then its files if ephemeral.
     reg: Registration,

@@ -33,9 +33,9 @@ use tape_journal::{
 use tape_reader::Idle;
 use tape_service::{endpoint_id, EndpointRole, JournalId, Peer, PeerKind};
 
-use crate::pager::{Pager, PagerHandle};
 use crate::registration::{Hook, Registration};
 use crate::{open_own_journal, CreateError, OwnJournal, ServeError, TIMEOUT_LEN};
+use tape_journal::{PageHelper, PageHelperHandle};
 
 /// Empty polls between housekeeping rounds (closing the journals of
 /// requesters that left).
@@ -91,7 +91,7 @@ impl ResponderBuilder {
         } = open_own_journal(&self.name, self.root.as_deref(), self.dir, self.page_size)?;
         let id = endpoint_id(&self.name);
         let answered = answered_in(&dir, &journal)?;
-        let pager = Pager::spawn().map_err(CreateError::Spawn)?;
+        let pager = PageHelper::spawn("tape-rpc-pages", None).map_err(CreateError::Spawn)?;
         let shared = Arc::new(Shared {
             incoming: Mutex::new(Vec::new()),
             answered: Mutex::new(answered),
@@ -154,7 +154,7 @@ struct Shared {
     /// being read now (the serving thread keeps it for the others).
     answered: Mutex<HashMap<u32, u64>>,
     /// Maps the requesters' next pages ahead.
-    pager: PagerHandle,
+    pager: PageHelperHandle,
 }
 
 impl std::fmt::Debug for Shared {
@@ -430,7 +430,7 @@ pub struct Responder {
     now: i64,
     stats: ResponderStats,
     /// Maps the requesters' next pages ahead.
-    _pager: Pager,
+    _pager: PageHelper,
     // Dropped in this order: the registration (the service sees the
     // responder go), then the journal.
     reg: Registration,

@@ -7,6 +7,7 @@
 
 mod common;
 mod damage;
+mod exchange;
 mod hostile;
 mod positions;
 mod processes;

@@ -400,6 +400,10 @@ fn reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report
             if let Some((s, _)) = *first {
                 let lo = (s as usize).saturating_sub(3);
                 let hi = (s as usize + 31).min(n);
+                if debug {
+                    let v: Vec<u32> = lat.get(lo..hi).unwrap_or(&[]).to_vec();
+                    eprintln!("switch at seq {s}: {:?}", v);
+                }
                 for &v in lat.get(lo..hi).unwrap_or(&[]) {
                     if v != u32::MAX {
                         report.switch_max_ns = report.switch_max_ns.max(v as u64);
