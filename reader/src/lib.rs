@@ -50,6 +50,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod merge;
+
+use merge::Merge;
 use std::path::{Path, PathBuf};
 use tape_journal::{Cursor, CursorOptions, OpenError, PageHelper, ReadError};
 use tape_service::{ReaderLease, RegisterError};
@@ -192,6 +195,9 @@ impl ReaderBuilder {
             opts: self.opts,
             lease,
             sources: Vec::new(),
+            merge: Merge::default(),
+            empty: Vec::new(),
+            last: None,
             idle: 0,
             helper,
         })
@@ -211,8 +217,8 @@ struct Source {
 enum State {
     /// The journal has no page yet; opened at its first frame once it has.
     Waiting,
-    /// Reading; `head` caches the write time of the next unread frame.
-    Open { cursor: Cursor, head: Option<i64> },
+    /// Reading.
+    Open { cursor: Cursor },
 }
 
 /// A frame returned by [`Reader::next`]: the frame and the journal it is
@@ -247,6 +253,13 @@ pub struct Reader {
     opts: CursorOptions,
     lease: Option<ReaderLease>,
     sources: Vec<Source>,
+    /// The write time of each open journal's next frame, where known.
+    merge: Merge,
+    /// Open journals with no next frame known: looked at on every call.
+    empty: Vec<usize>,
+    /// The journal the last frame came from: its next frame is looked up
+    /// on the next call (the frame returned borrows its cursor).
+    last: Option<usize>,
     idle: u32,
     helper: Option<PageHelper>,
 }
@@ -295,7 +308,8 @@ impl Reader {
                 if let Some(h) = &self.helper {
                     h.add(&mut cursor);
                 }
-                State::Open { cursor, head: None }
+                self.empty.push(self.sources.len());
+                State::Open { cursor }
             }
             Err(OpenError::NotFound { .. }) => State::Waiting,
             Err(e) => return Err(AddError::Open(e)),
@@ -303,6 +317,7 @@ impl Reader {
         if let Some(lease) = &mut self.lease {
             lease.add_journal(&dir, name).map_err(AddError::Register)?;
         }
+        self.merge.grow(self.sources.len());
         self.sources.push(Source {
             dir,
             name: name.to_string(),
@@ -336,28 +351,34 @@ impl Reader {
             self.idle += 1;
             return Ok(None);
         }
-        let mut best: Option<(usize, i64)> = None;
-        for (i, src) in self.sources.iter_mut().enumerate() {
-            if let State::Open { cursor, head } = &mut src.state {
-                if head.is_none() {
-                    *head = cursor.peek()?.map(|f| f.time_ns());
-                }
-                if let Some(t) = *head {
-                    if best.is_none_or(|(_, bt)| t < bt) {
-                        best = Some((i, t));
-                    }
-                }
+        // Many journals: a tournament tree over the write time of each
+        // one's next frame (O(log k) a frame), and the journals with none
+        // known looked at on every call.
+        if let Some(i) = self.last {
+            let State::Open { cursor } = &mut self.sources[i].state else {
+                unreachable!("only open journals are merged")
+            };
+            // On an error `last` stays, and so does the journal's stale
+            // entry, which `first` is not asked for before it is replaced.
+            let t = cursor.peek()?.map(|f| f.time_ns());
+            self.last = None;
+            self.merge.set(i, t);
+            if t.is_none() {
+                self.empty.push(i);
             }
         }
-        let Some((i, _)) = best else {
+        if !self.empty.is_empty() {
+            self.look_at_empty()?;
+        }
+        let Some(i) = self.merge.first() else {
             self.idle += 1;
             return Ok(None);
         };
+        self.last = Some(i);
         let src = &mut self.sources[i];
-        let State::Open { cursor, head } = &mut src.state else {
-            unreachable!("best is an open source")
+        let State::Open { cursor } = &mut src.state else {
+            unreachable!("only open journals are merged")
         };
-        *head = None;
         let frame = cursor.next()?.expect("a peeked frame is still there");
         Ok(Some(ReaderFrame {
             journal: i,
@@ -366,11 +387,31 @@ impl Reader {
         }))
     }
 
+    /// Looks for a next frame in each open journal that had none.
+    #[inline(never)]
+    fn look_at_empty(&mut self) -> Result<(), ReadError> {
+        let mut j = 0;
+        while j < self.empty.len() {
+            let i = self.empty[j];
+            let State::Open { cursor } = &mut self.sources[i].state else {
+                unreachable!("only open journals are merged")
+            };
+            match cursor.peek()? {
+                Some(f) => {
+                    self.merge.set(i, Some(f.time_ns()));
+                    self.empty.swap_remove(j);
+                }
+                None => j += 1,
+            }
+        }
+        Ok(())
+    }
+
     /// Opens journals that appeared since they were added and maps next
     /// pages ahead of time. [`Reader::next`] calls it every few thousand
     /// empty polls; call it yourself after a pause if you like.
     pub fn housekeeping(&mut self) {
-        for src in &mut self.sources {
+        for (i, src) in self.sources.iter_mut().enumerate() {
             match &mut src.state {
                 State::Waiting => {
                     if let Ok(mut cursor) =
@@ -379,7 +420,8 @@ impl Reader {
                         if let Some(h) = &self.helper {
                             h.add(&mut cursor);
                         }
-                        src.state = State::Open { cursor, head: None };
+                        src.state = State::Open { cursor };
+                        self.empty.push(i);
                     }
                 }
                 State::Open { cursor, .. } => {
@@ -399,8 +441,9 @@ impl Reader {
     /// journal's current page, so call it after a quiet while (every few
     /// seconds of idleness, or at the end of a replay), never per poll.
     pub fn check_stalled(&mut self) -> Result<(), ReadError> {
-        for src in &mut self.sources {
-            if let State::Open { cursor, head: None } = &mut src.state {
+        for (i, src) in self.sources.iter_mut().enumerate() {
+            let known = self.merge.is_known(i) && self.last != Some(i);
+            if let (State::Open { cursor }, false) = (&mut src.state, known) {
                 cursor.check_stall()?;
             }
         }
