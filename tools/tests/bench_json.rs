@@ -56,7 +56,11 @@ fn journal_bench_json_has_every_key_and_loses_nothing() {
     // overwritten; its plain one those its reader saw.
     assert_eq!(v["floor_queued"]["count"], 20000, "{v}");
     let seen = v["floor"]["count"].as_u64().unwrap();
-    assert_eq!(seen + v["floor_missed"].as_u64().unwrap(), 20000, "{v}");
+    let missed = v["floor_missed"].as_u64().unwrap();
+    assert_eq!(seen + missed, 20000, "{v}");
+    assert!(v["switch_first_p50_ns"].is_u64(), "{v}");
+    let pct = v["floor_missed_pct"].as_f64().unwrap();
+    assert!((pct - missed as f64 / 200.0).abs() < 1e-9, "{v}");
 }
 
 #[test]

@@ -74,6 +74,9 @@ pub struct Report {
     pub page_switches: u64,
     /// Worst latency of the frames around a page switch.
     pub switch_max_ns: u64,
+    /// Latency of the first frame of each page after the first.
+    #[serde(default)]
+    pub switch_first_ns: Vec<u64>,
     /// Latency histogram as (value, count) pairs.
     pub hist: Vec<(u64, u64)>,
     /// Floor only: the histogram with the samples the reader missed counted
@@ -398,6 +401,9 @@ fn reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report
             .skip(1)
         {
             if let Some((s, _)) = *first {
+                if let Some(&v) = lat.get(s as usize - 1).filter(|&&v| v != u32::MAX) {
+                    report.switch_first_ns.push(v as u64);
+                }
                 let lo = (s as usize).saturating_sub(3);
                 let hi = (s as usize + 31).min(n);
                 if debug {
