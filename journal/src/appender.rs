@@ -481,7 +481,14 @@ impl Appender {
         };
         let tail = off + align_frame(FRAME_HEADER_LEN + len);
         if (tail ^ off) >> WARM_SHIFT != 0 {
-            self.crossed(tail);
+            // Into a new 4 KiB block (after the frame was published): warm
+            // the next block, owned and with its address translation, so
+            // that the stores there do not wait for a page walk after a
+            // frame's time was read. A hint: past the page it does nothing.
+            prefetch_write(self.base.wrapping_add((tail | (WARM_BLOCK - 1)) + 1));
+            if tail + NEXT_PAGE_WARM >= self.page_size {
+                self.warm_next_page();
+            }
         }
         self.tail = tail;
         self.next_seq = seq + 1;
@@ -489,20 +496,13 @@ impl Appender {
         self.last_time = time;
     }
 
-    /// The tail moved into a new 4 KiB block (after a frame was published):
-    /// warms the next block, and near the end of the page the next page's
-    /// first lines, owned and with their address translation, so that the
-    /// stores of the frames there do not wait for a page walk or a line
-    /// from memory after the frame's time was read. Hints only.
+    /// Near the end of the page: warms the next page's first lines (owned,
+    /// with their address translation) before the writer gets there, so
+    /// that the first frame's stores do not go to memory after a page walk
+    /// once its time was read. Hints only.
+    #[cold]
     #[inline(never)]
-    fn crossed(&mut self, tail: usize) {
-        let ahead = (tail | (WARM_BLOCK - 1)) + 1;
-        if ahead < self.page_size {
-            prefetch_write(self.base.wrapping_add(ahead));
-        }
-        if tail + NEXT_PAGE_WARM < self.page_size {
-            return;
-        }
+    fn warm_next_page(&mut self) {
         if self.next_base == 0 {
             if let Some(p) = &self.preparer {
                 self.next_base = p.ready_base(self.page.page_no() + 1);

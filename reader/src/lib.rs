@@ -21,9 +21,11 @@
 //! file and offset. A hole of zeros looks like "nothing new yet" to a
 //! poller; [`Reader::check_stalled`], called now and then off the hot path,
 //! tells the two apart. While a page is mapped the reader holds a shared
-//! lock on it (one descriptor per mapped page, at most two per journal), so
-//! `tape prune` and the service's retention never delete a page it still
-//! reads; pruned journals start at their first page left.
+//! lock on it (one descriptor per mapped page: the page being read and the
+//! next, mapped ahead, and for a moment after a switch the page left, until
+//! the helper unmaps it), so `tape prune` and the service's retention never
+//! delete a page it still reads; pruned journals start at their first page
+//! left.
 //!
 //! ```
 //! # let root = tempfile::tempdir().unwrap();
