@@ -4,7 +4,7 @@
 
 use crate::exchange::PageExchange;
 use crate::format::{FrameHeader, END_OF_PAGE, FRAME_HEADER_LEN, PAGE_HEADER_LEN};
-use crate::hint::{prefetch_read, WARM_BLOCK, WARM_SHIFT};
+use crate::hint::{prefetch_read, WARM_SHIFT};
 use crate::locate::{first_frame, locate_tail, page_before, pages, OpenError};
 use crate::page::{PageError, PageRef};
 use crate::scan::{frame_end, hole_damage, load_len, published_past_hole, Damage};
@@ -287,21 +287,20 @@ impl Cursor {
         Ok(Some(frame))
     }
 
-    /// The cursor moved from `off` into a new 4 KiB block at `end`: warms
-    /// the address translation of the block after it, and in the second
-    /// half of the page that of the next page, so that the reads there,
-    /// which count in a frame's latency, do not wait for a page walk. Every
-    /// eighth of the page it tells the helper where it is (the helper maps
-    /// the next page once the cursor is half way). Stores and prefetches
-    /// only: nothing here waits for another core's cache line. Returns
-    /// whether an empty poll should take the next page from the helper.
+    /// The cursor moved from `off` into a new 4 KiB block at `end`. In the
+    /// second half of the page it warms the address translation of the
+    /// next page through its header line, so that the first reads there,
+    /// which count in a frame's latency, do not wait for a page walk. (Not
+    /// through a frame's line: a line the reader holds must be taken back
+    /// by the writer when it stores the frame, after the frame's time was
+    /// read. For the same reason it does not warm the next block of this
+    /// page: its spinning poll there pays the walk before the frame comes.)
+    /// Every eighth of the page it tells the helper where it is (the helper
+    /// maps the next page once the cursor is half way). Returns whether an
+    /// empty poll should take the next page from the helper.
     #[inline(never)]
     fn crossed(&self, off: usize, end: usize) -> bool {
-        let (base, len) = (self.page.bytes().as_ptr(), self.page.bytes().len());
-        let ahead = (end | (WARM_BLOCK - 1)) + 1;
-        if ahead < len {
-            prefetch_read(base.wrapping_add(ahead));
-        }
+        let len = self.page.bytes().len();
         let Some(ex) = &self.exchange else {
             return false;
         };
@@ -310,10 +309,7 @@ impl Cursor {
         }
         if end >= len / 2 {
             match &self.ahead {
-                Some(next) => {
-                    prefetch_read(next.bytes().as_ptr());
-                    prefetch_read(next.bytes().as_ptr().wrapping_add(PAGE_HEADER_LEN));
-                }
+                Some(next) => prefetch_read(next.bytes().as_ptr()),
                 // Taken at the next empty poll, if the helper has it.
                 None => return true,
             }
@@ -338,7 +334,6 @@ impl Cursor {
             self.ahead = ex.take_ready(self.page.page_no() + 1);
             if let Some(next) = &self.ahead {
                 prefetch_read(next.bytes().as_ptr());
-                prefetch_read(next.bytes().as_ptr().wrapping_add(PAGE_HEADER_LEN));
             }
         }
     }
