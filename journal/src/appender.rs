@@ -135,13 +135,13 @@ impl std::fmt::Display for AppendError {
 
 impl std::error::Error for AppendError {}
 
-/// The single writer of one journal.
-///
-/// Holds the journal's writer lock for its whole life: a second appender of
 /// How far from the end of its page the writer starts warming the next
 /// page's first lines: the last eight 4 KiB blocks.
 const NEXT_PAGE_WARM: usize = 8 << WARM_SHIFT;
 
+/// The single writer of one journal.
+///
+/// Holds the journal's writer lock for its whole life: a second appender of
 /// the same journal, in any process, is refused with the holder's pid.
 #[derive(Debug)]
 pub struct Appender {

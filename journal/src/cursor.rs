@@ -137,6 +137,8 @@ pub struct Cursor {
     /// Whether an empty poll has exchange work to do (see
     /// [`Cursor::chores`]).
     chores: bool,
+    /// Page switches where this thread had to map the next page itself.
+    mapped_here: u64,
     opts: CursorOptions,
     /// The helper that maps pages ahead and unmaps old ones, if any.
     exchange: Option<Arc<PageExchange>>,
@@ -183,6 +185,7 @@ impl Cursor {
                 ahead: None,
                 left: None,
                 chores: false,
+                mapped_here: 0,
                 opts,
                 exchange: None,
                 progress_shift: pages.page_size.trailing_zeros() - 3,
@@ -328,7 +331,7 @@ impl Cursor {
         self.chores = false;
         let Some(ex) = &self.exchange else { return };
         if let Some(left) = self.left.take() {
-            ex.retire(self.page.page_no(), left);
+            ex.give_back(left);
         }
         if self.ahead.is_none() && self.off >= self.page.bytes().len() / 2 && ex.ready_hint() != 0 {
             self.ahead = ex.take_ready(self.page.page_no() + 1);
@@ -358,9 +361,10 @@ impl Cursor {
             if let Some(mut boxed) = ready {
                 std::mem::swap(&mut self.page, &mut boxed);
                 self.off = PAGE_HEADER_LEN;
+                ex.moved_to(next_no);
                 if let Some(older) = self.left.replace(boxed) {
                     // Never idle since the last switch: hand it back now.
-                    ex.retire(next_no, older);
+                    ex.give_back(older);
                 }
                 self.chores = true;
                 return Ok(());
@@ -368,24 +372,29 @@ impl Cursor {
         }
         let next = match self.next_page.take().filter(|p| p.page_no() == next_no) {
             Some(p) => p,
-            None => PageRef::open(
-                &self.dir,
-                &self.name,
-                next_no,
-                Some(self.page_size),
-                self.opts.populate,
-            )
-            .map_err(ReadError::Page)?,
+            None => {
+                let page = PageRef::open(
+                    &self.dir,
+                    &self.name,
+                    next_no,
+                    Some(self.page_size),
+                    self.opts.populate,
+                )
+                .map_err(ReadError::Page)?;
+                self.mapped_here += 1;
+                page
+            }
         };
         let old = std::mem::replace(&mut self.page, next);
         self.off = PAGE_HEADER_LEN;
         // With an exchange the helper unmaps the old page; else it is
         // unmapped here.
         if let Some(ex) = &self.exchange {
+            ex.moved_to(next_no);
             if let Some(older) = self.left.take() {
-                ex.retire(next_no, older);
+                ex.give_back(older);
             }
-            ex.retire(next_no, Box::new(old));
+            ex.give_back(Box::new(old));
         }
         Ok(())
     }
@@ -486,6 +495,13 @@ impl Cursor {
             self.page.page_no(),
             self.next_page.is_some() || self.ahead.is_some(),
         )
+    }
+
+    /// How many page switches found the next page not mapped ahead (by the
+    /// helper, or [`prefetch`](Self::prefetch)), so that the reading thread
+    /// opened and mapped it itself, a system call or several on its path.
+    pub fn pages_mapped_here(&self) -> u64 {
+        self.mapped_here
     }
 
     /// Sequence number the next frame will have, once known.

@@ -54,11 +54,20 @@ pub struct PageExchange {
     helper: Mutex<HelperState>,
 }
 
+// The slots move pages between threads: `AtomicPtr` is Send and Sync
+// whatever it points to, so the compiler would not notice a page that stops
+// being Send.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<PageRef>();
+};
+
 /// Takes the boxed page out of `slot`, if any.
 fn take(slot: &AtomicPtr<PageRef>) -> Option<Box<PageRef>> {
     let p = slot.swap(null_mut(), Ordering::Acquire);
     // SAFETY: a non-null pointer in a slot always comes from Box::into_raw
-    // (offer, retire) and the swap gives it to exactly one taker.
+    // (serve_paced, give_back) and the swap gives it to exactly one taker,
+    // which may be on another thread: PageRef is Send (asserted above).
     (!p.is_null()).then(|| unsafe { Box::from_raw(p) })
 }
 
@@ -94,7 +103,7 @@ impl PageExchange {
     }
 
     /// Cursor side: page `page_no` if the helper has it ready, in the box
-    /// the cursor then hands its old page back in ([`Self::retire`]).
+    /// the cursor then hands its old page back in ([`Self::give_back`]).
     pub(crate) fn take_ready(&self, page_no: u64) -> Option<Box<PageRef>> {
         let page = take(&self.ready)?;
         if page.page_no() == page_no {
@@ -114,9 +123,11 @@ impl PageExchange {
         self.ready_base.load(Ordering::Relaxed)
     }
 
-    /// Cursor side: the cursor now reads page `page_no` and left `old`.
-    pub(crate) fn retire(&self, page_no: u64, old: Box<PageRef>) {
-        self.give_back(old);
+    /// Cursor side: the cursor now reads page `page_no`, at its start.
+    /// Two plain stores, made at the switch itself: the helper maps the page
+    /// after it from the first look past half way.
+    #[inline]
+    pub(crate) fn moved_to(&self, page_no: u64) {
         self.pos.store(0, Ordering::Relaxed);
         self.current.store(page_no, Ordering::Release);
     }
@@ -124,7 +135,7 @@ impl PageExchange {
     /// Cursor side: puts `page` in a free retired slot for the helper to
     /// unmap, or unmaps it here when every slot is full (the helper is far
     /// behind).
-    fn give_back(&self, page: Box<PageRef>) {
+    pub(crate) fn give_back(&self, page: Box<PageRef>) {
         let page = Box::into_raw(page);
         let kept = self.retired.iter().any(|slot| {
             slot.compare_exchange(null_mut(), page, Ordering::Release, Ordering::Relaxed)

@@ -22,8 +22,9 @@
 //! poller; [`Reader::check_stalled`], called now and then off the hot path,
 //! tells the two apart. While a page is mapped the reader holds a shared
 //! lock on it (one descriptor per mapped page: the page being read and the
-//! next, mapped ahead, and for a moment after a switch the page left, until
-//! the helper unmaps it), so `tape prune` and the service's retention never
+//! next, mapped ahead, and after a switch the page left, until the reader's
+//! next empty poll hands it to the helper to unmap), so `tape prune` and the
+//! service's retention never
 //! delete a page it still reads; pruned journals start at their first page
 //! left.
 //!
@@ -310,7 +311,6 @@ impl Reader {
                 if let Some(h) = &self.helper {
                     h.add(&mut cursor);
                 }
-                self.empty.push(self.sources.len());
                 State::Open { cursor }
             }
             Err(OpenError::NotFound { .. }) => State::Waiting,
@@ -319,7 +319,12 @@ impl Reader {
         if let Some(lease) = &mut self.lease {
             lease.add_journal(&dir, name).map_err(AddError::Register)?;
         }
-        self.merge.grow(self.sources.len());
+        // Only once registered: a refused journal leaves no trace.
+        let index = self.sources.len();
+        if matches!(state, State::Open { .. }) {
+            self.empty.push(index);
+        }
+        self.merge.grow(index);
         self.sources.push(Source {
             dir,
             name: name.to_string(),

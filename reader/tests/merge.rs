@@ -110,3 +110,46 @@ fn journals_written_before_reading_come_back_in_exact_time_order() {
     }
     assert!(r.next().unwrap().is_none());
 }
+
+#[test]
+fn a_journal_the_service_refuses_leaves_the_merge_as_it_was() {
+    // Registration is refused for a folder whose name is not UTF-8: the
+    // reader must go on reading the journals it has, as if the refused one
+    // had never been asked for.
+    use std::os::unix::ffi::OsStrExt;
+    let root = tempfile::tempdir().unwrap();
+    let _service = tape_service::Service::start(root.path()).unwrap();
+    let dir = tape_journal::journal_dir(root.path());
+    let odd = root.path().join(std::ffi::OsStr::from_bytes(b"odd\xff"));
+    std::fs::create_dir_all(&odd).unwrap();
+    let opts = AppendOptions {
+        page_size: 1 << 20,
+        ..AppendOptions::default()
+    };
+    let mut a = Appender::open(&dir, "a", opts).unwrap();
+    let mut b = Appender::open(&dir, "b", opts).unwrap();
+    let mut c = Appender::open(&odd, "c", opts).unwrap();
+    a.append(1, b"a1").unwrap();
+    b.append(2, b"b1").unwrap();
+    c.append(3, b"c1").unwrap();
+    let mut r = Reader::builder("refused")
+        .root(root.path())
+        .service(ServiceMode::Required)
+        .start(Start::First)
+        .create()
+        .unwrap();
+    r.add_journal(&dir, "a").unwrap();
+    r.add_journal(&dir, "b").unwrap();
+    assert!(r.add_journal(&odd, "c").is_err());
+    assert_eq!(r.journals(), 2);
+    let mut got = Vec::new();
+    while let Some(f) = r.next().unwrap() {
+        got.push(f.payload().to_vec());
+    }
+    assert_eq!(got, [b"a1".to_vec(), b"b1".to_vec()]);
+    // Added again from a folder it accepts, it is read.
+    let mut c2 = Appender::open(&dir, "c", opts).unwrap();
+    c2.append(3, b"c2").unwrap();
+    assert_eq!(r.add_journal(&dir, "c").unwrap(), 2);
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"c2");
+}

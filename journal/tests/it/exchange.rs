@@ -166,3 +166,86 @@ fn idle_helper_sleeps() {
     assert!(wakes < 250, "an idle helper woke {wakes} times in a second");
     assert!(c.next().unwrap().is_none());
 }
+
+#[test]
+fn backlog_read_without_a_pause_finds_each_next_page_mapped() {
+    // Catching up on pages written before: no empty poll between switches.
+    // The cursor tells the helper at the switch itself that it moved on, so
+    // the helper maps every next page while the cursor reads this one.
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = Appender::open(dir.path(), "backlog", background()).unwrap();
+    let mut written = 0u64;
+    while app.position().0 < 13 {
+        written += 1;
+        app.append(1, &payload(written, 300)).unwrap();
+    }
+    let helper = PageHelper::spawn("tape-it-pages", None).unwrap();
+    let mut c = Cursor::open(dir.path(), "backlog", Start::First, opts()).unwrap();
+    helper.add(&mut c);
+    let mut read = 0u64;
+    while let Some(f) = c.next().unwrap() {
+        read += 1;
+        assert_eq!(f.seq(), read);
+        if read % 200 == 0 {
+            // Time for the helper, as a reader busy with each frame gives.
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    }
+    assert_eq!(read, written);
+    assert_eq!(c.page_state().0, 13);
+    // The first page's next one may be late (the helper starts cold).
+    assert!(
+        c.pages_mapped_here() <= 1,
+        "{} of 13 switches mapped by the reading thread",
+        c.pages_mapped_here()
+    );
+}
+
+#[test]
+fn next_page_is_mapped_after_a_burst_read_past_the_last_eighth() {
+    // A switch, then a burst read to 15/16 of the new page before any
+    // empty poll: the helper must still learn where the cursor is and map
+    // the page after.
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = Appender::open(dir.path(), "burst", background()).unwrap();
+    let helper = PageHelper::spawn("tape-it-pages", None).unwrap();
+    app.append(1, &payload(1, 300)).unwrap();
+    let mut c = Cursor::open(dir.path(), "burst", Start::First, opts()).unwrap();
+    helper.add(&mut c);
+    let mut written = 1;
+    let mut read = drain(&mut c, 1);
+    let deadline = Deadline::new(60, "burst past the last eighth");
+    // Page 1 to three quarters, idle until page 2 is mapped ahead.
+    while (app.position().1 as u64) < PAGE * 3 / 4 {
+        written += 1;
+        app.append(1, &payload(written, 300)).unwrap();
+    }
+    read = drain(&mut c, read);
+    while !c.page_state().1 {
+        deadline.check();
+        std::thread::sleep(Duration::from_millis(5));
+        for _ in 0..20 {
+            written += 1;
+            app.append(1, &payload(written, 300)).unwrap();
+        }
+        read = drain(&mut c, read);
+    }
+    // The rest of page 1 and 15/16 of page 2, read in one burst.
+    while app.position().0 == 1 || (app.position().1 as u64) < PAGE * 15 / 16 {
+        written += 1;
+        app.append(1, &payload(written, 300)).unwrap();
+    }
+    read = drain(&mut c, read);
+    assert_eq!(c.page_state().0, 2);
+    // Idle long enough for the helper's slowest look, then on to page 3.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(c.next().unwrap().is_none());
+    while app.position().0 < 3 {
+        written += 1;
+        app.append(1, &payload(written, 300)).unwrap();
+    }
+    read = drain(&mut c, read);
+    assert_eq!(read, written + 1);
+    assert_eq!(c.page_state().0, 3);
+    assert_eq!(c.pages_mapped_here(), 0, "page 3 was not mapped ahead");
+}
