@@ -128,9 +128,8 @@ pub struct Cursor {
     off: usize,
     /// Sequence number the next frame must have, once known.
     expect_seq: Option<u64>,
-    /// The next page, mapped ahead of time by [`Cursor::prefetch`].
-    next_page: Option<PageRef>,
-    /// The next page, taken from the helper while the cursor waited.
+    /// The next page, mapped ahead of time: taken from the helper while the
+    /// cursor waited, or mapped by [`Cursor::prefetch`].
     ahead: Option<Box<PageRef>>,
     /// The page the cursor left, to hand back to the helper while it waits.
     left: Option<Box<PageRef>>,
@@ -181,7 +180,6 @@ impl Cursor {
                 page: open(page_no)?,
                 off,
                 expect_seq,
-                next_page: None,
                 ahead: None,
                 left: None,
                 chores: false,
@@ -350,27 +348,13 @@ impl Cursor {
     #[inline(never)]
     fn turn_page(&mut self) -> Result<(), ReadError> {
         let next_no = self.page.page_no() + 1;
-        if let Some(ex) = &self.exchange {
-            // The next page taken from the helper ahead of time (or now),
-            // swapped in place: its box carries the old page back to the
-            // helper, at the next empty poll. No lock, no allocation.
-            let ready = match self.ahead.take() {
-                Some(p) if p.page_no() == next_no => Some(p),
-                _ => ex.take_ready(next_no),
-            };
-            if let Some(mut boxed) = ready {
-                std::mem::swap(&mut self.page, &mut boxed);
-                self.off = PAGE_HEADER_LEN;
-                ex.moved_to(next_no);
-                if let Some(older) = self.left.replace(boxed) {
-                    // Never idle since the last switch: hand it back now.
-                    ex.give_back(older);
-                }
-                self.chores = true;
-                return Ok(());
-            }
-        }
-        let next = match self.next_page.take().filter(|p| p.page_no() == next_no) {
+        // The next page mapped ahead (taken from the helper while the
+        // cursor waited, or now), else mapped here.
+        let ready = match self.ahead.take() {
+            Some(p) if p.page_no() == next_no => Some(p),
+            _ => self.exchange.as_ref().and_then(|ex| ex.take_ready(next_no)),
+        };
+        let mut next = match ready {
             Some(p) => p,
             None => {
                 let page = PageRef::open(
@@ -382,19 +366,24 @@ impl Cursor {
                 )
                 .map_err(ReadError::Page)?;
                 self.mapped_here += 1;
-                page
+                Box::new(page)
             }
         };
-        let old = std::mem::replace(&mut self.page, next);
+        // Swapped in place: the box carries the old page back to the
+        // helper, at the next empty poll. No lock, no allocation.
+        std::mem::swap(&mut self.page, &mut next);
         self.off = PAGE_HEADER_LEN;
-        // With an exchange the helper unmaps the old page; else it is
-        // unmapped here.
-        if let Some(ex) = &self.exchange {
-            ex.moved_to(next_no);
-            if let Some(older) = self.left.take() {
-                ex.give_back(older);
+        match &self.exchange {
+            Some(ex) => {
+                ex.moved_to(next_no);
+                if let Some(older) = self.left.replace(next) {
+                    // Never idle since the last switch: hand it back now.
+                    ex.give_back(older);
+                }
+                self.chores = true;
             }
-            ex.give_back(Box::new(old));
+            // No helper: the old page is unmapped here.
+            None => drop(next),
         }
         Ok(())
     }
@@ -465,11 +454,7 @@ impl Cursor {
     /// page switch costs no system call. Returns whether it is mapped.
     pub fn prefetch(&mut self) -> Result<bool, PageError> {
         let next_no = self.page.page_no() + 1;
-        if self
-            .next_page
-            .as_ref()
-            .is_some_and(|p| p.page_no() == next_no)
-        {
+        if self.ahead.as_ref().is_some_and(|p| p.page_no() == next_no) {
             return Ok(true);
         }
         match PageRef::open(
@@ -480,7 +465,7 @@ impl Cursor {
             self.opts.populate,
         ) {
             Ok(p) => {
-                self.next_page = Some(p);
+                self.ahead = Some(Box::new(p));
                 Ok(true)
             }
             Err(e) if e.is_not_found() => Ok(false),
@@ -491,10 +476,7 @@ impl Cursor {
     /// Number of the page the next frame would be read from, and whether
     /// the page after it is mapped ahead already.
     pub fn page_state(&self) -> (u64, bool) {
-        (
-            self.page.page_no(),
-            self.next_page.is_some() || self.ahead.is_some(),
-        )
+        (self.page.page_no(), self.ahead.is_some())
     }
 
     /// How many page switches found the next page not mapped ahead (by the
