@@ -339,34 +339,34 @@ impl Reader {
     #[inline(always)]
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<ReaderFrame<'_>>, ReadError> {
-        // One open journal, no housekeeping due: the cursor's own poll,
-        // inlined into the caller's loop (a call per poll, and the frame
-        // handed back through memory, cost a few ns each time).
-        let one = self.sources.len() == 1
-            && self.idle < HOUSEKEEPING_EVERY
-            && matches!(self.sources[0].state, State::Open { .. });
-        if !one {
-            return self.next_general();
+        // One journal, no housekeeping due: the cursor's own poll, inlined
+        // into the caller's loop (a call per poll, and the frame handed back
+        // through memory, cost a few ns each time).
+        if self.sources.len() == 1 && self.idle < HOUSEKEEPING_EVERY {
+            return self.next_one();
         }
-        let src = &mut self.sources[0];
-        let State::Open { cursor, .. } = &mut src.state else {
-            unreachable!("checked open above")
-        };
-        match cursor.next()? {
-            Some(frame) => Ok(Some(ReaderFrame {
-                journal: 0,
-                journal_name: &src.name,
-                frame,
-            })),
-            None => {
-                self.idle += 1;
-                Ok(None)
-            }
-        }
+        self.next_general()
     }
 
-    /// [`next`](Self::next) with housekeeping, a journal not open yet, or
-    /// several journals to merge.
+    /// One journal: no merge, no peek.
+    #[inline(always)]
+    fn next_one(&mut self) -> Result<Option<ReaderFrame<'_>>, ReadError> {
+        let src = &mut self.sources[0];
+        if let State::Open { cursor } = &mut src.state {
+            if let Some(frame) = cursor.next()? {
+                return Ok(Some(ReaderFrame {
+                    journal: 0,
+                    journal_name: &src.name,
+                    frame,
+                }));
+            }
+        }
+        self.idle += 1;
+        Ok(None)
+    }
+
+    /// [`next`](Self::next) with housekeeping due, or several journals to
+    /// merge.
     #[inline(never)]
     fn next_general(&mut self) -> Result<Option<ReaderFrame<'_>>, ReadError> {
         if self.idle >= HOUSEKEEPING_EVERY {
@@ -374,19 +374,7 @@ impl Reader {
             self.housekeeping();
         }
         if self.sources.len() == 1 {
-            // One journal: no merge, no peek.
-            let src = &mut self.sources[0];
-            if let State::Open { cursor, .. } = &mut src.state {
-                if let Some(frame) = cursor.next()? {
-                    return Ok(Some(ReaderFrame {
-                        journal: 0,
-                        journal_name: &src.name,
-                        frame,
-                    }));
-                }
-            }
-            self.idle += 1;
-            return Ok(None);
+            return self.next_one();
         }
         // Many journals: a tournament tree over the write time of each
         // one's next frame (O(log k) a frame), and the journals with none
