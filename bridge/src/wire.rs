@@ -9,7 +9,7 @@
 //! `tools/tests/bridge/fuzz.rs` feeds random and mutated byte streams to a
 //! running server and a running pull).
 
-use tape_journal::format::{align_frame, FrameHeader, FRAME_HEADER_LEN};
+use tape_journal::format::{align_frame, u32_at, u64_at, FrameHeader, FRAME_HEADER_LEN};
 
 /// The eight bytes that open a hello and a challenge.
 pub const MAGIC: [u8; 8] = *b"TAPEBRDG";
@@ -736,18 +736,6 @@ impl Bytes<'_> {
             .and_then(|b| std::str::from_utf8(b).ok())
             .map(str::to_string)
     }
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 #[cfg(test)]

@@ -268,11 +268,15 @@ unsafe fn crc32c_short(data: &[u8]) -> u32 {
     !crc
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+/// The little-endian u32 at byte `at` of `b` (the byte order of every
+/// field in the format). Panics when `b` is too short: check first.
+pub fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+/// The little-endian u64 at byte `at` of `b`. Panics when `b` is too
+/// short: check first.
+pub fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)
