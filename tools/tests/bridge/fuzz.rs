@@ -414,19 +414,10 @@ fn hostile_session(s: &mut TcpStream, rng: &mut Rng, right: u64, src: &Side, fra
 /// Checks that the replica's frames are the source's first ones; returns
 /// how many it has.
 fn assert_prefix(src: &Side, dst: &Side) -> u64 {
-    let open = |side: &Side| {
-        Cursor::open(
-            &side.root.journal_dir(),
-            "md",
-            Start::First,
-            CursorOptions {
-                verify_crc: true,
-                populate: false,
-            },
-        )
+    let Ok(mut b) = dst.cursor("md") else {
+        return 0;
     };
-    let Ok(mut b) = open(dst) else { return 0 };
-    let mut a = open(src).expect("open the source");
+    let mut a = src.cursor("md").expect("open the source");
     let mut n = 0;
     while let Some(fb) = b.next().expect("read the replica") {
         n += 1;

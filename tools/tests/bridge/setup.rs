@@ -41,6 +41,20 @@ impl Side {
         p
     }
 
+    /// A cursor over `journal` in this root from its first frame, checking
+    /// every frame's CRC.
+    pub fn cursor(&self, journal: &str) -> Result<Cursor, tape_journal::OpenError> {
+        Cursor::open(
+            &self.root.journal_dir(),
+            journal,
+            Start::First,
+            CursorOptions {
+                verify_crc: true,
+                populate: false,
+            },
+        )
+    }
+
     /// Last sequence number of `journal` (0: none or no journal).
     pub fn last_seq(&self, journal: &str) -> u64 {
         tape_journal::stats(&self.root.journal_dir(), journal).map_or(0, |s| s.last_seq)
@@ -195,18 +209,7 @@ impl Pull {
 /// Asserts that `journal` on `dst` holds exactly the frames of `journal`
 /// on `src`, byte for byte (header and payload), `n` of them, from seq 1.
 pub fn assert_same_frames(src: &Side, dst: &Side, journal: &str, into: &str, n: u64) {
-    let open = |side: &Side, j: &str| {
-        Cursor::open(
-            &side.root.journal_dir(),
-            j,
-            Start::First,
-            CursorOptions {
-                verify_crc: true,
-                populate: false,
-            },
-        )
-        .unwrap_or_else(|e| panic!("open {j}: {e}"))
-    };
+    let open = |side: &Side, j: &str| side.cursor(j).unwrap_or_else(|e| panic!("open {j}: {e}"));
     let mut a = open(src, journal);
     let mut b = open(dst, into);
     let mut count = 0u64;

@@ -32,7 +32,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
-use tape_journal::{Cursor, CursorOptions, Start};
 
 /// `tape bridge serve --listen <addr>` on `side`, not waiting for it to
 /// listen (a kill may land before it does).
@@ -73,18 +72,7 @@ fn kill(kid: &mut Kid, what: &str, log: &Log, round: u64) {
 /// Compares replica `md` with source `md` frame by frame; returns the
 /// number of frames (both must hold 1..=n).
 fn compare(src: &Side, dst: &Side) -> u64 {
-    let open = |side: &Side| {
-        Cursor::open(
-            &side.root.journal_dir(),
-            "md",
-            Start::First,
-            CursorOptions {
-                verify_crc: true,
-                populate: false,
-            },
-        )
-        .unwrap_or_else(|e| panic!("open md: {e}"))
-    };
+    let open = |side: &Side| side.cursor("md").unwrap_or_else(|e| panic!("open md: {e}"));
     let (mut a, mut b) = (open(src), open(dst));
     let mut n = 0u64;
     let mut want = Vec::new();
