@@ -137,47 +137,36 @@ fn clear_errors_for_what_retrying_cannot_mend() {
     let serve = Serve::with_token(&src, &["--journal", "md"]);
     let tok = dst.token_file(TOKEN);
     let tok = tok.to_str().unwrap();
+    // `tape bridge pull` of `journal` into `root`, which must fail: its
+    // standard error.
+    let pull_fails = |root: &Root, journal: &str| -> String {
+        let o = run(
+            &mut root.tape(
+                "bridge",
+                &[
+                    "pull",
+                    "--from",
+                    &serve.addr,
+                    "--journal",
+                    journal,
+                    "--token-file",
+                    tok,
+                ],
+            ),
+            b"",
+        );
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
 
     // A journal the server does not expose.
-    let o = run(
-        &mut dst.root.tape(
-            "bridge",
-            &[
-                "pull",
-                "--from",
-                &serve.addr,
-                "--journal",
-                "secret",
-                "--token-file",
-                tok,
-            ],
-        ),
-        b"",
-    );
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = pull_fails(&dst.root, "secret");
     assert!(err.contains("journal secret is not served"), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
 
     // A replica that is ahead of its source.
     write_journal(&dst.root, "md", &lines(1..=20));
-    let o = run(
-        &mut dst.root.tape(
-            "bridge",
-            &[
-                "pull",
-                "--from",
-                &serve.addr,
-                "--journal",
-                "md",
-                "--token-file",
-                tok,
-            ],
-        ),
-        b"",
-    );
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = pull_fails(&dst.root, "md");
     assert!(
         err.contains("holds seq 20 but the source ends at seq 10"),
         "{err}"
@@ -185,23 +174,7 @@ fn clear_errors_for_what_retrying_cannot_mend() {
 
     // No service on the replica's root.
     let bare = Root::new();
-    let o = run(
-        &mut bare.tape(
-            "bridge",
-            &[
-                "pull",
-                "--from",
-                &serve.addr,
-                "--journal",
-                "md",
-                "--token-file",
-                tok,
-            ],
-        ),
-        b"",
-    );
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = pull_fails(&bare, "md");
     assert!(err.contains("service"), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
 
