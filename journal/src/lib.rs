@@ -20,7 +20,9 @@
 //!   [`clock::now_ns`], a TSC clock shared by the box's tape processes
 //!   where the machine has an invariant TSC, else `clock_gettime`.
 //! - [`Cursor`]: read frames in order, borrowed from a read-only mapping,
-//!   starting at the [`Start`] you choose.
+//!   starting at the [`Start`] you choose. A [`PageHelper`] thread maps each
+//!   cursor's next page before it gets there and unmaps the ones it left,
+//!   so that a page switch on the reading thread is a pointer swap.
 //! - [`prune`]: delete a journal's oldest pages by a [`PruneRule`], never
 //!   one that a reader or the writer has mapped (each holds a shared
 //!   `flock` on the pages it maps; see [`page`]).
