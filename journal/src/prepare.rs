@@ -98,8 +98,9 @@ impl Preparer {
 
     /// Asks for pages `page_no` onwards (as many as the thread keeps
     /// ahead) to be made ready; the thread sees it within an eighth of the
-    /// time since the previous request (at most [`MAX_POLL_PER_PAGE`] per
-    /// page kept ahead) and nothing is woken. Pages before `page_no` it still holds are unmapped.
+    /// time since the previous request (at most 2 ms per page kept ahead)
+    /// and nothing is woken. Pages before `page_no` it still holds are
+    /// unmapped.
     pub fn request(&self, page_no: u64) {
         let mut st = lock(&self.shared.state);
         st.want = page_no;
