@@ -129,7 +129,7 @@ impl StatusSocket {
     /// Stops answering and removes the socket.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
-        let t = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let t = tape_journal::sync::lock(&self.thread).take();
         if let Some(t) = t {
             let _ = t.join();
         }

@@ -602,6 +602,14 @@ impl Appender {
         self.preparer.as_ref().map_or(0, Preparer::ready_count)
     }
 
+    /// Waits until the pages kept ahead ([`AppendOptions::pages_ahead`]) are
+    /// all ready, for at most `timeout`; returns how many are (0 at once
+    /// without a background thread). Off the hot path: for start-up, before
+    /// the first frame of a session.
+    pub fn wait_pages_ready(&self, timeout: std::time::Duration) -> usize {
+        self.preparer.as_ref().map_or(0, |p| p.wait_ready(timeout))
+    }
+
     /// Whether the preparer has the next page ready (for tests and benches).
     pub fn next_page_ready(&self) -> bool {
         self.preparer

@@ -29,6 +29,29 @@ pub fn resolve_root(arg: Option<&Path>) -> PathBuf {
     }
 }
 
+/// The root a journal folder belongs to: the nearest of `dir` and its
+/// parents that has a service's files (`system/service.sock` or
+/// `system/service.lock`), so that `<R>/journal`, `<R>/journal/archive`
+/// or `<R>` itself all belong to root `<R>` once a service has run there.
+/// `None` when no such folder is above `dir` (a relative `dir` is taken
+/// from the current folder).
+///
+/// A `Writer` or `Reader` given only a folder registers with the service
+/// of this root, else with the default root ([`resolve_root`]`(None)`).
+pub fn root_of(dir: &Path) -> Option<PathBuf> {
+    let abs = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(dir)
+    };
+    abs.ancestors()
+        .find(|a| {
+            let system = a.join("system");
+            system.join("service.sock").exists() || system.join("service.lock").exists()
+        })
+        .map(Path::to_path_buf)
+}
+
 /// Folder of a root's journals: `<root>/journal`.
 pub fn journal_dir(root: &Path) -> PathBuf {
     root.join("journal")

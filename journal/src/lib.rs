@@ -56,18 +56,21 @@ mod exchange;
 pub mod files;
 pub mod format;
 mod hint;
+mod idle;
 mod locate;
 pub mod page;
 mod prepare;
 mod prune;
 mod scan;
+pub mod sync;
 mod verify;
 
 pub use appender::{AppendError, AppendOptions, Appender, Claim, FrameMeta};
 pub use cursor::{Cursor, CursorOptions, Frame, ReadError, Start};
 pub use exchange::{pin_thread, PageExchange, PageHelper, PageHelperHandle, MAX_LOOK, MIN_LOOK};
+pub use idle::Idle;
 pub use files::{
-    check_name, journal_dir, list_journals, list_pages, lock_holder, resolve_root, JournalLock,
+    check_name, journal_dir, list_journals, list_pages, lock_holder, resolve_root, root_of, JournalLock,
     LockError,
 };
 pub use locate::{page_starts, stats, JournalStats, OpenError, PageStart};

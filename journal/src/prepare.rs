@@ -165,6 +165,28 @@ impl Preparer {
         }
     }
 
+    /// Waits until every page of the window is ready (the writer's
+    /// `pages_ahead`), making one failed, or `timeout` passed; returns how
+    /// many pages are ready.
+    pub fn wait_ready(&self, timeout: std::time::Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut st = lock(&self.shared.state);
+        loop {
+            let full = st.ready.len() as u64 >= st.ahead;
+            if full || st.failed.is_some() || st.stop || st.want == 0 {
+                return st.ready.len();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return st.ready.len();
+            }
+            // The caller waits on purpose: wake the thread now rather than
+            // at its next look.
+            self.shared.wake.notify_one();
+            st = crate::sync::wait_timeout(&self.shared.done, st, left).0;
+        }
+    }
+
     /// How many pages are ready ahead of the writer.
     pub fn ready_count(&self) -> usize {
         lock(&self.shared.state).ready.len()

@@ -6,10 +6,12 @@
 //! the read-only mapping of its page. Pages are followed and unmapped on
 //! their own.
 //!
-//! Registration: [`Reader::create`] registers the reader's name and its
-//! journals with the `tape service` of the root (so `tape ls` and the
-//! service's "who is online" show it) and re-registers if the service
-//! restarts. **A reader also works with no service at all**:
+//! Registration: [`Reader::create`] registers the reader's name with the
+//! `tape service` of its root (so `tape ls` and the service's "who is
+//! online" show it) and re-registers if the service restarts. Each journal
+//! is registered with the service of the root its folder belongs to
+//! ([`tape_journal::root_of`]): the reader's own, or another root's, where
+//! the reader then registers too. **A reader also works with no service at all**:
 //! [`ReaderBuilder::service`] with [`ServiceMode::Never`] (replay and
 //! analysis of journal files) or [`ServiceMode::IfRunning`] (register when a
 //! service runs, read regardless). Reading never talks to the service.
@@ -60,7 +62,7 @@ use std::path::{Path, PathBuf};
 use tape_journal::{Cursor, CursorOptions, OpenError, PageHelper, ReadError};
 use tape_service::{ReaderLease, RegisterError};
 
-pub use tape_journal::{Frame, Start};
+pub use tape_journal::{Frame, Idle, Start};
 
 /// Whether a reader registers with the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -197,6 +199,8 @@ impl ReaderBuilder {
             start: self.start,
             opts: self.opts,
             lease,
+            service: self.service,
+            other_roots: Vec::new(),
             sources: Vec::new(),
             merge: Merge::default(),
             empty: Vec::new(),
@@ -255,6 +259,10 @@ pub struct Reader {
     start: Start,
     opts: CursorOptions,
     lease: Option<ReaderLease>,
+    service: ServiceMode,
+    /// Registrations with the services of other roots, for journals whose
+    /// folder belongs to another root than the reader's.
+    other_roots: Vec<(PathBuf, Option<ReaderLease>)>,
     sources: Vec<Source>,
     /// The write time of each open journal's next frame, where known.
     merge: Merge,
@@ -316,7 +324,7 @@ impl Reader {
             Err(OpenError::NotFound { .. }) => State::Waiting,
             Err(e) => return Err(AddError::Open(e)),
         };
-        if let Some(lease) = &mut self.lease {
+        if let Some(lease) = self.lease_for(&dir)? {
             lease.add_journal(&dir, name).map_err(AddError::Register)?;
         }
         // Only once registered: a refused journal leaves no trace.
@@ -500,74 +508,44 @@ impl Reader {
     /// Whether the reader is registered with a service right now.
     pub fn is_registered(&self) -> bool {
         self.lease.as_ref().is_some_and(|l| l.is_registered())
-    }
-}
-
-/// An idle strategy for a polling loop: spin, then yield, then park (sleep
-/// with a growing timeout), so that more pollers than cores never starve
-/// the writer. Call [`Idle::idle`] after an empty poll and [`Idle::reset`]
-/// after a frame.
-///
-/// ```
-/// let mut idle = tape_reader::Idle::new();
-/// for _ in 0..10 { idle.idle(); }
-/// idle.reset();
-/// ```
-#[derive(Debug, Clone)]
-pub struct Idle {
-    n: u32,
-    spins: u32,
-    yields: u32,
-    max_park: std::time::Duration,
-}
-
-impl Default for Idle {
-    fn default() -> Self {
-        Idle::new()
-    }
-}
-
-impl Idle {
-    /// 1000 spins, then 100 yields, then parks growing from 50 µs to 1 ms.
-    pub fn new() -> Idle {
-        Idle::with(1000, 100, std::time::Duration::from_millis(1))
+            && self
+                .other_roots
+                .iter()
+                .all(|(_, l)| l.as_ref().is_some_and(ReaderLease::is_registered))
     }
 
-    /// A strategy with the given number of spins and yields before parking,
-    /// and the longest park.
-    pub fn with(spins: u32, yields: u32, max_park: std::time::Duration) -> Idle {
-        Idle {
-            n: 0,
-            spins,
-            yields,
-            max_park,
+    /// The registration a journal in `dir` is added to: the reader's own,
+    /// or (made on first use, per the service mode) the one with the
+    /// service of the other root `dir` belongs to.
+    fn lease_for(&mut self, dir: &Path) -> Result<Option<&mut ReaderLease>, AddError> {
+        if self.service == ServiceMode::Never {
+            return Ok(None);
         }
+        let root = match tape_journal::root_of(dir) {
+            Some(r) if !same_folder(&r, &self.root) => r,
+            _ => return Ok(self.lease.as_mut()),
+        };
+        let at = match self.other_roots.iter().position(|(r, _)| same_folder(r, &root)) {
+            Some(i) => i,
+            None => {
+                let lease = match self.service {
+                    ServiceMode::Required => Some(
+                        ReaderLease::acquire(&root, &self.name, &[]).map_err(AddError::Register)?,
+                    ),
+                    _ => ReaderLease::acquire(&root, &self.name, &[]).ok(),
+                };
+                self.other_roots.push((root, lease));
+                self.other_roots.len() - 1
+            }
+        };
+        Ok(self.other_roots[at].1.as_mut())
     }
+}
 
-    /// Waits a little, longer the longer nothing came.
-    #[inline]
-    pub fn idle(&mut self) {
-        self.n = self.n.saturating_add(1);
-        if self.n <= self.spins {
-            std::hint::spin_loop();
-        } else if self.n <= self.spins + self.yields {
-            std::thread::yield_now();
-        } else {
-            let k = (self.n - self.spins - self.yields).min(20);
-            let park = std::time::Duration::from_micros(50 * k as u64).min(self.max_park);
-            std::thread::sleep(park);
+fn same_folder(a: &Path, b: &Path) -> bool {
+    a == b
+        || match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
         }
-    }
-
-    /// Whether the strategy has reached parking (the caller may flush
-    /// output or do housekeeping then).
-    pub fn is_parking(&self) -> bool {
-        self.n > self.spins + self.yields
-    }
-
-    /// Back to spinning, after a frame came.
-    #[inline]
-    pub fn reset(&mut self) {
-        self.n = 0;
-    }
 }

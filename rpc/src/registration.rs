@@ -23,16 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use tape_service::{Change, Client, EndpointRole, JournalId, Peer, PeerKind, QueryError, Watch};
+use tape_service::{Backoff, Change, Client, EndpointRole, JournalId, Peer, PeerKind, QueryError, Watch};
 
 use crate::CreateError;
 
-/// First wait before reconnecting.
-const MIN_BACKOFF: Duration = Duration::from_millis(20);
-/// Longest wait between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Called on the registration thread for each requester that comes up
 /// (and for each in the list a new watch starts with).
@@ -68,7 +63,7 @@ impl Directory {
 
     /// The live endpoints by name.
     pub fn table(&self) -> MutexGuard<'_, HashMap<String, Peer>> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        tape_journal::sync::lock(&self.table)
     }
 
     pub fn is_registered(&self) -> bool {
@@ -76,7 +71,7 @@ impl Directory {
     }
 
     fn control(&self) -> MutexGuard<'_, Control> {
-        self.control.lock().unwrap_or_else(|e| e.into_inner())
+        tape_journal::sync::lock(&self.control)
     }
 
     /// Records the current connection; false when stopping.
@@ -199,12 +194,12 @@ impl Spec {
 /// The registration thread.
 fn run(dir: &Directory, spec: &Spec, first: Watch, mut hook: Option<Hook>) {
     let mut watch = Some(first);
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::SERVICE;
     let mut logged = false;
     loop {
         if let Some(mut w) = watch.take() {
             dir.registered.store(true, Ordering::SeqCst);
-            backoff = MIN_BACKOFF;
+            backoff.reset();
             logged = false;
             while let Ok((change, peer)) = w.next_event() {
                 apply_event(dir, change, peer, &mut hook);
@@ -219,15 +214,11 @@ fn run(dir: &Directory, spec: &Spec, first: Watch, mut hook: Option<Hook>) {
             if c.stop {
                 return;
             }
-            let (c, _) = dir
-                .wake
-                .wait_timeout(c, backoff)
-                .unwrap_or_else(|e| e.into_inner());
+            let (c, _) = tape_journal::sync::wait_timeout(&dir.wake, c, backoff.next_wait());
             if c.stop {
                 return;
             }
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
         match spec.register() {
             Ok((list, w)) => {
                 if !dir.publish(w.socket().ok()) {

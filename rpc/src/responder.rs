@@ -177,11 +177,11 @@ struct NewSource {
 
 impl Shared {
     fn incoming(&self) -> MutexGuard<'_, Vec<Result<NewSource, (String, String)>>> {
-        self.incoming.lock().unwrap_or_else(|e| e.into_inner())
+        tape_journal::sync::lock(&self.incoming)
     }
 
     fn answered(&self) -> MutexGuard<'_, HashMap<u32, u64>> {
-        self.answered.lock().unwrap_or_else(|e| e.into_inner())
+        tape_journal::sync::lock(&self.answered)
     }
 
     /// On the registration thread: opens requester `p`'s journal after the

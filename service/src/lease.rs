@@ -32,11 +32,8 @@ use crate::protocol::{
     MAX_READER_JOURNALS,
 };
 use crate::socket_path;
+use crate::Backoff;
 
-/// First wait before reconnecting.
-const MIN_BACKOFF: Duration = Duration::from_millis(20);
-/// Longest wait between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Why a registration ([`WriterLease::acquire`], [`ReaderLease::acquire`],
 /// [`ReaderLease::add_journal`]) failed.
@@ -262,7 +259,7 @@ struct Slot {
 
 impl Shared {
     fn slot(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+        tape_journal::sync::lock(&self.slot)
     }
 
     /// Records the thread's current connection; false when stopping (the
@@ -365,22 +362,21 @@ enum Watch {
 impl Worker {
     fn run(mut self, first: Client) {
         let mut client = Some(first);
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::SERVICE;
         loop {
             if let Some(c) = client.take() {
                 self.shared.registered.store(true, Ordering::SeqCst);
                 self.logged = false;
-                backoff = MIN_BACKOFF;
+                backoff.reset();
                 let why = self.watch(c);
                 self.shared.registered.store(false, Ordering::SeqCst);
                 if !self.shared.publish(None) || matches!(why, Watch::Stop) {
                     return;
                 }
             }
-            if !self.pause(backoff) {
+            if !self.pause(backoff.next_wait()) {
                 return;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
             match self.register() {
                 Ok(c) => client = Some(c),
                 Err(None) => {}

@@ -68,6 +68,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod backoff;
 mod client;
 mod daemon;
 mod lease;
@@ -75,6 +76,7 @@ pub mod protocol;
 mod registry;
 pub mod retention;
 
+pub use backoff::Backoff;
 pub use client::{Client, ConnectError, QueryError, Watch};
 pub use daemon::{
     run, shutdown_on_signals, Service, ServiceError, HANDSHAKE_DEADLINE, MAX_CONNECTIONS,

@@ -134,10 +134,9 @@ impl Retainer {
                         }
                     }
                     let (lock, cv) = &*flag;
-                    let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
-                    let (stopped, _) = cv
-                        .wait_timeout_while(stopped, every, |s| !*s)
-                        .unwrap_or_else(|e| e.into_inner());
+                    let stopped = tape_journal::sync::lock(lock);
+                    let (stopped, _) =
+                        tape_journal::sync::wait_timeout_while(cv, stopped, every, |s| !*s);
                     if *stopped {
                         return;
                     }
@@ -153,7 +152,7 @@ impl Retainer {
 impl Drop for Retainer {
     fn drop(&mut self) {
         let (lock, cv) = &*self.stop;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *tape_journal::sync::lock(lock) = true;
         cv.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -86,8 +86,10 @@ pub struct WriterBuilder {
 }
 
 impl WriterBuilder {
-    /// The root whose service to register with (default: `$TAPE_ROOT`, else
-    /// `/tmp/trading`).
+    /// The root whose service to register with. Default: the root the
+    /// journal's folder belongs to ([`tape_journal::root_of`]: the nearest
+    /// of the folder and its parents where a service has run), else
+    /// `$TAPE_ROOT`, else `/tmp/trading`.
     pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
         self.root = Some(root.into());
         self
@@ -121,7 +123,8 @@ impl WriterBuilder {
 
     /// Pages to keep made and pre-faulted ahead of the current one
     /// (default 1). Start-up can make a whole session's pages this way;
-    /// [`Writer::pages_ready`] says how many are done.
+    /// [`Writer::wait_pages_ready`] waits for them, [`Writer::pages_ready`]
+    /// says how many are done.
     pub fn pages_ahead(mut self, pages: u32) -> Self {
         self.opts.pages_ahead = pages.max(1);
         self
@@ -130,8 +133,22 @@ impl WriterBuilder {
     /// Registers with the service, then opens (creates, or recovers) the
     /// journal.
     pub fn create(self) -> Result<Writer, CreateError> {
-        let root = tape_journal::resolve_root(self.root.as_deref());
-        let dir = self.dir.unwrap_or_else(|| tape_journal::journal_dir(&root));
+        let (root, dir) = match (self.root, self.dir) {
+            (Some(root), Some(dir)) => (root, dir),
+            (Some(root), None) => {
+                let dir = tape_journal::journal_dir(&root);
+                (root, dir)
+            }
+            (None, Some(dir)) => (
+                tape_journal::root_of(&dir).unwrap_or_else(|| tape_journal::resolve_root(None)),
+                dir,
+            ),
+            (None, None) => {
+                let root = tape_journal::resolve_root(None);
+                let dir = tape_journal::journal_dir(&root);
+                (root, dir)
+            }
+        };
         tape_journal::check_name(&self.name)
             .map_err(|e| CreateError::Open(OpenError::BadName(e)))?;
         let lease = WriterLease::acquire(&root, &dir, &self.name).map_err(CreateError::Register)?;
@@ -153,10 +170,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Registers with the service of the default root and opens journal
-    /// `name` in `dir`, creating it if needed. Fails, creating nothing,
-    /// when no service runs (start `tape service`) or another writer holds
-    /// the journal.
+    /// Registers with the service of the root `dir` belongs to (the nearest
+    /// of `dir` and its parents where a service has run, else the default
+    /// root: see [`WriterBuilder::root`]) and opens journal `name` in `dir`,
+    /// creating it if needed. Fails, creating nothing, when that service is
+    /// not running (the error names its socket: start `tape service --root`
+    /// there) or another writer holds the journal.
     pub fn create(dir: impl AsRef<Path>, name: &str) -> Result<Writer, CreateError> {
         Writer::builder(name).dir(dir.as_ref()).create()
     }
@@ -229,6 +248,13 @@ impl Writer {
     /// Sequence number the next frame gets.
     pub fn next_seq(&self) -> u64 {
         self.appender.next_seq()
+    }
+
+    /// Waits until the pages kept ahead ([`WriterBuilder::pages_ahead`])
+    /// are all made and pre-faulted, for at most `timeout`; returns how many
+    /// are ready. For start-up, before the session's first frame.
+    pub fn wait_pages_ready(&self, timeout: std::time::Duration) -> usize {
+        self.appender.wait_pages_ready(timeout)
     }
 
     /// How many pages past the current one are made and ready.

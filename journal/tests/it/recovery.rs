@@ -344,11 +344,7 @@ fn pages_ahead_are_made_before_they_are_needed() {
         ..background()
     };
     let mut app = Appender::open(dir, NAME, opts).unwrap();
-    let deadline = Deadline::new(60, "pages made ahead");
-    while app.pages_ready() < 3 {
-        deadline.check();
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    assert_eq!(app.wait_pages_ready(std::time::Duration::from_secs(60)), 3);
     for no in 2..=4u64 {
         let path = tape_journal::files::page_path(dir, NAME, no);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), PAGE, "{path:?}");
@@ -363,10 +359,7 @@ fn pages_ahead_are_made_before_they_are_needed() {
     assert!(app.page_switches() >= 5);
     let (last_page, _) = app.position();
     // Let the preparer make pages past the tail, then reopen.
-    while app.pages_ready() < 3 {
-        deadline.check();
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    assert_eq!(app.wait_pages_ready(std::time::Duration::from_secs(60)), 3);
     drop(app);
     assert!(tape_journal::files::page_path(dir, NAME, last_page + 3).exists());
     let mut app = Appender::open(dir, NAME, background()).unwrap();

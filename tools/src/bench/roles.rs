@@ -265,15 +265,11 @@ fn writer(role: &Role, ctl: &Ctl, _pin: impl Fn() -> Result<()>) -> Result<Repor
         .create()?;
     // The pages are made before the clock starts, as a trading box makes
     // the day's pages at start-up.
-    let made = deadline() + Duration::from_secs(240);
-    while w.pages_ready() < role.pages_ahead as usize {
-        if Instant::now() > made {
-            anyhow::bail!(
-                "the writer could not make {} pages ahead in time",
-                role.pages_ahead
-            );
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    if w.wait_pages_ready(Duration::from_secs(300)) < role.pages_ahead as usize {
+        anyhow::bail!(
+            "the writer could not make {} pages ahead in time",
+            role.pages_ahead
+        );
     }
     ctl.line(Line::Ready)
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
