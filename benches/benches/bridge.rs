@@ -24,11 +24,10 @@
 //! cargo bench -p tape-benches --bench bridge -- --quick # fewer frames
 //! ```
 
-use hdrhistogram::Histogram;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
+use tape_benches::{hist, temp_dir, tight_timer_slack, Pcts};
 use tape_bridge::{quiet_log, Polling, PullHandle, PullOptions, ServeOptions, Server, Token};
 use tape_reader::{Idle, Reader, ServiceMode, Start};
 use tape_writer::Writer;
@@ -36,47 +35,8 @@ use tape_writer::Writer;
 const SIZE: usize = 64;
 const PAGE: u64 = 64 << 20;
 
-fn temp() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    }
-}
-
-fn tight_timer_slack() {
-    // SAFETY: PR_SET_TIMERSLACK changes only this thread's timer slack.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
-    }
-}
-
 fn now_ns() -> i64 {
     tape_journal::clock::now_ns()
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Pcts {
-    p50: u64,
-    p99: u64,
-    p999: u64,
-    max: u64,
-    n: u64,
-}
-
-fn pcts(h: &Histogram<u64>) -> Pcts {
-    Pcts {
-        p50: h.value_at_quantile(0.5),
-        p99: h.value_at_quantile(0.99),
-        p999: h.value_at_quantile(0.999),
-        max: h.max(),
-        n: h.len(),
-    }
-}
-
-fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 10_000_000_000, 3).unwrap()
 }
 
 /// Plain TCP: round trips of 64-byte messages; returns one-way (RTT / 2)
@@ -113,7 +73,7 @@ fn tcp_ping_pong(rounds: usize, gap: Duration) -> Pcts {
     }
     drop(s);
     echo.join().unwrap();
-    pcts(&h)
+    Pcts::of(&h)
 }
 
 /// A source and a replica root, each with its service, and a server.
@@ -127,7 +87,7 @@ struct Setup {
 
 impl Setup {
     fn new(polling: Polling) -> Setup {
-        let (src, dst) = (temp(), temp());
+        let (src, dst) = (temp_dir(), temp_dir());
         let s1 = tape_service::Service::start(src.path()).unwrap();
         let s2 = tape_service::Service::start(dst.path()).unwrap();
         let mut o = ServeOptions::new(src.path());
@@ -247,7 +207,7 @@ fn bridge_latency(polling: Polling, frames: u64, gap: Duration) -> Pcts {
         }
     });
     drop(writer.join().unwrap());
-    pcts(&h)
+    Pcts::of(&h)
 }
 
 /// Frames per second through the bridge: (catch-up, live).

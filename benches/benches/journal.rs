@@ -14,28 +14,12 @@
 
 use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
 use hdrhistogram::Histogram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
+use tape_benches::temp_dir;
 use tape_journal::{AppendOptions, Appender, Cursor, CursorOptions, Start};
 
 const NAME: &str = "bench";
-
-/// Where the benches make their journals: RAM-backed when possible.
-fn temp_base() -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    }
-}
-
-fn fresh_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("tape-bench-")
-        .tempdir_in(temp_base())
-        .expect("temporary folder")
-}
 
 fn options(page_size: u64) -> AppendOptions {
     AppendOptions {
@@ -55,7 +39,7 @@ fn payload(seq: u64, buf: &mut [u8]) {
 
 /// Writes `n` frames of `size` bytes into a fresh journal and returns it.
 fn write_journal(n: u64, size: usize, page_size: u64) -> tempfile::TempDir {
-    let dir = fresh_dir();
+    let dir = temp_dir();
     let mut app = Appender::open(dir.path(), NAME, options(page_size)).unwrap();
     let mut buf = vec![0u8; size];
     for seq in 1..=n {
@@ -108,7 +92,7 @@ struct Sink {
 
 impl Sink {
     fn new(page_size: u64) -> Sink {
-        let dir = fresh_dir();
+        let dir = temp_dir();
         let app = Appender::open(dir.path(), NAME, options(page_size)).unwrap();
         Sink { dir, app }
     }
@@ -173,7 +157,7 @@ fn append(c: &mut Criterion) {
             let mut elapsed = Duration::ZERO;
             while left > 0 {
                 let n = left.min(HOT_BATCH);
-                let dir = fresh_dir();
+                let dir = temp_dir();
                 let opts = AppendOptions {
                     background: false,
                     ..options(64 << 20)
@@ -254,7 +238,7 @@ fn switch_latency() {
         (1 << 20, 250),
         (8 << 20, 250),
     ] {
-        let dir = fresh_dir();
+        let dir = temp_dir();
         let mut app = Appender::open(dir.path(), NAME, options(page_size)).unwrap();
         let mut buf = [0u8; 64];
         let mut all = Histogram::<u64>::new(3).unwrap();

@@ -4,19 +4,11 @@
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use tape_benches::temp_dir;
 use tape_journal::{AppendOptions, Appender};
 use tape_reader::{Reader, ServiceMode, Start};
 
 const FRAMES: u64 = 1 << 20;
-
-fn temp() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    }
-}
 
 fn write(dir: &Path, k: usize) {
     let opts = AppendOptions {
@@ -48,7 +40,7 @@ fn merge(c: &mut Criterion) {
     let mut g = c.benchmark_group("merge");
     g.throughput(Throughput::Elements(1));
     for k in [1usize, 4, 16, 64] {
-        let dir = temp();
+        let dir = temp_dir();
         write(dir.path(), k);
         // Correctness first: every frame once, write times never go back.
         let mut r = reader(dir.path(), k);

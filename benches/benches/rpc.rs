@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tape_benches::{fmt_ns, hist_from, temp_dir};
 use tape_journal::{AppendOptions, Appender, Cursor, CursorOptions, Start};
 use tape_reader::Idle;
 use tape_rpc::{Requester, Responder};
@@ -103,15 +104,7 @@ fn main() {
     if let Some(c) = mine {
         tape_journal::pin_thread(c).expect("pin the requester");
     }
-    let base = if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let root = tempfile::Builder::new()
-        .prefix("tape-rpc-bench-")
-        .tempdir_in(base)
-        .expect("temporary root");
+    let root = temp_dir();
     let _service = tape_service::Service::start(root.path()).expect("start a service");
 
     // The three echoes.
@@ -142,7 +135,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(5));
     }
 
-    let mut h = [hist(), hist(), hist(), hist()];
+    let mut h = [hist_from(10), hist_from(10), hist_from(10), hist_from(10)];
     let per_round = a.calls / ROUNDS;
     let mut payload = vec![0u8; a.size];
     let mut back = vec![0u8; a.size];
@@ -257,10 +250,10 @@ fn main() {
     ] {
         println!(
             "{name:<28} {:>10} {:>10} {:>10} {:>10}",
-            ns(x[0]),
-            ns(x[1]),
-            ns(x[2]),
-            ns(x[3])
+            fmt_ns(x[0]),
+            fmt_ns(x[1]),
+            fmt_ns(x[2]),
+            fmt_ns(x[3])
         );
     }
     println!(
@@ -288,10 +281,6 @@ fn open_when_there(dir: &Path, name: &str) -> Cursor {
     }
 }
 
-fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(10, 60_000_000_000, 3).expect("histogram")
-}
-
 fn record(h: &mut Histogram<u64>, i: u64, t: Instant) {
     let ns = t.elapsed().as_nanos() as u64;
     if i >= WARMUP {
@@ -301,14 +290,6 @@ fn record(h: &mut Histogram<u64>, i: u64, t: Instant) {
 
 fn stamp(buf: &mut [u8], i: u64) {
     buf[..8].copy_from_slice(&i.to_le_bytes());
-}
-
-fn ns(v: u64) -> String {
-    if v >= 10_000 {
-        format!("{:.1} µs", v as f64 / 1000.0)
-    } else {
-        format!("{v} ns")
-    }
 }
 
 /// Starts this binary as `role`, pinned to `core`, dying with us.

@@ -68,11 +68,11 @@ mod verify;
 pub use appender::{AppendError, AppendOptions, Appender, Claim, FrameMeta};
 pub use cursor::{Cursor, CursorOptions, Frame, ReadError, Start};
 pub use exchange::{pin_thread, PageExchange, PageHelper, PageHelperHandle, MAX_LOOK, MIN_LOOK};
-pub use idle::Idle;
 pub use files::{
-    check_name, journal_dir, list_journals, list_pages, lock_holder, resolve_root, root_of, JournalLock,
-    LockError,
+    check_name, journal_dir, list_journals, list_pages, lock_holder, resolve_root, root_of,
+    JournalLock, LockError,
 };
+pub use idle::Idle;
 pub use locate::{page_starts, stats, JournalStats, OpenError, PageStart};
 pub use page::{PageError, PrepareOptions};
 pub use prepare::Preparer;

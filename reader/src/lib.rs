@@ -525,7 +525,11 @@ impl Reader {
             Some(r) if !same_folder(&r, &self.root) => r,
             _ => return Ok(self.lease.as_mut()),
         };
-        let at = match self.other_roots.iter().position(|(r, _)| same_folder(r, &root)) {
+        let at = match self
+            .other_roots
+            .iter()
+            .position(|(r, _)| same_folder(r, &root))
+        {
             Some(i) => i,
             None => {
                 let lease = match self.service {

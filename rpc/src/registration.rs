@@ -24,10 +24,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use tape_service::{Backoff, Change, Client, EndpointRole, JournalId, Peer, PeerKind, QueryError, Watch};
+use tape_service::{
+    Backoff, Change, Client, EndpointRole, JournalId, Peer, PeerKind, QueryError, Watch,
+};
 
 use crate::CreateError;
-
 
 /// Called on the registration thread for each requester that comes up
 /// (and for each in the list a new watch starts with).

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tape_journal::{Cursor, CursorOptions, Start};
 use tape_rpc::{CallError, Events, PeerKind, Requester, Responder, ServeError};
@@ -54,17 +54,7 @@ impl Root {
     }
 }
 
-/// Polls `cond` until it holds, failing after a minute.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let give_up = Instant::now() + LONG;
-    while !cond() {
-        assert!(
-            Instant::now() < give_up,
-            "watchdog: gave up waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+use tape_testkit::wait_until;
 
 /// An echo responder on a thread: replies with the request's type and data.
 /// Requests of type 2 wait until the test sends on the returned channel.

@@ -17,13 +17,22 @@ pub struct Backoff {
 
 impl Backoff {
     /// The schedule of the service's clients: 20 ms doubling to 500 ms.
-    pub const SERVICE: Backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
+    pub const SERVICE: Backoff =
+        Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
 
     /// Starts at `min`, doubles up to `max` (`max` below `min` is taken as
     /// `min`).
     pub const fn new(min: Duration, max: Duration) -> Backoff {
-        let max = if max.as_nanos() < min.as_nanos() { min } else { max };
-        Backoff { min, max, next: min }
+        let max = if max.as_nanos() < min.as_nanos() {
+            min
+        } else {
+            max
+        };
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
     }
 
     /// The wait before the next attempt; the one after is twice as long,

@@ -34,7 +34,6 @@ use crate::protocol::{
 use crate::socket_path;
 use crate::Backoff;
 
-
 /// Why a registration ([`WriterLease::acquire`], [`ReaderLease::acquire`],
 /// [`ReaderLease::add_journal`]) failed.
 #[derive(Debug)]

@@ -6,15 +6,15 @@
 //! Allocation is measured by a global allocator that counts the bytes live
 //! on the current thread and their peak (the decoder runs on one thread).
 
-#[path = "../../journal/tests/support/counting_alloc.rs"]
-mod counting_alloc;
+#[global_allocator]
+static ALLOC: tape_testkit::alloc::Counting = tape_testkit::alloc::Counting;
 
-use counting_alloc::peak_of;
 use proptest::prelude::*;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tape_service::protocol::{decode_request, read_frame, MAX_REQUEST};
+use tape_testkit::alloc::peak_of;
 
 /// The bound the decoder keeps: a fixed part, plus a multiple of the body
 /// (serde_json builds a value tree: each JSON value is a 32-byte node,

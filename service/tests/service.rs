@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tape_service::protocol::{decode_reply, ErrorCode, Reply};
 use tape_service::{
@@ -21,38 +21,15 @@ const ROOT_ENV: &str = "TAPE_SERVICE_TEST_ROOT";
 
 /// Aborts the whole test binary if a test hangs (e.g. a drop that never
 /// returns), so a hang is a failure with a message rather than a stuck CI.
-struct Watchdog(Option<mpsc::Sender<()>>);
+struct Watchdog;
 
 impl Watchdog {
-    fn new(what: &'static str) -> Watchdog {
-        let (tx, rx) = mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(90)) {
-                eprintln!("watchdog: test {what} hung for 90 s; aborting");
-                std::process::abort();
-            }
-        });
-        Watchdog(Some(tx))
+    fn new(what: &'static str) -> tape_testkit::Watchdog {
+        tape_testkit::Watchdog::new(what, Duration::from_secs(90))
     }
 }
 
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.0.take();
-    }
-}
-
-/// Polls `f` until it returns `Some`, failing the test after 30 s.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use tape_testkit::eventually;
 
 fn journal_dir(root: &Path) -> PathBuf {
     root.join("journal")

@@ -1,12 +1,10 @@
 //! Helpers shared by the integration tests: deterministic payloads, child
-//! processes by re-execution, a deadline watchdog, a page model.
+//! processes by re-execution (on tape-testkit), a page model.
 
 #![allow(dead_code)]
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 use tape_journal::format::{checksum, FrameHeader, PageHeader, FRAME_HEADER_LEN};
 use tape_journal::{AppendOptions, PrepareOptions};
 
@@ -64,88 +62,22 @@ pub fn background() -> AppendOptions {
     }
 }
 
-/// A watchdog: [`check`](Deadline::check) fails the test as hung once the
-/// deadline has passed. Generous on purpose (the machine is shared).
-#[derive(Debug)]
-pub struct Deadline {
-    end: Instant,
-    what: &'static str,
-}
-
-impl Deadline {
-    pub fn new(secs: u64, what: &'static str) -> Self {
-        Deadline {
-            end: Instant::now() + Duration::from_secs(secs),
-            what,
-        }
-    }
-
-    #[track_caller]
-    pub fn check(&self) {
-        if Instant::now() > self.end {
-            panic!("hung: {} did not finish before its deadline", self.what);
-        }
-    }
-}
+pub use tape_testkit::{Deadline, Kid};
 
 /// The role this process plays when it is a re-executed child, and the
 /// journal folder it was given.
 pub fn role() -> Option<(String, PathBuf)> {
-    let role = std::env::var(ROLE_ENV).ok()?;
+    let role = tape_testkit::role(ROLE_ENV)?;
     let dir = std::env::var_os(DIR_ENV)?;
     Some((role, PathBuf::from(dir)))
 }
 
-/// A child process that is killed (SIGKILL) and reaped when dropped, so a
-/// failing test leaves no process behind.
-#[derive(Debug)]
-pub struct ChildProc(pub Child);
-
-impl ChildProc {
-    pub fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// Waits for the child to exit, failing as hung after the deadline.
-    pub fn wait(&mut self, deadline: &Deadline) -> std::process::ExitStatus {
-        loop {
-            if let Some(st) = self.0.try_wait().expect("waitpid") {
-                return st;
-            }
-            deadline.check();
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill(&mut self) -> std::process::ExitStatus {
-        let _ = self.0.kill();
-        self.0.wait().expect("waitpid")
-    }
-}
-
-impl Drop for ChildProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Re-executes this test binary to run only `test` (its full path in the
 /// binary, e.g. `processes::lock_names_holder`) with `role` and `dir` in the
-/// environment.
-pub fn spawn_role(test: &str, role: &str, dir: &Path) -> ChildProc {
-    let exe = std::env::current_exe().expect("current_exe");
-    let child = Command::new(exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env(ROLE_ENV, role)
-        .env(DIR_ENV, dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn child test process");
-    ChildProc(child)
+/// environment; killed and reaped when dropped.
+pub fn spawn_role(test: &str, role: &str, dir: &Path) -> Kid {
+    let mut cmd = tape_testkit::role_command(test, ROLE_ENV, role, &[(DIR_ENV, dir.as_os_str())]);
+    Kid::spawn(role, &mut cmd)
 }
 
 /// Path of page `no` of journal `name`.

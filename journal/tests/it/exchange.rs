@@ -41,7 +41,7 @@ fn helper_hands_each_next_page_over_and_unmaps_the_ones_left() {
     let helper = PageHelper::spawn("tape-it-pages", None).unwrap();
     let mut c = Cursor::open(dir.path(), "ex", Start::First, opts()).unwrap();
     helper.add(&mut c);
-    let deadline = Deadline::new(60, "12 pages through the exchange");
+    let deadline = Deadline::secs(60);
     let (mut written, mut read) = (1u64, 1u64);
     let mut handed_over = 0;
     while app.position().0 < 12 {
@@ -57,7 +57,7 @@ fn helper_hands_each_next_page_over_and_unmaps_the_ones_left() {
         read = drain(&mut c, read);
         let since = Instant::now();
         while !c.page_state().1 && since.elapsed() < Duration::from_secs(2) {
-            deadline.check();
+            deadline.check("burst past the last eighth");
             std::thread::sleep(Duration::from_millis(5));
             for _ in 0..40 {
                 written += 1;
@@ -214,7 +214,7 @@ fn next_page_is_mapped_after_a_burst_read_past_the_last_eighth() {
     helper.add(&mut c);
     let mut written = 1;
     let mut read = drain(&mut c, 1);
-    let deadline = Deadline::new(60, "burst past the last eighth");
+    let deadline = Deadline::secs(60);
     // Page 1 to three quarters, idle until page 2 is mapped ahead.
     while (app.position().1 as u64) < PAGE * 3 / 4 {
         written += 1;
@@ -222,7 +222,7 @@ fn next_page_is_mapped_after_a_burst_read_past_the_last_eighth() {
     }
     read = drain(&mut c, read);
     while !c.page_state().1 {
-        deadline.check();
+        deadline.check("burst past the last eighth");
         std::thread::sleep(Duration::from_millis(5));
         for _ in 0..20 {
             written += 1;

@@ -10,17 +10,14 @@
 //! Allocation is measured by a global allocator that counts the bytes live
 //! on the current thread and their peak.
 
-#[path = "../support/counting_alloc.rs"]
-mod counting_alloc;
-
 use crate::common::*;
-use counting_alloc::peak_of;
 use proptest::prelude::*;
 use std::path::Path;
 use tape_journal::format::{checksum, FrameHeader, PageHeader, FRAME_HEADER_LEN};
 use tape_journal::{
     stats, verify, AppendOptions, Appender, Cursor, CursorOptions, OpenError, Start,
 };
+use tape_testkit::alloc::peak_of;
 
 /// What any one operation on a hostile journal may allocate: names, paths,
 /// error messages; never a page.

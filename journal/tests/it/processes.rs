@@ -19,7 +19,7 @@ fn open_when_created(dir: &Path, opts: CursorOptions, deadline: &Deadline) -> Cu
             Err(OpenError::NotFound { .. }) => {}
             Err(e) => panic!("cursor open: {e}"),
         }
-        deadline.check();
+        deadline.check("the journal to be created");
         std::thread::sleep(Duration::from_millis(1));
     }
 }
@@ -86,7 +86,7 @@ fn writer_process_to_reader_process_million_frames() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let deadline = Deadline::new(120, "reading a million frames");
+    let deadline = Deadline::secs(120);
     let mut child = spawn_role(
         "processes::writer_process_to_reader_process_million_frames",
         "writer",
@@ -110,8 +110,8 @@ fn writer_process_to_reader_process_million_frames() {
             None => {
                 idle += 1;
                 if idle % 64 == 0 {
-                    deadline.check();
-                    if let Some(st) = child.0.try_wait().unwrap() {
+                    deadline.check("scribbler");
+                    if let Some(st) = child.exited() {
                         // The writer is gone: whatever it published is
                         // readable now, so a None here is a lost frame.
                         if cur.next().expect("read").is_none() {
@@ -126,7 +126,7 @@ fn writer_process_to_reader_process_million_frames() {
             }
         }
     }
-    let st = child.wait(&deadline);
+    let st = child.wait_until(&deadline);
     assert!(st.success(), "writer failed: {st}");
     assert!(cur.next().unwrap().is_none(), "a frame after the last");
     let report = verify(dir, NAME).expect("verify");
@@ -197,7 +197,7 @@ fn writer_killed_at_random_moments_recovers() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let deadline = Deadline::new(120, "crash rounds");
+    let deadline = Deadline::secs(120);
     let mut rng = 0x1234_5678u64 ^ std::process::id() as u64;
     let mut cur: Option<Cursor> = None;
     let mut last = 0u64;
@@ -226,10 +226,10 @@ fn writer_killed_at_random_moments_recovers() {
             if let Some(c) = cur.as_mut() {
                 drain(c, &mut last, CRASH_MAX, &mut buf);
             }
-            deadline.check();
+            deadline.check("scribbler");
             std::thread::sleep(Duration::from_micros(200));
         }
-        let st = child.kill();
+        let st = child.kill9();
         assert_eq!(st.signal(), Some(libc::SIGKILL), "round {round}: {st}");
         if let Some(c) = cur.as_mut() {
             drain(c, &mut last, CRASH_MAX, &mut buf);
@@ -275,7 +275,7 @@ fn second_writer_refused_until_holder_killed() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let deadline = Deadline::new(30, "lock holder start");
+    let deadline = Deadline::secs(30);
     let mut child = spawn_role(
         "processes::second_writer_refused_until_holder_killed",
         "holder",
@@ -285,8 +285,8 @@ fn second_writer_refused_until_holder_killed() {
     while tape_journal::lock_holder(dir, NAME) != Some(child.pid())
         || tape_journal::stats(dir, NAME).map_or(0, |s| s.frames) == 0
     {
-        assert!(child.0.try_wait().unwrap().is_none(), "holder exited");
-        deadline.check();
+        assert!(child.exited().is_none(), "holder exited");
+        deadline.check("scribbler");
         std::thread::sleep(Duration::from_millis(2));
     }
     match Appender::open(dir, NAME, foreground()) {
@@ -300,7 +300,7 @@ fn second_writer_refused_until_holder_killed() {
         }
         other => panic!("expected Locked naming pid {}, got {other:?}", child.pid()),
     }
-    child.kill();
+    child.kill9();
     let mut app = Appender::open(dir, NAME, foreground()).expect("free once the holder died");
     assert_eq!(app.next_seq(), 2);
     assert_eq!(app.append(1, b"next").unwrap(), 2);
@@ -334,13 +334,13 @@ fn reader_cannot_write_the_journal() {
         }
     }
     let before = snapshot(dir);
-    let deadline = Deadline::new(30, "scribbler");
+    let deadline = Deadline::secs(30);
     let mut child = spawn_role(
         "processes::reader_cannot_write_the_journal",
         "scribbler",
         dir,
     );
-    let st = child.wait(&deadline);
+    let st = child.wait_until(&deadline);
     assert_eq!(st.signal(), Some(libc::SIGSEGV), "child ended with {st}");
     assert!(before == snapshot(dir), "the journal changed");
     assert_eq!(verify(dir, NAME).unwrap().frames, 10);

@@ -111,12 +111,12 @@ fn the_page_with_the_last_frame_is_always_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let mut app = Appender::open(dir, NAME, background()).unwrap();
-    let deadline = Deadline::new(60, "the spare page");
+    let deadline = Deadline::secs(60);
     while app.page_switches() < 3 {
         app.append(1, &payload(app.next_seq(), PAYLOAD)).unwrap();
     }
     while !app.next_page_ready() {
-        deadline.check();
+        deadline.check("concurrent prune");
         std::thread::sleep(Duration::from_millis(1));
     }
     let (cur, _) = app.position();
@@ -278,7 +278,7 @@ fn concurrent_prune_never_takes_a_frame_from_a_reader() {
     const FRAMES: u64 = 40_000;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let deadline = Deadline::new(120, "concurrent prune");
+    let deadline = Deadline::secs(120);
     let mut app = Appender::open(&dir, NAME, background()).unwrap();
     app.append(1, &payload(1, PAYLOAD)).unwrap();
     let done = Arc::new(AtomicBool::new(false));
@@ -334,7 +334,7 @@ fn concurrent_prune_never_takes_a_frame_from_a_reader() {
     for seq in 2..=FRAMES {
         app.append(1, &payload(seq, PAYLOAD)).unwrap();
         if seq % 1000 == 0 {
-            deadline.check();
+            deadline.check("concurrent prune");
         }
     }
     let seen = reader.join().expect("reader");

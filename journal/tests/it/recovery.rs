@@ -183,7 +183,7 @@ fn garbage_past_tail_is_cleared_before_new_frames() {
 fn spare_page_made_ahead_is_handled() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let deadline = Deadline::new(60, "spare page");
+    let deadline = Deadline::secs(60);
     let mut app = Appender::open(dir, NAME, background()).unwrap();
     let mut reader = Cursor::open(dir, NAME, Start::First, CursorOptions::default()).unwrap();
     let mut read = 0u64;
@@ -194,13 +194,13 @@ fn spare_page_made_ahead_is_handled() {
             // Give the preparer time on a busy machine; the next page is
             // then normally ready when it is needed.
             while !app.next_page_ready() {
-                deadline.check();
+                deadline.check("spare page");
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
     }
     while !app.next_page_ready() {
-        deadline.check();
+        deadline.check("spare page");
         std::thread::sleep(Duration::from_millis(1));
     }
     let (cur_page, _) = app.position();

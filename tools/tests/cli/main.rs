@@ -5,10 +5,7 @@
 //! No test asserts a duration: every wait has a watchdog deadline after
 //! which the test fails as hung.
 
-/// The bridge tests' two machines on one box, for the bridge campaign.
-#[allow(dead_code)]
-#[path = "../bridge/setup.rs"]
-mod bridge_setup;
+mod bridge;
 mod common;
 
 mod abuse;

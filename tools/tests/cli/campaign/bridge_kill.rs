@@ -4,7 +4,7 @@
 //! frame.
 //!
 //! Two machines on one box (two roots, each with its own `tape service`,
-//! as in the bridge's own tests: [`crate::bridge_setup`]). A `seq-writer`
+//! as in the bridge's own tests: [`crate::bridge::setup`]). A `seq-writer`
 //! ([`crate::roles`]) writes `md` on the source all along, paced, mixing
 //! plain writes (with `dest` and `corr` set), claims committed and claims
 //! dropped. Each round kills the serve, the pull, or (one round in five)
@@ -25,7 +25,7 @@
 //! nothing twice; `tape verify` passes on both.
 
 use super::{Rng, Talk};
-use crate::bridge_setup::{Log, Pull, Serve, Side, TOKEN};
+use crate::bridge::setup::{Log, Pull, Serve, Side, TOKEN};
 use crate::child;
 use crate::common::*;
 use std::os::unix::process::ExitStatusExt;

@@ -3,8 +3,8 @@
 //! the second subscriber gets everything, and the server's memory stays
 //! bounded: the journal is the buffer, not the server's heap.
 
+use crate::bridge::setup::*;
 use crate::common::*;
-use crate::setup::*;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -70,7 +70,7 @@ fn stalled_subscriber_slows_nobody_and_holds_no_memory() {
     );
 
     // The stalled one is still connected, still stalled far behind.
-    let st = crate::replicate::status_json(&src);
+    let st = crate::bridge::replicate::status_json(&src);
     let subs = st["subscribers"].as_array().unwrap();
     let get = |acct: &str| {
         subs.iter()

@@ -3,8 +3,8 @@
 //! several journals share one connection; presence in `tape bridge status`
 //! and `tape ls`.
 
+use crate::bridge::setup::*;
 use crate::common::*;
-use crate::setup::*;
 use std::process::{Command, Stdio};
 
 #[test]

@@ -1,14 +1,21 @@
 //! A global allocator that counts the bytes live on the current thread and
-//! their peak, for tests that bound what a parser allocates. Included by
-//! the hostile-input tests of several crates with
-//! `#[path = ".../journal/tests/support/counting_alloc.rs"] mod counting_alloc;`
-//! (it installs itself as the test binary's global allocator).
+//! their peak, for tests that bound what a parser allocates. A test binary
+//! installs it with
+//!
+//! ```ignore
+//! #[global_allocator]
+//! static ALLOC: tape_testkit::alloc::Counting = tape_testkit::alloc::Counting;
+//! ```
+//!
+//! and measures with [`peak_of`].
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-/// Counts the bytes allocated by the current thread (live and peak).
-struct Counting;
+/// Counts the bytes allocated by the current thread (live and peak),
+/// forwarding to the system allocator.
+#[derive(Debug)]
+pub struct Counting;
 
 thread_local! {
     static LIVE: Cell<usize> = const { Cell::new(0) };
@@ -49,11 +56,8 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
 /// Peak bytes allocated on this thread (above what was live before) while
-/// `f` runs.
+/// `f` runs. Meaningful only where [`Counting`] is the global allocator.
 pub fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
     let base = LIVE.with(Cell::get);
     PEAK.with(|p| p.set(base));

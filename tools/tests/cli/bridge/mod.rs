@@ -5,10 +5,7 @@
 //! No test asserts a duration: every wait has a watchdog deadline after
 //! which the test fails as hung.
 
-#[allow(dead_code)]
-#[path = "../cli/common.rs"]
-mod common;
-mod setup;
+pub mod setup;
 
 mod fuzz;
 mod help;

@@ -3,8 +3,8 @@
 //! all, or only the challenge when it got as far as a hello), and the
 //! server stays up and goes on serving.
 
+use crate::bridge::setup::*;
 use crate::common::*;
-use crate::setup::*;
 use std::io::Write;
 use tape_bridge::wire::{self, Kind};
 use tape_bridge::Token;

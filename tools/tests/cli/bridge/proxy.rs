@@ -2,8 +2,8 @@
 //! middle of a batch, then corrupts one byte of a batch on the next
 //! connection: the replica still gets every frame once, none corrupt.
 
+use crate::bridge::setup::*;
 use crate::common::*;
-use crate::setup::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};

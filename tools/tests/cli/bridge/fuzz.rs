@@ -25,8 +25,8 @@
 //! always a prefix of the source, frame for frame; and once a real server
 //! takes the address, it completes the replica.
 
+use crate::bridge::setup::*;
 use crate::common::*;
-use crate::setup::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -2,8 +2,8 @@
 //! serve` once during a stream: the replica ends up equal to the source,
 //! frame by frame: nothing lost, nothing twice, nothing out of order.
 
+use crate::bridge::setup::*;
 use crate::common::*;
-use crate::setup::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
