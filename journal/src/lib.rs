@@ -76,7 +76,7 @@ pub use idle::Idle;
 pub use locate::{page_starts, stats, JournalStats, OpenError, PageStart};
 pub use page::{PageError, PrepareOptions};
 pub use prepare::Preparer;
-pub use prune::{parse_duration, parse_size, prune, InUse, PruneError, PruneReport, PruneRule};
+pub use prune::{prune, InUse, PruneError, PruneReport, PruneRule};
 pub use scan::Damage;
 pub use verify::{verify, VerifyReport};
 

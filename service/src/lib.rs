@@ -75,6 +75,7 @@ mod lease;
 pub mod protocol;
 mod registry;
 pub mod retention;
+pub mod units;
 
 pub use backoff::Backoff;
 pub use client::{Client, ConnectError, QueryError, Watch};

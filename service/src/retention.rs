@@ -14,7 +14,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tape_journal::{parse_duration, parse_size, PruneReport, PruneRule};
+use crate::units::{parse_duration, parse_size};
+use tape_journal::{PruneReport, PruneRule};
 
 /// One retention rule: a journal (or `*` for every journal of the folder)
 /// and what to delete of it.

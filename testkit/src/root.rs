@@ -23,6 +23,13 @@ pub fn tape_bin() -> PathBuf {
     profile.join("tape")
 }
 
+/// Example `name` of the package under test (`target/<profile>/examples/
+/// <name>`, which `cargo test` builds before running the package's
+/// integration tests).
+pub fn example_bin(name: &str) -> PathBuf {
+    tape_bin().with_file_name("examples").join(name)
+}
+
 /// A `tape` command with the given arguments, hardened, with no
 /// `TAPE_ROOT` inherited.
 pub fn tape(args: &[&str]) -> Command {

@@ -49,7 +49,7 @@ enum Command {
         #[arg(long, value_name = "NAME:RULES")]
         retain: Vec<tape_service::Retention>,
         /// How often to apply the retention rules.
-        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = tape_journal::parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = tape_service::units::parse_duration)]
         retain_every: std::time::Duration,
     },
     /// Append one frame per line of standard input to a journal.
@@ -120,11 +120,11 @@ enum Command {
         keep_last: Option<u64>,
         /// Delete pages whose frames are all older than this: 90s, 15m,
         /// 12h, 7d.
-        #[arg(long, value_name = "DURATION", group = "rule", value_parser = tape_journal::parse_duration)]
+        #[arg(long, value_name = "DURATION", group = "rule", value_parser = tape_service::units::parse_duration)]
         older_than: Option<std::time::Duration>,
         /// Delete oldest pages until the journal takes at most this much
         /// disk: bytes, or with K, M, G, T (binary units), e.g. 10G.
-        #[arg(long, value_name = "BYTES", group = "rule", value_parser = tape_journal::parse_size)]
+        #[arg(long, value_name = "BYTES", group = "rule", value_parser = tape_service::units::parse_size)]
         max_size: Option<u64>,
         /// Say what would be deleted, delete nothing.
         #[arg(long)]
