@@ -1,8 +1,8 @@
 //! The reader's example, run as a newcomer runs it: two journals written
 //! interleaved come back merged in write-time order, with no service.
 
-use std::process::Command;
 use tape_journal::{AppendOptions, Appender};
+use tape_testkit::{example, stdout_of};
 
 #[test]
 fn the_merge_example_prints_both_journals_in_time_order() {
@@ -19,16 +19,7 @@ fn the_merge_example_prints_both_journals_in_time_order() {
     }
     drop((md, ticks));
 
-    let mut cmd = Command::new(tape_testkit::example_bin("merge"));
-    cmd.args(["md", "ticks"]).env("TAPE_ROOT", root.path());
-    tape_testkit::harden(&mut cmd);
-    let out = cmd.output().expect("run the merge example");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = stdout_of(example("merge", root.path()).args(["md", "ticks"]));
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 100, "{text}");
     let mut last_time = 0i64;

@@ -13,8 +13,9 @@ use crate::journal_name;
 ///
 /// ```no_run
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let mut ev = tape_rpc::Events::open("/tmp/trading".as_ref(), "ticker", tape_rpc::Start::End)?;
-/// let mut idle = tape_reader::Idle::new();
+/// let dir = tape_journal::journal_dir("/tmp/trading".as_ref());
+/// let mut ev = tape_rpc::Events::open(&dir, "ticker", tape_rpc::Start::End)?;
+/// let mut idle = tape_journal::Idle::new();
 /// loop {
 ///     match ev.next()? {
 ///         Some(f) => { idle.reset(); println!("{} {:?}", f.seq(), f.payload()); }
@@ -29,14 +30,10 @@ pub struct Events {
 }
 
 impl Events {
-    /// The events of responder `name` of `root` (journal
-    /// `<root>/journal/rpc.<name>`), from `start`.
-    pub fn open(root: &Path, name: &str, start: Start) -> Result<Events, OpenError> {
-        Events::open_in(&tape_journal::journal_dir(root), name, start)
-    }
-
-    /// The events of responder `name` whose journal is in folder `dir`.
-    pub fn open_in(dir: &Path, name: &str, start: Start) -> Result<Events, OpenError> {
+    /// The events of responder `name` whose journal (`rpc.<name>`) is in
+    /// folder `dir` (a root's is `<root>/journal`), from `start`: the same
+    /// `(dir, name)` as `Cursor::open` and `Reader::add_journal`.
+    pub fn open(dir: &Path, name: &str, start: Start) -> Result<Events, OpenError> {
         let journal = journal_name(name)
             .map_err(|_| OpenError::BadName(tape_journal::files::BadName(name.to_string())))?;
         let opts = CursorOptions {

@@ -291,7 +291,12 @@ fn events_are_read_apart_from_replies_and_presence_lists_endpoints() {
     let root = Root::new();
     let mut r = root.responder("ticker");
     let mut c = root.requester("client");
-    let mut ev = Events::open(root.path(), "ticker", Start::First).unwrap();
+    let mut ev = Events::open(
+        &tape_journal::journal_dir(root.path()),
+        "ticker",
+        Start::First,
+    )
+    .unwrap();
     r.publish(10, b"tick 1").unwrap();
     let p = c.send_nowait("ticker", 1, b"q").unwrap();
     wait_until("the request to be answered", || {

@@ -20,5 +20,5 @@ mod root;
 mod wait;
 
 pub use proc::{harden, role, role_command, Kid};
-pub use root::{example_bin, tape, tape_bin, Root, RunningService};
+pub use root::{example, example_bin, stdout_of, tape, tape_bin, Root, RunningService};
 pub use wait::{eventually, wait_until, Deadline, Watchdog, WATCHDOG};

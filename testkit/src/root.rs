@@ -30,6 +30,28 @@ pub fn example_bin(name: &str) -> PathBuf {
     tape_bin().with_file_name("examples").join(name)
 }
 
+/// Example `name` of the package under test as a command on `root`
+/// (`TAPE_ROOT` set to it), hardened.
+pub fn example(name: &str, root: &Path) -> Command {
+    let mut cmd = Command::new(example_bin(name));
+    cmd.env("TAPE_ROOT", root);
+    harden(&mut cmd);
+    cmd
+}
+
+/// Runs `cmd` to completion and returns its standard output as text,
+/// failing the test (with its standard error) if it did not exit 0.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run the command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
 /// A `tape` command with the given arguments, hardened, with no
 /// `TAPE_ROOT` inherited.
 pub fn tape(args: &[&str]) -> Command {

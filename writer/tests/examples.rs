@@ -1,23 +1,14 @@
 //! The writer's example, run as a newcomer runs it: a process that writes
 //! ticks to `md` of the root in `$TAPE_ROOT`, with a service running there.
 
-use std::process::Command;
 use tape_reader::{Reader, ServiceMode, Start};
+use tape_testkit::{example, stdout_of};
 
 #[test]
 fn the_ticks_example_writes_what_it_says() {
     let root = tape_testkit::Root::new();
     let _service = tape_service::Service::start(root.path()).unwrap();
-    let mut cmd = Command::new(tape_testkit::example_bin("ticks"));
-    cmd.arg("500").env("TAPE_ROOT", root.path());
-    tape_testkit::harden(&mut cmd);
-    let out = cmd.output().expect("run the ticks example");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = stdout_of(example("ticks", root.path()).arg("500"));
     assert!(said.contains("wrote 500 frames to md"), "{said}");
     assert!(said.contains("last seq 500"), "{said}");
 
