@@ -21,12 +21,8 @@ const ROOT_ENV: &str = "TAPE_SERVICE_TEST_ROOT";
 
 /// Aborts the whole test binary if a test hangs (e.g. a drop that never
 /// returns), so a hang is a failure with a message rather than a stuck CI.
-struct Watchdog;
-
-impl Watchdog {
-    fn new(what: &'static str) -> tape_testkit::Watchdog {
-        tape_testkit::Watchdog::new(what, Duration::from_secs(90))
-    }
+fn watchdog(what: &'static str) -> tape_testkit::Watchdog {
+    tape_testkit::Watchdog::new(what, Duration::from_secs(90))
 }
 
 use tape_testkit::eventually;
@@ -162,7 +158,7 @@ fn expect_error_then_close(s: &mut UnixStream, code: ErrorCode) {
 
 #[test]
 fn second_writer_is_refused_and_drop_frees_at_once() {
-    let _w = Watchdog::new("second_writer");
+    let _w = watchdog("second_writer");
     let root = tempfile::tempdir().unwrap();
     let _svc = Service::start(root.path()).unwrap();
     let dir = journal_dir(root.path());
@@ -194,7 +190,7 @@ fn second_writer_is_refused_and_drop_frees_at_once() {
 
 #[test]
 fn killed_child_writer_frees_journal_at_once() {
-    let _w = Watchdog::new("killed_child");
+    let _w = watchdog("killed_child");
     let root = tempfile::tempdir().unwrap();
     let _svc = Service::start(root.path()).unwrap();
     let dir = journal_dir(root.path());
@@ -221,7 +217,7 @@ fn killed_child_writer_frees_journal_at_once() {
 
 #[test]
 fn find_list_count_over_pages() {
-    let _w = Watchdog::new("find_list_count");
+    let _w = watchdog("find_list_count");
     let root = tempfile::tempdir().unwrap();
     let _svc = Service::start(root.path()).unwrap();
     let dir = journal_dir(root.path());
@@ -279,7 +275,7 @@ fn find_list_count_over_pages() {
 
 #[test]
 fn bad_input_closes_only_that_connection() {
-    let _w = Watchdog::new("bad_input");
+    let _w = watchdog("bad_input");
     let root = tempfile::tempdir().unwrap();
     let _svc = Service::start(root.path()).unwrap();
     let dir = journal_dir(root.path());
@@ -398,7 +394,7 @@ fn bad_input_closes_only_that_connection() {
 
 #[test]
 fn leases_register_again_after_service_restart() {
-    let _w = Watchdog::new("restart");
+    let _w = watchdog("restart");
     let root = tempfile::tempdir().unwrap();
     let dir = journal_dir(root.path());
     let mut svc = Some(Service::start(root.path()).unwrap());
@@ -456,7 +452,7 @@ fn leases_register_again_after_service_restart() {
 
 #[test]
 fn second_service_refused_and_stale_socket_taken_over() {
-    let _w = Watchdog::new("second_service");
+    let _w = watchdog("second_service");
     let root = tempfile::tempdir().unwrap();
 
     // A service in a child process, then one here on the same root.
@@ -505,7 +501,7 @@ fn second_service_refused_and_stale_socket_taken_over() {
 
 #[test]
 fn no_service_is_a_clear_error() {
-    let _w = Watchdog::new("no_service");
+    let _w = watchdog("no_service");
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     let err = Client::connect(r).unwrap_err();
@@ -529,7 +525,7 @@ fn no_service_is_a_clear_error() {
 
 #[test]
 fn python_client_from_protocol_md() {
-    let _w = Watchdog::new("python_client");
+    let _w = watchdog("python_client");
     run_protocol_script("protocol_client.py");
 }
 
@@ -571,7 +567,7 @@ fn open_files_limit() -> Option<u64> {
 
 #[test]
 fn connection_limit_refuses_with_busy() {
-    let _w = Watchdog::new("connection_limit");
+    let _w = watchdog("connection_limit");
     // Both ends of every connection live in this process.
     let needed = 2 * tape_service::MAX_CONNECTIONS as u64 + 200;
     if !matches!(open_files_limit(), Some(n) if n >= needed) {
@@ -605,7 +601,7 @@ fn connection_limit_refuses_with_busy() {
 #[test]
 fn endpoints_register_find_and_watchers_see_up_and_down() {
     use tape_service::{Change, EndpointRole, JournalId, PeerKind};
-    let _w = Watchdog::new("endpoints_watch");
+    let _w = watchdog("endpoints_watch");
     let root = tempfile::tempdir().unwrap();
     let _svc = Service::start(root.path()).unwrap();
     let dir = std::fs::canonicalize(root.path()).unwrap().join("journal");
@@ -725,7 +721,7 @@ fn endpoints_register_find_and_watchers_see_up_and_down() {
 #[test]
 fn killed_endpoint_goes_down_for_watchers() {
     use tape_service::Change;
-    let _w = Watchdog::new("killed_endpoint");
+    let _w = watchdog("killed_endpoint");
     let root = tempfile::tempdir().unwrap();
     let _svc = Service::start(root.path()).unwrap();
     let (_, mut watch) = Client::connect(root.path()).unwrap().watch().unwrap();
@@ -740,6 +736,6 @@ fn killed_endpoint_goes_down_for_watchers() {
 
 #[test]
 fn python_endpoints_from_protocol_md() {
-    let _w = Watchdog::new("python_endpoints");
+    let _w = watchdog("python_endpoints");
     run_protocol_script("protocol_endpoints.py");
 }
