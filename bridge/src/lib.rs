@@ -91,6 +91,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+mod addr;
 pub mod auth;
 pub mod net;
 pub mod pull;

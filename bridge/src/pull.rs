@@ -14,9 +14,9 @@
 //! written. A batch that fails closes the connection; the next one asks
 //! again from the replica's end.
 
+use crate::addr::resolve;
 use crate::auth::{nonce, Token};
 use crate::net::{read_exact_by, send_all, tune, MsgReader, ReadFail, RecvError};
-use crate::server::resolve;
 use crate::wire::{
     batch_limit, decode_error, decode_opened, decode_subscribed, encode_ack, encode_mac,
     subscribed_limit, Batch, ErrorCode, Header, Hello, Kind, Subscribe, Want, WireError,
