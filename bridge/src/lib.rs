@@ -93,6 +93,7 @@
 
 mod addr;
 pub mod auth;
+pub mod handshake;
 pub mod net;
 pub mod pull;
 pub mod server;

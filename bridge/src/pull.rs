@@ -16,11 +16,12 @@
 
 use crate::addr::resolve;
 use crate::auth::{nonce, Token};
-use crate::net::{read_exact_by, send_all, tune, MsgReader, ReadFail, RecvError};
+use crate::handshake::{read_message, Expect, MsgError, Refusal};
+use crate::net::{send_all, tune, MsgReader, ReadFail, RecvError};
 use crate::wire::{
-    batch_limit, decode_error, decode_opened, decode_subscribed, encode_ack, encode_mac,
-    subscribed_limit, Batch, ErrorCode, Header, Hello, Kind, Subscribe, Want, WireError,
-    HEADER_LEN, HELLO_LEN, MAC_LEN, MAX_ERROR_TEXT, VERSION,
+    batch_limit, decode_opened, decode_subscribed, encode_ack, encode_mac, subscribed_limit, Batch,
+    ErrorCode, Hello, Kind, Subscribe, Want, WireError, HELLO_LEN, MAC_LEN, MAX_ERROR_TEXT,
+    VERSION,
 };
 use crate::Log;
 use std::net::{SocketAddr, TcpStream};
@@ -387,7 +388,6 @@ impl Puller {
     fn handshake(&mut self, s: &TcpStream, addr: SocketAddr) -> Result<(), End> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let io_fail = |e: std::io::Error| End::Retry(format!("handshake with {addr} failed: {e}"));
-        let read = |buf: &mut [u8]| -> Result<(), ReadFail> { read_exact_by(s, buf, deadline) };
         let retry = |e: ReadFail| End::Retry(format!("handshake with {addr} failed: {e}"));
         let client_nonce = nonce().map_err(io_fail)?;
         let hello = Hello {
@@ -400,13 +400,16 @@ impl Puller {
                 "{addr} does not answer like a tape bridge ({e}): check --from"
             )))
         };
-        let mut hdr = [0u8; HEADER_LEN];
-        read(&mut hdr).map_err(retry)?;
-        Header::parse(&hdr)
-            .expect(Kind::Challenge, "challenge", HELLO_LEN, true)
-            .map_err(not_bridge)?;
-        let mut body = [0u8; HELLO_LEN];
-        read(&mut body).map_err(retry)?;
+        let fail = |e: MsgError| match e {
+            MsgError::Header(f) | MsgError::Body(f) => retry(f),
+            MsgError::Refused { error, .. } => not_bridge(error),
+        };
+        let (_, body) = read_message(
+            s,
+            deadline,
+            &[Expect::exact(Kind::Challenge, "challenge", HELLO_LEN)],
+        )
+        .map_err(fail)?;
         let challenge = Hello::decode(&body).map_err(not_bridge)?;
         if challenge.version != VERSION {
             return Err(End::Fatal(PullError::Protocol(format!(
@@ -419,19 +422,19 @@ impl Puller {
             .token
             .client_proof(&client_nonce, &challenge.nonce);
         send_all(s, &encode_mac(Kind::Auth, &proof)).map_err(io_fail)?;
-        match read(&mut hdr) {
-            Ok(()) => {}
+        let (_, mac) = match read_message(
+            s,
+            deadline,
+            &[Expect::exact(Kind::Welcome, "welcome", MAC_LEN)],
+        ) {
+            Ok(m) => m,
             // The server closes without a word on a wrong token.
-            Err(ReadFail::Eof { got: 0 }) | Err(ReadFail::Io(_)) => {
+            Err(MsgError::Header(ReadFail::Eof { got: 0 }))
+            | Err(MsgError::Header(ReadFail::Io(_))) => {
                 return Err(End::Fatal(PullError::Refused(addr)))
             }
-            Err(e) => return Err(retry(e)),
-        }
-        Header::parse(&hdr)
-            .expect(Kind::Welcome, "welcome", MAC_LEN, true)
-            .map_err(not_bridge)?;
-        let mut mac = [0u8; MAC_LEN];
-        read(&mut mac).map_err(retry)?;
+            Err(e) => return Err(fail(e)),
+        };
         if !self
             .opts
             .token
@@ -454,26 +457,25 @@ impl Puller {
                 .collect(),
         };
         send_all(s, &sub.encode()).map_err(io_fail)?;
-        read(&mut hdr).map_err(retry)?;
-        let h = Header::parse(&hdr);
-        if h.kind == Kind::Error as u32 {
-            let len = h
-                .expect(Kind::Error, "error", 4 + MAX_ERROR_TEXT, false)
-                .map_err(not_bridge)?;
-            let mut body = vec![0u8; len];
-            read(&mut body).map_err(retry)?;
-            let (code, message) = decode_error(&body);
-            if code == ErrorCode::Busy {
+        let (kind, body) = read_message(
+            s,
+            deadline,
+            &[
+                Expect::at_most(Kind::Subscribed, "subscribed", subscribed_limit()),
+                Expect::at_most(Kind::Error, "error", 4 + MAX_ERROR_TEXT),
+            ],
+        )
+        .map_err(fail)?;
+        if kind == Kind::Error {
+            return Err(match Refusal::decode(&body) {
                 // Full now, maybe not in a moment.
-                return Err(End::Retry(format!("{addr} is busy: {message}")));
-            }
-            return Err(End::Fatal(PullError::Server { code, message }));
+                Refusal::Busy(message) => End::Retry(format!("{addr} is busy: {message}")),
+                r => End::Fatal(PullError::Server {
+                    code: r.code(),
+                    message: r.text().to_string(),
+                }),
+            });
         }
-        let len = h
-            .expect(Kind::Subscribed, "subscribed", subscribed_limit(), false)
-            .map_err(not_bridge)?;
-        let mut body = vec![0u8; len];
-        read(&mut body).map_err(retry)?;
         let states = decode_subscribed(&body, self.replicas.len()).map_err(not_bridge)?;
         for (i, st) in states.iter().enumerate() {
             if st.page_size != 0 {
@@ -549,8 +551,11 @@ impl Puller {
                             Err(e) => Err(End::Retry(e.to_string())),
                         },
                         Some(Kind::Error) => {
-                            let (code, message) = decode_error(body);
-                            Err(End::Fatal(PullError::Server { code, message }))
+                            let r = Refusal::decode(body);
+                            Err(End::Fatal(PullError::Server {
+                                code: r.code(),
+                                message: r.text().to_string(),
+                            }))
                         }
                         _ => Ok(()),
                     };

@@ -16,7 +16,6 @@ pub use crate::addr::resolve;
 use crate::auth::Token;
 use crate::net::{send_all, tune};
 use crate::status::{ServerStatus, StatusSocket};
-use crate::wire::encode_error;
 use crate::Log;
 use crate::Polling;
 use handshake::handshake;
@@ -427,9 +426,9 @@ fn connection(sh: &Arc<Shared>, s: TcpStream, peer: SocketAddr, id: u64) {
                 sh.log(&format!("subscriber {who} left: {why}"));
             }
         }
-        Err((code, why)) => {
+        Err(why) => {
             sh.log(&format!("subscriber {who} refused: {why}"));
-            let _ = send_all(&s, &encode_error(code, &why));
+            let _ = send_all(&s, &why.encode());
         }
     }
 }

@@ -4,10 +4,11 @@
 
 use super::presence::{source_last_seq, JournalPresence, Presence};
 use super::{lock, Shared};
+use crate::handshake::Refusal;
 use crate::net::{send_all, tight_timer_slack, MsgReader, RecvError};
 use crate::wire::{
-    ack_limit, decode_ack, encode_error, encode_heartbeat, encode_opened, encode_subscribed,
-    BatchBuilder, ErrorCode, JournalState, Kind, Subscribe, BATCH_TARGET,
+    ack_limit, decode_ack, encode_heartbeat, encode_opened, encode_subscribed, BatchBuilder,
+    JournalState, Kind, Subscribe, BATCH_TARGET,
 };
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -47,18 +48,15 @@ impl Subscriber {
         peer: SocketAddr,
         id: u64,
         sub: Subscribe,
-    ) -> Result<Subscriber, (ErrorCode, String)> {
+    ) -> Result<Subscriber, Refusal> {
         let served = &sh.opts.journals;
         for w in &sub.journals {
             if !served.is_empty() && !served.contains(&w.journal) {
-                return Err((
-                    ErrorCode::NotServed,
-                    format!(
-                        "journal {} is not served here (served: {})",
-                        w.journal,
-                        served.join(", ")
-                    ),
-                ));
+                return Err(Refusal::NotServed(format!(
+                    "journal {} is not served here (served: {})",
+                    w.journal,
+                    served.join(", ")
+                )));
             }
         }
         let mut feeds = Vec::with_capacity(sub.journals.len());
@@ -66,8 +64,7 @@ impl Subscriber {
         for (i, w) in sub.journals.iter().enumerate() {
             let last = source_last_seq(&sh.dir, &w.journal);
             if w.from_seq > last + 1 {
-                return Err((
-                    ErrorCode::Ahead,
+                return Err(Refusal::Ahead(
                     format!(
                         "the replica of {} holds seq {} but the source ends at seq {last}: it was not made from this journal; move it aside",
                         w.journal,
@@ -83,10 +80,7 @@ impl Subscriber {
                 started: false,
                 next_try: Instant::now(),
             };
-            let page_size = feed
-                .open(&sh.dir)
-                .map_err(|e| (ErrorCode::Damaged, e))?
-                .unwrap_or(0);
+            let page_size = feed.open(&sh.dir)?.unwrap_or(0);
             states.push(JournalState {
                 page_size,
                 last_seq: last,
@@ -112,13 +106,10 @@ impl Subscriber {
         {
             let mut subs = lock(&sh.subscribers);
             if subs.len() >= sh.opts.max_subscribers {
-                return Err((
-                    ErrorCode::Busy,
-                    format!(
-                        "this server already has {} subscribers",
-                        sh.opts.max_subscribers
-                    ),
-                ));
+                return Err(Refusal::Busy(format!(
+                    "this server already has {} subscribers",
+                    sh.opts.max_subscribers
+                )));
             }
             subs.push(Arc::clone(&presence));
         }
@@ -146,7 +137,7 @@ impl Subscriber {
         };
         if let Err(e) = send_all(s, &encode_subscribed(&states)) {
             lock(&sh.subscribers).retain(|p| p.id != id);
-            return Err((ErrorCode::Other, format!("cannot answer: {e}")));
+            return Err(Refusal::Other(format!("cannot answer: {e}")));
         }
         let list: Vec<String> = sub
             .journals
@@ -248,8 +239,8 @@ impl Subscriber {
                         }
                         Ok(None) => f.next_try = now + Duration::from_millis(100),
                         Err(e) => {
-                            let _ = send_all(s, &encode_error(ErrorCode::Damaged, &e));
-                            return e;
+                            let _ = send_all(s, &e.encode());
+                            return e.to_string();
                         }
                     }
                 } else if let Some(c) = &mut f.cursor {
@@ -274,14 +265,14 @@ impl Subscriber {
                     if !feed.started {
                         feed.started = true;
                         if feed.from_seq != 0 && f.seq() != feed.from_seq {
-                            let why = format!(
+                            let why = Refusal::Gap(format!(
                                 "the source no longer has seq {} of {} (its first is {}): the replica cannot follow on",
                                 feed.from_seq,
                                 feed.name,
                                 f.seq()
-                            );
-                            let _ = send_all(s, &encode_error(ErrorCode::Gap, &why));
-                            return Err(why);
+                            ));
+                            let _ = send_all(s, &why.encode());
+                            return Err(why.to_string());
                         }
                     }
                     self.batch.push(f.seq(), f.raw());
@@ -293,9 +284,9 @@ impl Subscriber {
                         // next call.
                         break;
                     }
-                    let why = format!("cannot read journal {}: {e}", feed.name);
-                    let _ = send_all(s, &encode_error(ErrorCode::Damaged, &why));
-                    return Err(why);
+                    let why = Refusal::Damaged(format!("cannot read journal {}: {e}", feed.name));
+                    let _ = send_all(s, &why.encode());
+                    return Err(why.to_string());
                 }
             }
         }
@@ -330,7 +321,7 @@ fn send_failed(stall: Duration, e: io::Error) -> String {
 impl Feed {
     /// Opens the cursor if the journal exists: `Ok(Some(page_size))`;
     /// `Ok(None)` when it does not exist yet.
-    fn open(&mut self, dir: &Path) -> Result<Option<u64>, String> {
+    fn open(&mut self, dir: &Path) -> Result<Option<u64>, Refusal> {
         let start = match self.from_seq {
             0 => Start::First,
             n => Start::Seq(n),
@@ -342,7 +333,10 @@ impl Feed {
                 Ok(Some(size))
             }
             Err(OpenError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(format!("cannot read journal {}: {e}", self.name)),
+            Err(e) => Err(Refusal::Damaged(format!(
+                "cannot read journal {}: {e}",
+                self.name
+            ))),
         }
     }
 }
