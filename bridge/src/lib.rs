@@ -91,7 +91,9 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+mod addr;
 pub mod auth;
+pub mod handshake;
 pub mod net;
 pub mod pull;
 pub mod server;

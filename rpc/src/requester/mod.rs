@@ -11,104 +11,24 @@
 //! replies to requests sent with [`Requester::send_nowait`] are copied
 //! aside until asked for.
 
+mod builder;
+mod reply;
+
+pub use builder::RequesterBuilder;
+use reply::Inner;
+pub use reply::{OwnedReply, Pending, Reply};
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tape_journal::{Appender, Cursor, CursorOptions, Frame, FrameMeta, Start};
+use tape_journal::{Appender, Cursor, CursorOptions, FrameMeta, Start};
 use tape_reader::Idle;
-use tape_service::{endpoint_id, Client, EndpointRole, JournalId, Peer, PeerKind, QueryError};
+use tape_service::{endpoint_id, Client, JournalId, Peer, PeerKind, QueryError};
 
 use crate::registration::Registration;
-use crate::{
-    nanos, open_own_journal, CallError, CreateError, OwnJournal, MAX_WAITING, TIMEOUT_LEN,
-};
+use crate::{nanos, CallError, CreateError, MAX_WAITING, TIMEOUT_LEN};
 use tape_journal::PageHelper;
-
-/// Builds a [`Requester`].
-#[derive(Debug, Clone)]
-pub struct RequesterBuilder {
-    name: String,
-    root: Option<PathBuf>,
-    dir: Option<PathBuf>,
-    page_size: u64,
-    nowait_timeout: Duration,
-    ephemeral: bool,
-}
-
-impl RequesterBuilder {
-    /// The root whose service to register with (default: `$TAPE_ROOT`,
-    /// else `/tmp/trading`).
-    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
-        self.root = Some(root.into());
-        self
-    }
-
-    /// The folder of the requester's journal (default `<root>/journal`).
-    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.dir = Some(dir.into());
-        self
-    }
-
-    /// Page size of the journal if it is created (default
-    /// [`DEFAULT_PAGE_SIZE`](crate::DEFAULT_PAGE_SIZE)).
-    pub fn page_size(mut self, bytes: u64) -> Self {
-        self.page_size = bytes;
-        self
-    }
-
-    /// Deadline of requests sent with [`Requester::send_nowait`] (default
-    /// 60 s): a responder that restarts later does not answer them.
-    pub fn nowait_timeout(mut self, t: Duration) -> Self {
-        self.nowait_timeout = t;
-        self
-    }
-
-    /// Delete the requester's journal when it is dropped (for one-shot
-    /// tools such as `tape call`, whose names are used once).
-    pub fn ephemeral(mut self, on: bool) -> Self {
-        self.ephemeral = on;
-        self
-    }
-
-    /// Opens (or creates) the journal `rpc.<name>` and registers the
-    /// requester with the service.
-    pub fn create(self) -> Result<Requester, CreateError> {
-        let OwnJournal {
-            root,
-            dir,
-            journal,
-            appender,
-        } = open_own_journal(&self.name, self.root.as_deref(), self.dir, self.page_size)?;
-        let cleanup = self.ephemeral.then(|| Cleanup {
-            dir: dir.clone(),
-            journal: journal.clone(),
-        });
-        let jid = JournalId {
-            dir: dir.clone(),
-            journal,
-        };
-        let pager = PageHelper::spawn("tape-rpc-pages", None).map_err(CreateError::Spawn)?;
-        let reg = Registration::start(&root, &self.name, EndpointRole::Requester, jid, None)?;
-        Ok(Requester {
-            id: endpoint_id(&self.name),
-            name: self.name,
-            root,
-            seen: u64::MAX,
-            dests: Vec::new(),
-            last: 0,
-            waiting: HashMap::new(),
-            taken: None,
-            query: None,
-            nowait_timeout: self.nowait_timeout,
-            pager,
-            reg,
-            appender,
-            _cleanup: cleanup,
-        })
-    }
-}
-
 /// A responder this requester has called.
 #[derive(Debug)]
 struct Dest {
@@ -122,117 +42,6 @@ struct Dest {
     /// Reads its journal from where it was when first called.
     cursor: Option<Cursor>,
 }
-
-/// A reply copied aside: it came while another was awaited.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnedReply {
-    /// Message type the responder chose.
-    pub msg_type: u32,
-    /// Sequence number of the reply in the responder's journal.
-    pub seq: u64,
-    /// Write time of the reply, ns since the epoch.
-    pub time_ns: i64,
-    /// The request's correlation id (its sequence number).
-    pub corr: u64,
-    /// Endpoint id of the responder.
-    pub source: u32,
-    /// The reply's payload.
-    pub data: Vec<u8>,
-}
-
-impl OwnedReply {
-    fn of(f: &Frame<'_>) -> OwnedReply {
-        OwnedReply {
-            msg_type: f.msg_type(),
-            seq: f.seq(),
-            time_ns: f.time_ns(),
-            corr: f.corr(),
-            source: f.source(),
-            data: f.payload().to_vec(),
-        }
-    }
-}
-
-/// A reply: borrowed from the responder's journal, or from the copy kept
-/// for a request sent with [`Requester::send_nowait`]. Valid until the next
-/// call on the requester.
-#[derive(Debug, Clone, Copy)]
-pub struct Reply<'a>(Inner<'a>);
-
-#[derive(Debug, Clone, Copy)]
-enum Inner<'a> {
-    Frame(Frame<'a>),
-    Owned(&'a OwnedReply),
-}
-
-impl<'a> Reply<'a> {
-    /// The reply's payload.
-    #[inline]
-    pub fn data(&self) -> &'a [u8] {
-        match self.0 {
-            Inner::Frame(f) => f.payload(),
-            Inner::Owned(o) => &o.data,
-        }
-    }
-
-    /// Message type the responder chose.
-    #[inline]
-    pub fn msg_type(&self) -> u32 {
-        match self.0 {
-            Inner::Frame(f) => f.msg_type(),
-            Inner::Owned(o) => o.msg_type,
-        }
-    }
-
-    /// Sequence number of the reply in the responder's journal.
-    pub fn seq(&self) -> u64 {
-        match self.0 {
-            Inner::Frame(f) => f.seq(),
-            Inner::Owned(o) => o.seq,
-        }
-    }
-
-    /// Write time of the reply, ns since the epoch.
-    pub fn time_ns(&self) -> i64 {
-        match self.0 {
-            Inner::Frame(f) => f.time_ns(),
-            Inner::Owned(o) => o.time_ns,
-        }
-    }
-
-    /// The request's correlation id: its sequence number in the
-    /// requester's journal.
-    pub fn corr(&self) -> u64 {
-        match self.0 {
-            Inner::Frame(f) => f.corr(),
-            Inner::Owned(o) => o.corr,
-        }
-    }
-
-    /// A copy that outlives the requester's next call.
-    pub fn to_owned(&self) -> OwnedReply {
-        match self.0 {
-            Inner::Frame(f) => OwnedReply::of(&f),
-            Inner::Owned(o) => o.clone(),
-        }
-    }
-}
-
-/// A request sent with [`Requester::send_nowait`], to take its reply later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Pending {
-    corr: u64,
-    dest: usize,
-}
-
-impl Pending {
-    /// The request's correlation id: its sequence number in the requester's
-    /// journal.
-    pub fn corr(&self) -> u64 {
-        self.corr
-    }
-}
-
 /// A request sent with `send_nowait` whose reply is not taken yet.
 #[derive(Debug)]
 struct Waiting {

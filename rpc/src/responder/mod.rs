@@ -22,19 +22,25 @@
 //! When a requester goes away, its journal is read to its end and then
 //! closed. Requesters are served in turn, one request each per turn.
 
+mod builder;
+mod request;
+
+pub use builder::ResponderBuilder;
+use request::deadline_of;
+pub use request::{ReplyError, Request, Respond};
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tape_journal::{
-    clock::now_ns, AppendError, Appender, Cursor, CursorOptions, Frame, FrameMeta, OpenError, Start,
+    clock::now_ns, AppendError, Appender, Cursor, CursorOptions, FrameMeta, OpenError, Start,
 };
 use tape_reader::Idle;
-use tape_service::{endpoint_id, EndpointRole, JournalId, Peer, PeerKind};
+use tape_service::{endpoint_id, JournalId, Peer, PeerKind};
 
-use crate::registration::{Hook, Registration};
-use crate::{open_own_journal, CreateError, OwnJournal, ServeError, TIMEOUT_LEN};
+use crate::registration::Registration;
+use crate::{CreateError, ServeError, TIMEOUT_LEN};
 use tape_journal::{PageHelper, PageHelperHandle};
 
 /// Empty polls between housekeeping rounds (closing the journals of
@@ -48,103 +54,6 @@ const SKIP_BATCH: usize = 64;
 /// Empty polls between two readings of the clock that requests' deadlines
 /// are compared with.
 const CLOCK_EVERY: u32 = 64;
-
-/// Builds a [`Responder`].
-#[derive(Debug, Clone)]
-pub struct ResponderBuilder {
-    name: String,
-    root: Option<PathBuf>,
-    dir: Option<PathBuf>,
-    page_size: u64,
-}
-
-impl ResponderBuilder {
-    /// The root whose service to register with (default: `$TAPE_ROOT`,
-    /// else `/tmp/trading`).
-    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
-        self.root = Some(root.into());
-        self
-    }
-
-    /// The folder of the responder's journal (default `<root>/journal`).
-    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.dir = Some(dir.into());
-        self
-    }
-
-    /// Page size of the journal if it is created (default
-    /// [`DEFAULT_PAGE_SIZE`](crate::DEFAULT_PAGE_SIZE)).
-    pub fn page_size(mut self, bytes: u64) -> Self {
-        self.page_size = bytes;
-        self
-    }
-
-    /// Opens (or creates, or recovers) the journal `rpc.<name>`, reads it to
-    /// find which requests were answered already, and registers the
-    /// responder with the service.
-    pub fn create(self) -> Result<Responder, CreateError> {
-        let OwnJournal {
-            root,
-            dir,
-            journal,
-            appender,
-        } = open_own_journal(&self.name, self.root.as_deref(), self.dir, self.page_size)?;
-        let id = endpoint_id(&self.name);
-        let answered = answered_in(&dir, &journal)?;
-        let pager = PageHelper::spawn("tape-rpc-pages", None).map_err(CreateError::Spawn)?;
-        let shared = Arc::new(Shared {
-            incoming: Mutex::new(Vec::new()),
-            answered: Mutex::new(answered),
-            pager: pager.handle(),
-        });
-        let hook: Hook = {
-            let shared = Arc::clone(&shared);
-            Box::new(move |p: &Peer| shared.open(p))
-        };
-        let jid = JournalId {
-            dir: dir.clone(),
-            journal,
-        };
-        let reg = Registration::start(&root, &self.name, EndpointRole::Responder, jid, Some(hook))?;
-        Ok(Responder {
-            id,
-            name: self.name,
-            shared,
-            seen: u64::MAX,
-            sources: Vec::new(),
-            turn: 0,
-            idle_polls: 0,
-            now: now_ns(),
-            stats: ResponderStats::default(),
-            _pager: pager,
-            reg,
-            appender,
-        })
-    }
-}
-
-/// The highest request answered per requester id, from the responder's own
-/// journal.
-fn answered_in(dir: &std::path::Path, journal: &str) -> Result<HashMap<u32, u64>, CreateError> {
-    let mut answered = HashMap::new();
-    let opts = CursorOptions {
-        verify_crc: false,
-        populate: false,
-    };
-    let mut c = match Cursor::open(dir, journal, Start::First, opts) {
-        Ok(c) => c,
-        Err(OpenError::NotFound { .. }) => return Ok(answered),
-        Err(e) => return Err(CreateError::Open(e)),
-    };
-    while let Some(f) = c.next().map_err(CreateError::Read)? {
-        if f.corr() != 0 && f.dest() != 0 {
-            let a = answered.entry(f.dest()).or_insert(0);
-            *a = f.corr().max(*a);
-        }
-    }
-    Ok(answered)
-}
-
 /// Shared between the responder and its registration thread.
 struct Shared {
     /// Requester journals opened by the registration thread, not yet taken
@@ -262,147 +171,6 @@ pub struct ResponderStats {
     /// Requester journals being read now.
     pub requesters: u64,
 }
-
-/// One request, borrowed from the requester's journal.
-#[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    frame: Frame<'a>,
-    requester: &'a str,
-}
-
-impl<'a> Request<'a> {
-    /// The request's data (its payload after the timeout).
-    #[inline]
-    pub fn data(&self) -> &'a [u8] {
-        &self.frame.payload()[TIMEOUT_LEN..]
-    }
-
-    /// Message type the requester chose.
-    #[inline]
-    pub fn msg_type(&self) -> u32 {
-        self.frame.msg_type()
-    }
-
-    /// Sequence number of the request in the requester's journal (also its
-    /// `corr`).
-    #[inline]
-    pub fn seq(&self) -> u64 {
-        self.frame.seq()
-    }
-
-    /// Deadline, CLOCK_REALTIME ns since the epoch: the request's write
-    /// time plus its timeout (`i64::MAX`: none).
-    pub fn deadline_ns(&self) -> i64 {
-        deadline_of(&self.frame)
-    }
-
-    /// Write time of the request, ns since the epoch.
-    pub fn time_ns(&self) -> i64 {
-        self.frame.time_ns()
-    }
-
-    /// The requester's name.
-    pub fn requester(&self) -> &'a str {
-        self.requester
-    }
-
-    /// The requester's endpoint id.
-    pub fn requester_id(&self) -> u32 {
-        self.frame.source()
-    }
-
-    /// The whole frame.
-    pub fn frame(&self) -> &Frame<'a> {
-        &self.frame
-    }
-}
-
-/// A request's deadline: its write time plus its timeout (`i64::MAX` for
-/// none). The payload must hold the timeout.
-#[inline(always)]
-fn deadline_of(f: &Frame<'_>) -> i64 {
-    let mut b = [0u8; TIMEOUT_LEN];
-    b.copy_from_slice(&f.payload()[..TIMEOUT_LEN]);
-    match u64::from_le_bytes(b) {
-        0 => i64::MAX,
-        t => f
-            .time_ns()
-            .saturating_add(i64::try_from(t).unwrap_or(i64::MAX)),
-    }
-}
-
-/// Why [`Respond::reply`] did not write a reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ReplyError {
-    /// This request has its reply already: one reply per request.
-    AlreadySent,
-    /// Writing it failed; [`Responder::poll`] returns why
-    /// ([`ServeError::Reply`]) and the request is not counted as answered.
-    Failed,
-}
-
-impl std::fmt::Display for ReplyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReplyError::AlreadySent => write!(
-                f,
-                "this request has its reply already: send one reply per request"
-            ),
-            ReplyError::Failed => write!(
-                f,
-                "the reply could not be written: the responder's poll reports why"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ReplyError {}
-
-/// Where a handler writes its reply (once). A handler that writes none
-/// gets an empty reply of the request's message type sent for it, so that
-/// every request handled is answered.
-#[derive(Debug)]
-pub struct Respond<'a> {
-    appender: &'a mut Appender,
-    meta: FrameMeta,
-    sent: bool,
-    failed: Option<AppendError>,
-}
-
-impl Respond<'_> {
-    /// Publishes the reply: `msg_type` and `data`, with the request's
-    /// `corr` and the requester's id in `dest`. Returns its sequence number
-    /// in the responder's journal.
-    pub fn reply(&mut self, msg_type: u32, data: &[u8]) -> Result<u64, ReplyError> {
-        if self.failed.is_some() {
-            return Err(ReplyError::Failed);
-        }
-        if self.sent {
-            return Err(ReplyError::AlreadySent);
-        }
-        let meta = FrameMeta {
-            msg_type,
-            ..self.meta
-        };
-        match self.appender.append_meta(&meta, data) {
-            Ok(seq) => {
-                self.sent = true;
-                Ok(seq)
-            }
-            Err(e) => {
-                self.failed = Some(e);
-                Err(ReplyError::Failed)
-            }
-        }
-    }
-
-    /// Whether the reply was sent.
-    pub fn is_sent(&self) -> bool {
-        self.sent
-    }
-}
-
 /// What one look at a requester journal found.
 enum Scan {
     Empty,
