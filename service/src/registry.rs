@@ -56,7 +56,7 @@ impl Registry {
     pub fn register_writer(
         &mut self,
         cred: Cred,
-        since_ns: u64,
+        since_ns: i64,
         journal: JournalId,
     ) -> Result<u64, Refusal> {
         if let Some(holder) = self.writers.get(&journal).and_then(|id| self.peers.get(id)) {
@@ -84,7 +84,7 @@ impl Registry {
     pub fn register_reader(
         &mut self,
         cred: Cred,
-        since_ns: u64,
+        since_ns: i64,
         name: String,
         journals: Vec<JournalId>,
     ) -> Result<u64, Refusal> {
@@ -120,7 +120,7 @@ impl Registry {
     pub fn register_endpoint(
         &mut self,
         cred: Cred,
-        since_ns: u64,
+        since_ns: i64,
         name: String,
         role: EndpointRole,
         journal: JournalId,

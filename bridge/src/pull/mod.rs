@@ -200,7 +200,7 @@ struct Puller {
 /// retrying cannot mend happens (returns the error).
 pub fn pull(opts: &PullOptions, stop: &AtomicBool) -> Result<(), PullError> {
     let mut p = Puller::new(opts.clone())?;
-    let mut backoff = opts.backoff_min;
+    let mut backoff = tape_service::Backoff::new(opts.backoff_min, opts.backoff_max);
     let mut quiet = false;
     loop {
         if stop.load(Ordering::Acquire) {
@@ -212,7 +212,7 @@ pub fn pull(opts: &PullOptions, stop: &AtomicBool) -> Result<(), PullError> {
             End::Fatal(e) => return Err(e),
             End::Retry(why) => {
                 if p.progressed {
-                    backoff = opts.backoff_min;
+                    backoff.reset();
                     quiet = false;
                 }
                 if !quiet {
@@ -223,14 +223,14 @@ pub fn pull(opts: &PullOptions, stop: &AtomicBool) -> Result<(), PullError> {
                 }
                 // Say it once per outage, not once per attempt.
                 quiet = !p.progressed;
-                let until = Instant::now() + backoff;
+                let wait = backoff.next_wait();
+                let until = Instant::now() + wait;
                 while Instant::now() < until {
                     if stop.load(Ordering::Acquire) {
                         return Ok(());
                     }
-                    std::thread::sleep(Duration::from_millis(10).min(backoff));
+                    std::thread::sleep(Duration::from_millis(10).min(wait));
                 }
-                backoff = (backoff * 2).min(opts.backoff_max);
             }
         }
     }

@@ -185,9 +185,7 @@ impl Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use tape_journal::sync::lock;
 /// A bound bridge server, not yet serving.
 pub struct Server {
     listener: TcpListener,

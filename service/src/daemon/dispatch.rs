@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::conn::Connection;
 use super::state::State;
@@ -321,11 +320,9 @@ pub(crate) fn canonical_dir(dir: &Path) -> PathBuf {
     }
 }
 
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+/// Registration times: the box's one wall clock, as frames are stamped.
+fn now_ns() -> i64 {
+    tape_journal::clock::now_ns()
 }
 
 #[cfg(test)]

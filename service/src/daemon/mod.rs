@@ -136,6 +136,10 @@ impl Service {
     /// service runs on `root`.
     pub fn start(root: &Path) -> Result<Service, ServiceError> {
         let daemon = Daemon::bind(root)?;
+        // As `tape service` does (see [`run`]): the box's shared clock gets
+        // a keeper, so the first writer does not find it stale. The keeper
+        // thread lives as long as this process.
+        tape_journal::clock::keep();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let socket = daemon.socket.clone();

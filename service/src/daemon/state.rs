@@ -66,7 +66,7 @@ impl Shared {
     /// The state; a poisoned mutex is still used (the registry stays
     /// consistent between statements, and the service must not die).
     pub(super) fn lock(&self) -> StateGuard<'_> {
-        StateGuard(self.state.lock().unwrap_or_else(|e| e.into_inner()))
+        StateGuard(tape_journal::sync::lock(&self.state))
     }
 
     /// Drops a closed connection and its registration.

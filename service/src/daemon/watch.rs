@@ -57,7 +57,7 @@ impl Watcher {
     }
 
     fn queue(&self) -> MutexGuard<'_, WatchQueue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        tape_journal::sync::lock(&self.queue)
     }
 
     /// Queues events and wakes the watcher's thread; never blocks.

@@ -49,7 +49,7 @@ struct Line<'a> {
     kind: &'static str,
     name: &'a str,
     pid: u32,
-    since_ns: u64,
+    since_ns: i64,
     since: String,
     /// For responders and requesters: the id in frames' source and dest.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,7 +75,7 @@ fn line(p: &Peer) -> Line<'_> {
         name: &p.name,
         pid: p.pid,
         since_ns: p.since_ns,
-        since: format_rfc3339(i64::try_from(p.since_ns).unwrap_or(i64::MAX)),
+        since: format_rfc3339(p.since_ns),
         endpoint_id: endpoint.then(|| tape_rpc::endpoint_id(&p.name)),
         journals: p
             .journals
