@@ -78,20 +78,20 @@ pub enum ServiceMode {
 
 /// Why a [`Reader`] could not be created.
 #[derive(Debug)]
-pub enum CreateError {
+pub enum ReaderCreateError {
     /// The service refused or is not running (with [`ServiceMode::Required`]).
     Register(RegisterError),
 }
 
-impl std::fmt::Display for CreateError {
+impl std::fmt::Display for ReaderCreateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CreateError::Register(e) => e.fmt(f),
+            ReaderCreateError::Register(e) => e.fmt(f),
         }
     }
 }
 
-impl std::error::Error for CreateError {}
+impl std::error::Error for ReaderCreateError {}
 
 /// Why a journal could not be added.
 #[derive(Debug)]
@@ -177,13 +177,14 @@ impl ReaderBuilder {
     }
 
     /// Creates the reader (registering it, per the service mode).
-    pub fn create(self) -> Result<Reader, CreateError> {
+    pub fn create(self) -> Result<Reader, ReaderCreateError> {
         let root = tape_journal::resolve_root(self.root.as_deref());
         let lease = match self.service {
             ServiceMode::Never => None,
-            ServiceMode::Required => {
-                Some(ReaderLease::acquire(&root, &self.name, &[]).map_err(CreateError::Register)?)
-            }
+            ServiceMode::Required => Some(
+                ReaderLease::acquire(&root, &self.name, &[])
+                    .map_err(ReaderCreateError::Register)?,
+            ),
             ServiceMode::IfRunning => ReaderLease::acquire(&root, &self.name, &[]).ok(),
         };
         let helper = if self.background {
@@ -278,7 +279,7 @@ pub struct Reader {
 impl Reader {
     /// A reader named `name`, registered with the service of the default
     /// root, reading journals from their end (new frames).
-    pub fn create(name: &str) -> Result<Reader, CreateError> {
+    pub fn create(name: &str) -> Result<Reader, ReaderCreateError> {
         Reader::builder(name).create()
     }
 

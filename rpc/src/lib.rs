@@ -24,7 +24,7 @@
 //! | [`Request`], [`Reply`], [`OwnedReply`], [`Pending`] | what goes through, borrowed from the journals |
 //! | [`Events`] | follows the events a responder publishes (no service needed) |
 //! | [`endpoint_id`], [`journal_name`] | an endpoint's id in frames and its journal |
-//! | [`CreateError`], [`CallError`], [`ServeError`], [`ReplyError`] | one error enum per operation |
+//! | [`EndpointCreateError`], [`CallError`], [`ServeError`], [`ReplyError`] | one error enum per operation |
 //!
 //! The binaries `tape call` and `tape online` are built on it, and so are
 //! the example responders `tape-echo` and `tape-ticker` (in tools/).
@@ -135,8 +135,8 @@ pub const DEFAULT_PAGE_SIZE: u64 = 16 << 20;
 /// The journal an endpoint named `name` writes: `rpc.<name>`. Fails, with
 /// a sentence saying why, when `name` is not 1 to 60 characters from
 /// `A-Z a-z 0-9 _ - .` not starting with a dot.
-pub fn journal_name(name: &str) -> Result<String, CreateError> {
-    let bad = || CreateError::BadName(name.to_string());
+pub fn journal_name(name: &str) -> Result<String, EndpointCreateError> {
+    let bad = || EndpointCreateError::BadName(name.to_string());
     tape_journal::check_name(name).map_err(|_| bad())?;
     if name.len() > MAX_NAME_LEN {
         return Err(bad());
@@ -150,7 +150,7 @@ pub fn journal_name(name: &str) -> Result<String, CreateError> {
 /// registered when this is returned.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum CreateError {
+pub enum EndpointCreateError {
     /// The name cannot be an endpoint name.
     BadName(String),
     /// The endpoint's journal could not be opened or created: its writer
@@ -176,22 +176,22 @@ pub enum CreateError {
     Spawn(io::Error),
 }
 
-impl std::fmt::Display for CreateError {
+impl std::fmt::Display for EndpointCreateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CreateError::BadName(n) => write!(
+            EndpointCreateError::BadName(n) => write!(
                 f,
                 "bad endpoint name {n:?}: use 1 to {MAX_NAME_LEN} characters from A-Z a-z 0-9 _ - . not starting with a dot"
             ),
-            CreateError::Open(e) => write!(f, "cannot open the endpoint's journal: {e}"),
-            CreateError::Read(e) => write!(f, "cannot read the endpoint's own journal: {e}"),
-            CreateError::Connect(e) => e.fmt(f),
-            CreateError::Online { name, pid } => write!(
+            EndpointCreateError::Open(e) => write!(f, "cannot open the endpoint's journal: {e}"),
+            EndpointCreateError::Read(e) => write!(f, "cannot read the endpoint's own journal: {e}"),
+            EndpointCreateError::Connect(e) => e.fmt(f),
+            EndpointCreateError::Online { name, pid } => write!(
                 f,
                 "endpoint {name} is already online (pid {pid}): stop it or choose another name"
             ),
-            CreateError::Query(e) => e.fmt(f),
-            CreateError::Spawn(e) => write!(
+            EndpointCreateError::Query(e) => e.fmt(f),
+            EndpointCreateError::Spawn(e) => write!(
                 f,
                 "cannot start the endpoint's background thread ({e}): the process is out of resources"
             ),
@@ -199,28 +199,28 @@ impl std::fmt::Display for CreateError {
     }
 }
 
-impl std::error::Error for CreateError {
+impl std::error::Error for EndpointCreateError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            CreateError::Open(e) => Some(e),
-            CreateError::Read(e) => Some(e),
-            CreateError::Connect(e) => Some(e),
-            CreateError::Query(e) => Some(e),
-            CreateError::Spawn(e) => Some(e),
+            EndpointCreateError::Open(e) => Some(e),
+            EndpointCreateError::Read(e) => Some(e),
+            EndpointCreateError::Connect(e) => Some(e),
+            EndpointCreateError::Query(e) => Some(e),
+            EndpointCreateError::Spawn(e) => Some(e),
             _ => None,
         }
     }
 }
 
-impl From<ConnectError> for CreateError {
+impl From<ConnectError> for EndpointCreateError {
     fn from(e: ConnectError) -> Self {
-        CreateError::Connect(e)
+        EndpointCreateError::Connect(e)
     }
 }
 
-impl From<QueryError> for CreateError {
+impl From<QueryError> for EndpointCreateError {
     fn from(e: QueryError) -> Self {
-        CreateError::Query(e)
+        EndpointCreateError::Query(e)
     }
 }
 
@@ -384,7 +384,7 @@ fn open_own_journal(
     root: Option<&Path>,
     dir: Option<std::path::PathBuf>,
     page_size: u64,
-) -> Result<OwnJournal, CreateError> {
+) -> Result<OwnJournal, EndpointCreateError> {
     let journal = journal_name(name)?;
     let root = tape_journal::resolve_root(root);
     let dir = absolute(&dir.unwrap_or_else(|| tape_journal::journal_dir(&root)))?;
@@ -392,7 +392,8 @@ fn open_own_journal(
         page_size,
         ..tape_journal::AppendOptions::default()
     };
-    let appender = tape_journal::Appender::open(&dir, &journal, opts).map_err(CreateError::Open)?;
+    let appender =
+        tape_journal::Appender::open(&dir, &journal, opts).map_err(EndpointCreateError::Open)?;
     Ok(OwnJournal {
         root,
         dir,
@@ -402,9 +403,9 @@ fn open_own_journal(
 }
 
 /// The absolute form of a journal folder, as the service wants it.
-fn absolute(dir: &Path) -> Result<std::path::PathBuf, CreateError> {
+fn absolute(dir: &Path) -> Result<std::path::PathBuf, EndpointCreateError> {
     std::path::absolute(dir).map_err(|e| {
-        CreateError::Open(OpenError::Io {
+        EndpointCreateError::Open(OpenError::Io {
             path: dir.to_path_buf(),
             source: e,
         })

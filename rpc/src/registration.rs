@@ -28,7 +28,7 @@ use tape_service::{
     Backoff, Change, Client, EndpointRole, JournalId, Peer, PeerKind, QueryError, Watch,
 };
 
-use crate::CreateError;
+use crate::EndpointCreateError;
 
 /// Called on the registration thread for each requester that comes up
 /// (and for each in the list a new watch starts with).
@@ -112,7 +112,7 @@ impl Registration {
         role: EndpointRole,
         journal: JournalId,
         mut hook: Option<Hook>,
-    ) -> Result<Registration, CreateError> {
+    ) -> Result<Registration, EndpointCreateError> {
         let spec = Spec {
             root: root.to_path_buf(),
             name: name.to_string(),
@@ -136,7 +136,7 @@ impl Registration {
         let thread = std::thread::Builder::new()
             .name("tape-rpc-registration".into())
             .spawn(move || run(&shared, &spec, watch, hook))
-            .map_err(CreateError::Spawn)?;
+            .map_err(EndpointCreateError::Spawn)?;
         Ok(Registration {
             dir,
             thread: Some(thread),
@@ -169,9 +169,9 @@ impl Drop for Registration {
 /// Why one registration attempt failed.
 enum Attempt {
     /// The service refused: worth a log line when retrying.
-    Refused(CreateError),
+    Refused(EndpointCreateError),
     /// No service, or it went away: retry quietly.
-    Gone(CreateError),
+    Gone(EndpointCreateError),
 }
 
 impl Spec {
@@ -180,7 +180,7 @@ impl Spec {
         match client.register_endpoint(&self.name, self.role, &self.journal) {
             Ok(Ok(_)) => {}
             Ok(Err(pid)) => {
-                return Err(Attempt::Refused(CreateError::Online {
+                return Err(Attempt::Refused(EndpointCreateError::Online {
                     name: self.name.clone(),
                     pid,
                 }))

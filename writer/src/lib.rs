@@ -49,7 +49,7 @@ pub use tape_journal::format::DEFAULT_PAGE_SIZE;
 /// Why a [`Writer`] could not be created. No page file is created when the
 /// service refuses.
 #[derive(Debug)]
-pub enum CreateError {
+pub enum WriterCreateError {
     /// The service refused the registration (not running, another writer
     /// holds the journal, a bad name).
     Register(RegisterError),
@@ -58,20 +58,20 @@ pub enum CreateError {
     Open(OpenError),
 }
 
-impl std::fmt::Display for CreateError {
+impl std::fmt::Display for WriterCreateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CreateError::Register(e) => e.fmt(f),
-            CreateError::Open(e) => e.fmt(f),
+            WriterCreateError::Register(e) => e.fmt(f),
+            WriterCreateError::Open(e) => e.fmt(f),
         }
     }
 }
 
-impl std::error::Error for CreateError {
+impl std::error::Error for WriterCreateError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            CreateError::Register(e) => Some(e),
-            CreateError::Open(e) => Some(e),
+            WriterCreateError::Register(e) => Some(e),
+            WriterCreateError::Open(e) => Some(e),
         }
     }
 }
@@ -132,7 +132,7 @@ impl WriterBuilder {
 
     /// Registers with the service, then opens (creates, or recovers) the
     /// journal.
-    pub fn create(self) -> Result<Writer, CreateError> {
+    pub fn create(self) -> Result<Writer, WriterCreateError> {
         let (root, dir) = match (self.root, self.dir) {
             (Some(root), Some(dir)) => (root, dir),
             (Some(root), None) => {
@@ -150,9 +150,11 @@ impl WriterBuilder {
             }
         };
         tape_journal::check_name(&self.name)
-            .map_err(|e| CreateError::Open(OpenError::BadName(e)))?;
-        let lease = WriterLease::acquire(&root, &dir, &self.name).map_err(CreateError::Register)?;
-        let appender = Appender::open(&dir, &self.name, self.opts).map_err(CreateError::Open)?;
+            .map_err(|e| WriterCreateError::Open(OpenError::BadName(e)))?;
+        let lease =
+            WriterLease::acquire(&root, &dir, &self.name).map_err(WriterCreateError::Register)?;
+        let appender =
+            Appender::open(&dir, &self.name, self.opts).map_err(WriterCreateError::Open)?;
         Ok(Writer {
             appender,
             _lease: lease,
@@ -176,7 +178,7 @@ impl Writer {
     /// creating it if needed. Fails, creating nothing, when that service is
     /// not running (the error names its socket: start `tape service --root`
     /// there) or another writer holds the journal.
-    pub fn create(dir: impl AsRef<Path>, name: &str) -> Result<Writer, CreateError> {
+    pub fn create(dir: impl AsRef<Path>, name: &str) -> Result<Writer, WriterCreateError> {
         Writer::builder(name).dir(dir.as_ref()).create()
     }
 

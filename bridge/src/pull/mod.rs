@@ -107,7 +107,7 @@ pub enum PullError {
         /// The replica journal.
         journal: String,
         /// Why.
-        source: tape_writer::CreateError,
+        source: tape_writer::WriterCreateError,
     },
     /// The server refused the token.
     Refused(SocketAddr),

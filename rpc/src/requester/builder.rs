@@ -10,7 +10,7 @@ use tape_service::{endpoint_id, EndpointRole, JournalId};
 
 use super::{Cleanup, Requester};
 use crate::registration::Registration;
-use crate::{open_own_journal, CreateError, OwnJournal};
+use crate::{open_own_journal, EndpointCreateError, OwnJournal};
 
 /// Builds a [`Requester`].
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ impl RequesterBuilder {
 
     /// Opens (or creates) the journal `rpc.<name>` and registers the
     /// requester with the service.
-    pub fn create(self) -> Result<Requester, CreateError> {
+    pub fn create(self) -> Result<Requester, EndpointCreateError> {
         let OwnJournal {
             root,
             dir,
@@ -75,7 +75,8 @@ impl RequesterBuilder {
             dir: dir.clone(),
             journal,
         };
-        let pager = PageHelper::spawn("tape-rpc-pages", None).map_err(CreateError::Spawn)?;
+        let pager =
+            PageHelper::spawn("tape-rpc-pages", None).map_err(EndpointCreateError::Spawn)?;
         let reg = Registration::start(&root, &self.name, EndpointRole::Requester, jid, None)?;
         Ok(Requester {
             id: endpoint_id(&self.name),

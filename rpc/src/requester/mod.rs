@@ -27,7 +27,7 @@ use tape_reader::Idle;
 use tape_service::{endpoint_id, Client, JournalId, Peer, PeerKind, QueryError};
 
 use crate::registration::Registration;
-use crate::{nanos, CallError, CreateError, MAX_WAITING, TIMEOUT_LEN};
+use crate::{nanos, CallError, EndpointCreateError, MAX_WAITING, TIMEOUT_LEN};
 use tape_journal::PageHelper;
 /// A responder this requester has called.
 #[derive(Debug)]
@@ -117,7 +117,7 @@ enum Step {
 
 impl Requester {
     /// A requester named `name` on the default root.
-    pub fn create(name: &str) -> Result<Requester, CreateError> {
+    pub fn create(name: &str) -> Result<Requester, EndpointCreateError> {
         Requester::builder(name).create()
     }
 

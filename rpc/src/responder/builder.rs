@@ -10,7 +10,7 @@ use tape_service::{endpoint_id, EndpointRole, JournalId, Peer};
 
 use super::{Responder, ResponderStats, Shared};
 use crate::registration::{Hook, Registration};
-use crate::{open_own_journal, CreateError, OwnJournal};
+use crate::{open_own_journal, EndpointCreateError, OwnJournal};
 
 /// Builds a [`Responder`].
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ impl ResponderBuilder {
     /// Opens (or creates, or recovers) the journal `rpc.<name>`, reads it to
     /// find which requests were answered already, and registers the
     /// responder with the service.
-    pub fn create(self) -> Result<Responder, CreateError> {
+    pub fn create(self) -> Result<Responder, EndpointCreateError> {
         let OwnJournal {
             root,
             dir,
@@ -54,7 +54,8 @@ impl ResponderBuilder {
         } = open_own_journal(&self.name, self.root.as_deref(), self.dir, self.page_size)?;
         let id = endpoint_id(&self.name);
         let answered = answered_in(&dir, &journal)?;
-        let pager = PageHelper::spawn("tape-rpc-pages", None).map_err(CreateError::Spawn)?;
+        let pager =
+            PageHelper::spawn("tape-rpc-pages", None).map_err(EndpointCreateError::Spawn)?;
         let shared = Arc::new(Shared {
             incoming: Mutex::new(Vec::new()),
             answered: Mutex::new(answered),
@@ -88,7 +89,10 @@ impl ResponderBuilder {
 
 /// The highest request answered per requester id, from the responder's own
 /// journal.
-fn answered_in(dir: &std::path::Path, journal: &str) -> Result<HashMap<u32, u64>, CreateError> {
+fn answered_in(
+    dir: &std::path::Path,
+    journal: &str,
+) -> Result<HashMap<u32, u64>, EndpointCreateError> {
     let mut answered = HashMap::new();
     let opts = CursorOptions {
         verify_crc: false,
@@ -97,9 +101,9 @@ fn answered_in(dir: &std::path::Path, journal: &str) -> Result<HashMap<u32, u64>
     let mut c = match Cursor::open(dir, journal, Start::First, opts) {
         Ok(c) => c,
         Err(OpenError::NotFound { .. }) => return Ok(answered),
-        Err(e) => return Err(CreateError::Open(e)),
+        Err(e) => return Err(EndpointCreateError::Open(e)),
     };
-    while let Some(f) = c.next().map_err(CreateError::Read)? {
+    while let Some(f) = c.next().map_err(EndpointCreateError::Read)? {
         if f.corr() != 0 && f.dest() != 0 {
             let a = answered.entry(f.dest()).or_insert(0);
             *a = f.corr().max(*a);

@@ -40,7 +40,7 @@ use tape_reader::Idle;
 use tape_service::{endpoint_id, JournalId, Peer, PeerKind};
 
 use crate::registration::Registration;
-use crate::{CreateError, ServeError, TIMEOUT_LEN};
+use crate::{EndpointCreateError, ServeError, TIMEOUT_LEN};
 use tape_journal::{PageHelper, PageHelperHandle};
 
 /// Empty polls between housekeeping rounds (closing the journals of
@@ -207,7 +207,7 @@ pub struct Responder {
 
 impl Responder {
     /// A responder named `name` on the default root.
-    pub fn create(name: &str) -> Result<Responder, CreateError> {
+    pub fn create(name: &str) -> Result<Responder, EndpointCreateError> {
         Responder::builder(name).create()
     }
 

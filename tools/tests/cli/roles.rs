@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tape_reader::{Idle, Reader, ServiceMode, Start};
-use tape_writer::{CreateError, Writer};
+use tape_writer::{Writer, WriterCreateError};
 
 /// Runs role `role` on `root` with argument `arg`.
 pub fn run(role: &str, root: &Path, arg: &str) {
@@ -251,13 +251,15 @@ fn intruder(root: &Path) {
                 let _ = w.write(0, b"INTRUDER");
                 std::process::exit(4);
             }
-            Err(CreateError::Register(tape_service::RegisterError::Held { .. })) => "held".into(),
+            Err(WriterCreateError::Register(tape_service::RegisterError::Held { .. })) => {
+                "held".into()
+            }
             // No service, or it died while we talked to it.
-            Err(CreateError::Register(
+            Err(WriterCreateError::Register(
                 tape_service::RegisterError::Connect(_)
                 | tape_service::RegisterError::Query(tape_service::QueryError::Io(_)),
             )) => "down".to_string(),
-            Err(CreateError::Open(tape_journal::OpenError::Locked(_))) => "locked".into(),
+            Err(WriterCreateError::Open(tape_journal::OpenError::Locked(_))) => "locked".into(),
             Err(e) => format!("other: {e}"),
         };
         say(&format!("attempt {n} {kind}"));
