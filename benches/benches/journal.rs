@@ -40,11 +40,11 @@ fn payload(seq: u64, buf: &mut [u8]) {
 /// Writes `n` frames of `size` bytes into a fresh journal and returns it.
 fn write_journal(n: u64, size: usize, page_size: u64) -> tempfile::TempDir {
     let dir = temp_dir();
-    let mut app = Appender::open(dir.path(), NAME, options(page_size)).unwrap();
+    let mut app = Appender::create(dir.path(), NAME, options(page_size)).unwrap();
     let mut buf = vec![0u8; size];
     for seq in 1..=n {
         payload(seq, &mut buf);
-        assert_eq!(app.append(1, &buf).unwrap(), seq);
+        assert_eq!(app.write(1, &buf).unwrap(), seq);
     }
     dir
 }
@@ -93,7 +93,7 @@ struct Sink {
 impl Sink {
     fn new(page_size: u64) -> Sink {
         let dir = temp_dir();
-        let app = Appender::open(dir.path(), NAME, options(page_size)).unwrap();
+        let app = Appender::create(dir.path(), NAME, options(page_size)).unwrap();
         Sink { dir, app }
     }
 
@@ -112,7 +112,7 @@ impl Sink {
     fn time_appends(&mut self, iters: u64, payload: &[u8]) -> Duration {
         let start = Instant::now();
         for _ in 0..iters {
-            black_box(self.app.append(1, black_box(payload)).unwrap());
+            black_box(self.app.write(1, black_box(payload)).unwrap());
         }
         let t = start.elapsed();
         self.prune();
@@ -162,10 +162,10 @@ fn append(c: &mut Criterion) {
                     background: false,
                     ..options(64 << 20)
                 };
-                let mut app = Appender::open(dir.path(), NAME, opts).unwrap();
+                let mut app = Appender::create(dir.path(), NAME, opts).unwrap();
                 let start = Instant::now();
                 for _ in 0..n {
-                    black_box(app.append(1, black_box(&buf)).unwrap());
+                    black_box(app.write(1, black_box(&buf)).unwrap());
                 }
                 elapsed += start.elapsed();
                 assert_eq!(app.page_switches(), 0);
@@ -239,7 +239,7 @@ fn switch_latency() {
         (8 << 20, 250),
     ] {
         let dir = temp_dir();
-        let mut app = Appender::open(dir.path(), NAME, options(page_size)).unwrap();
+        let mut app = Appender::create(dir.path(), NAME, options(page_size)).unwrap();
         let mut buf = [0u8; 64];
         let mut all = Histogram::<u64>::new(3).unwrap();
         let mut switching = Histogram::<u64>::new(3).unwrap();
@@ -258,7 +258,7 @@ fn switch_latency() {
             let before = app.page_switches();
             payload(app.next_seq(), &mut buf);
             let start = Instant::now();
-            black_box(app.append(1, &buf).unwrap());
+            black_box(app.write(1, &buf).unwrap());
             let ns = start.elapsed().as_nanos() as u64;
             all.record(ns.max(1)).unwrap();
             if app.page_switches() != before {

@@ -16,11 +16,11 @@ fn write(dir: &Path, k: usize) {
         ..AppendOptions::default()
     };
     let mut apps: Vec<Appender> = (0..k)
-        .map(|i| Appender::open(dir, &format!("j{i}"), opts).unwrap())
+        .map(|i| Appender::create(dir, &format!("j{i}"), opts).unwrap())
         .collect();
     let payload = [7u8; 64];
     for n in 0..FRAMES {
-        apps[n as usize % k].append(1, &payload).unwrap();
+        apps[n as usize % k].write(1, &payload).unwrap();
     }
 }
 

@@ -120,7 +120,7 @@ fn main() {
         page_size: 256 << 20,
         ..AppendOptions::default()
     };
-    let mut ping = Appender::open(&jdir, "ping", jopts).expect("journal ping");
+    let mut ping = Appender::create(&jdir, "ping", jopts).expect("journal ping");
     let mut journal_kid = spawn("journal", root.path(), &jdir, theirs);
     let mut pong = open_when_there(&jdir, "pong");
     let mut rpc_kid = spawn("rpc", root.path(), root.path(), theirs);
@@ -162,7 +162,7 @@ fn main() {
         for i in 0..(per_round + WARMUP) * u64::from(run("journal")) {
             stamp(&mut payload, i);
             let t = Instant::now();
-            ping.append(1, &payload).expect("append ping");
+            ping.write(1, &payload).expect("append ping");
             let mut idle = Idle::new();
             loop {
                 if let Some(f) = pong.next().expect("read pong") {
@@ -361,13 +361,13 @@ fn child(role: &str) {
                 page_size: 256 << 20,
                 ..AppendOptions::default()
             };
-            let mut pong = Appender::open(&path, "pong", opts).expect("journal pong");
+            let mut pong = Appender::create(&path, "pong", opts).expect("journal pong");
             let mut ping = open_when_there(&path, "ping");
             let mut idle = Idle::new();
             loop {
                 match ping.next().expect("read ping") {
                     Some(f) => {
-                        pong.append(f.msg_type(), f.payload()).expect("append pong");
+                        pong.write(f.msg_type(), f.payload()).expect("append pong");
                         idle.reset();
                     }
                     None => idle.idle(),

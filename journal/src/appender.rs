@@ -75,9 +75,9 @@ pub struct FrameMeta {
     pub corr: u64,
 }
 
-/// Why a frame was not appended. Nothing was written when this is returned.
+/// Why a frame was not written. Nothing was written when this is returned.
 #[derive(Debug)]
-pub enum AppendError {
+pub enum WriteError {
     /// The payload does not fit in one page.
     TooLarge {
         /// Payload length asked for.
@@ -86,8 +86,37 @@ pub enum AppendError {
         max: usize,
     },
     /// The next page could not be made (a full disk, a permission); the
-    /// frames already written are intact and a later append retries.
+    /// frames already written are intact and a later write retries.
     NewPage(PageError),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::TooLarge { len, max } => write!(
+                f,
+                "frame payload of {len} bytes is larger than the {max} bytes a page holds: use a larger page size"
+            ),
+            WriteError::NewPage(e) => write!(f, "cannot make the next page: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WriteError::NewPage(e) => Some(e),
+            WriteError::TooLarge { .. } => None,
+        }
+    }
+}
+
+/// Why a frame replicated from another journal was not written (a bridge's
+/// or a NATS import's replica). Nothing was written when this is returned.
+#[derive(Debug)]
+pub enum ReplicaError {
+    /// Writing failed as a plain write can ([`WriteError`]).
+    Write(WriteError),
     /// A frame copied from another journal does not match its own header
     /// (length or CRC32C): it was damaged on the way.
     Corrupt {
@@ -107,19 +136,21 @@ pub enum AppendError {
     },
 }
 
-impl std::fmt::Display for AppendError {
+impl From<WriteError> for ReplicaError {
+    fn from(e: WriteError) -> Self {
+        ReplicaError::Write(e)
+    }
+}
+
+impl std::fmt::Display for ReplicaError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AppendError::TooLarge { len, max } => write!(
-                f,
-                "frame payload of {len} bytes is larger than the {max} bytes a page holds: use a larger page size"
-            ),
-            AppendError::NewPage(e) => write!(f, "cannot make the next page: {e}"),
-            AppendError::Corrupt { seq } => write!(
+            ReplicaError::Write(e) => e.fmt(f),
+            ReplicaError::Corrupt { seq } => write!(
                 f,
                 "copied frame seq {seq} does not match its checksum or length: it was damaged on the way"
             ),
-            AppendError::OutOfOrder {
+            ReplicaError::OutOfOrder {
                 expected_seq,
                 seq,
                 last_time_ns,
@@ -127,13 +158,20 @@ impl std::fmt::Display for AppendError {
             } => write!(
                 f,
                 "replicated frame seq {seq} time {time_ns} does not follow seq {} time {last_time_ns}",
-                expected_seq - 1
+                expected_seq.saturating_sub(1)
             ),
         }
     }
 }
 
-impl std::error::Error for AppendError {}
+impl std::error::Error for ReplicaError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReplicaError::Write(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// How far from the end of its page the writer starts warming the next
 /// page's first lines: the last eight 4 KiB blocks.
@@ -182,7 +220,7 @@ impl Appender {
     ///
     /// Refuses a journal with a damaged frame in its last page rather than
     /// writing after it.
-    pub fn open(dir: &Path, name: &str, opts: AppendOptions) -> Result<Appender, OpenError> {
+    pub fn create(dir: &Path, name: &str, opts: AppendOptions) -> Result<Appender, OpenError> {
         check_name(name).map_err(OpenError::BadName)?;
         if !valid_page_size(opts.page_size) {
             return Err(OpenError::BadPageSize(opts.page_size));
@@ -262,32 +300,32 @@ impl Appender {
         })
     }
 
-    /// Sets the source id put in frames written by [`append`](Self::append).
+    /// Sets the source id put in frames written by [`write`](Self::write).
     pub fn set_source(&mut self, source: u32) {
         self.source = source;
     }
 
     /// Sets the destination id put in frames written by
-    /// [`append`](Self::append).
+    /// [`write`](Self::write).
     pub fn set_dest(&mut self, dest: u32) {
         self.dest = dest;
     }
 
     /// Appends one frame and returns its sequence number.
     #[inline]
-    pub fn append(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, AppendError> {
+    pub fn write(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, WriteError> {
         let meta = FrameMeta {
             msg_type,
             source: self.source,
             dest: self.dest,
             corr: 0,
         };
-        self.append_meta(&meta, payload)
+        self.write_meta(&meta, payload)
     }
 
     /// Appends one frame with every header field chosen.
     #[inline]
-    pub fn append_meta(&mut self, meta: &FrameMeta, payload: &[u8]) -> Result<u64, AppendError> {
+    pub fn write_meta(&mut self, meta: &FrameMeta, payload: &[u8]) -> Result<u64, WriteError> {
         let off = self.copy_in(payload)?;
         let crc = checksum(payload);
         let seq = self.next_seq;
@@ -298,7 +336,7 @@ impl Appender {
     /// Reserves room for `payload` and copies it in; returns the frame's
     /// offset. Nothing is published.
     #[inline(always)]
-    fn copy_in(&mut self, payload: &[u8]) -> Result<usize, AppendError> {
+    fn copy_in(&mut self, payload: &[u8]) -> Result<usize, WriteError> {
         let off = self.reserve(payload.len())?;
         // SAFETY: reserve() returned an offset with room for a header and
         // payload.len() bytes inside the current page, past the tail, which
@@ -317,15 +355,15 @@ impl Appender {
     /// number and write time (the bridge's replicas). `seq` must be the
     /// next sequence number (any, for a journal with no frame yet) and
     /// `time_ns` no older than the last frame.
-    pub fn append_replica(
+    pub fn write_replica(
         &mut self,
         seq: u64,
         time_ns: i64,
         meta: &FrameMeta,
         payload: &[u8],
-    ) -> Result<(), AppendError> {
+    ) -> Result<(), ReplicaError> {
         if (self.has_frames && seq != self.next_seq) || seq == 0 || time_ns < self.last_time {
-            return Err(AppendError::OutOfOrder {
+            return Err(ReplicaError::OutOfOrder {
                 expected_seq: self.next_seq,
                 seq,
                 last_time_ns: self.last_time,
@@ -349,23 +387,23 @@ impl Appender {
     /// write time, type, source, destination, correlation id, checksum and
     /// flags), so the stored frame is byte-identical to the original.
     /// `header.len` must be 48 + `payload.len()`, and `header.crc` the
-    /// payload's CRC32C (else [`AppendError::Corrupt`], nothing written);
+    /// payload's CRC32C (else [`ReplicaError::Corrupt`], nothing written);
     /// sequence and time follow the rules of
-    /// [`append_replica`](Self::append_replica).
-    pub fn append_replica_frame(
+    /// [`write_replica`](Self::write_replica).
+    pub fn write_replica_frame(
         &mut self,
         header: &FrameHeader,
         payload: &[u8],
-    ) -> Result<(), AppendError> {
+    ) -> Result<(), ReplicaError> {
         let seq = header.seq;
         if header.len as usize != FRAME_HEADER_LEN + payload.len()
             || checksum(payload) != header.crc
         {
-            return Err(AppendError::Corrupt { seq });
+            return Err(ReplicaError::Corrupt { seq });
         }
         if (self.has_frames && seq != self.next_seq) || seq == 0 || header.time_ns < self.last_time
         {
-            return Err(AppendError::OutOfOrder {
+            return Err(ReplicaError::OutOfOrder {
                 expected_seq: self.next_seq,
                 seq,
                 last_time_ns: self.last_time,
@@ -395,7 +433,7 @@ impl Appender {
     /// filled in place and published with [`Claim::commit`]. Dropping the
     /// claim without committing publishes nothing.
     #[inline]
-    pub fn claim(&mut self, len: usize) -> Result<Claim<'_>, AppendError> {
+    pub fn claim(&mut self, len: usize) -> Result<Claim<'_>, WriteError> {
         let off = self.reserve(len)?;
         Ok(Claim {
             app: self,
@@ -408,9 +446,9 @@ impl Appender {
     /// Finds room for a frame with `len` payload bytes, switching pages if
     /// the current one is full; returns the frame's offset.
     #[inline(always)]
-    fn reserve(&mut self, len: usize) -> Result<usize, AppendError> {
+    fn reserve(&mut self, len: usize) -> Result<usize, WriteError> {
         if len > self.max_payload {
-            return Err(AppendError::TooLarge {
+            return Err(WriteError::TooLarge {
                 len,
                 max: self.max_payload,
             });
@@ -519,7 +557,7 @@ impl Appender {
     /// preparer has normally made ready already.
     #[cold]
     #[inline(never)]
-    fn switch_page(&mut self) -> Result<(), AppendError> {
+    fn switch_page(&mut self) -> Result<(), WriteError> {
         let next_no = self.page.page_no() + 1;
         let ready = self.preparer.as_ref().and_then(|p| p.take_wait(next_no));
         let next = match ready {
@@ -531,7 +569,7 @@ impl Appender {
                 self.page_size as u64,
                 self.prepare,
             )
-            .map_err(AppendError::NewPage)?,
+            .map_err(WriteError::NewPage)?,
         };
         // The next page exists on disk before the marker tells readers to
         // go there.

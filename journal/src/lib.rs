@@ -9,11 +9,11 @@
 //!
 //! This crate has no IPC: it is the format, the single-writer
 //! [`Appender`], the read-only [`Cursor`], recovery after a crashed writer
-//! (in [`Appender::open`]), [`verify`] and [`stats`]. The service, the
+//! (in [`Appender::create`]), [`verify`] and [`stats`]. The service, the
 //! registered `Writer` and the merging `Reader` are built on it in the
 //! other crates of the workspace.
 //!
-//! - [`Appender`]: append a frame, or [`claim`](Appender::claim) room, fill
+//! - [`Appender`]: write a frame, or [`claim`](Appender::claim) room, fill
 //!   it in place and commit. Sequence numbers run 1, 2, 3, ... across pages.
 //!   The next page (or the next N, [`AppendOptions::pages_ahead`]) is made
 //!   ready by a background [`Preparer`]. Frames are stamped by
@@ -31,8 +31,8 @@
 //! use tape_journal::{Appender, AppendOptions, Cursor, CursorOptions, Start};
 //! let dir = tempfile::tempdir().unwrap();
 //! let opts = AppendOptions { page_size: 1 << 20, ..AppendOptions::default() };
-//! let mut app = Appender::open(dir.path(), "md", opts).unwrap();
-//! assert_eq!(app.append(7, b"hello").unwrap(), 1);
+//! let mut app = Appender::create(dir.path(), "md", opts).unwrap();
+//! assert_eq!(app.write(7, b"hello").unwrap(), 1);
 //! let mut claim = app.claim(5).unwrap();
 //! claim.copy_from_slice(b"world");
 //! assert_eq!(claim.commit(7), 2);
@@ -65,7 +65,7 @@ mod scan;
 pub mod sync;
 mod verify;
 
-pub use appender::{AppendError, AppendOptions, Appender, Claim, FrameMeta};
+pub use appender::{AppendOptions, Appender, Claim, FrameMeta, ReplicaError, WriteError};
 pub use cursor::{Cursor, CursorOptions, Frame, ReadError, Start};
 pub use exchange::{pin_thread, PageExchange, PageHelper, PageHelperHandle, MAX_LOOK, MIN_LOOK};
 pub use files::{

@@ -36,11 +36,11 @@
 //! use tape_journal::{Appender, AppendOptions};
 //! let dir = tape_journal::journal_dir(root.path());
 //! let opts = AppendOptions { page_size: 1 << 20, ..AppendOptions::default() };
-//! let mut a = Appender::open(&dir, "a", opts).unwrap();
-//! let mut b = Appender::open(&dir, "b", opts).unwrap();
-//! a.append(1, b"a1").unwrap();
-//! b.append(1, b"b1").unwrap();
-//! a.append(1, b"a2").unwrap();
+//! let mut a = Appender::create(&dir, "a", opts).unwrap();
+//! let mut b = Appender::create(&dir, "b", opts).unwrap();
+//! a.write(1, b"a1").unwrap();
+//! b.write(1, b"b1").unwrap();
+//! a.write(1, b"a2").unwrap();
 //!
 //! let mut r = Reader::builder("strategy").root(root.path())
 //!     .service(ServiceMode::Never).start(Start::First).create().unwrap();

@@ -11,11 +11,11 @@ fn the_merge_example_prints_both_journals_in_time_order() {
         page_size: 1 << 20,
         ..AppendOptions::default()
     };
-    let mut md = Appender::open(&root.journal_dir(), "md", opts).unwrap();
-    let mut ticks = Appender::open(&root.journal_dir(), "ticks", opts).unwrap();
+    let mut md = Appender::create(&root.journal_dir(), "md", opts).unwrap();
+    let mut ticks = Appender::create(&root.journal_dir(), "ticks", opts).unwrap();
     for i in 0..50 {
-        md.append(1, format!("md {i}").as_bytes()).unwrap();
-        ticks.append(1, format!("ticks {i}").as_bytes()).unwrap();
+        md.write(1, format!("md {i}").as_bytes()).unwrap();
+        ticks.write(1, format!("ticks {i}").as_bytes()).unwrap();
     }
     drop((md, ticks));
 

@@ -19,7 +19,7 @@ fn forty_live_journals_merge_in_time_order_every_frame_once() {
     // Half the journals exist before the reader starts; the rest appear
     // while it reads (it waits for them), and journal 0 stays idle.
     for i in 0..JOURNALS / 2 {
-        Appender::open(dir.path(), &format!("j{i}"), opts).unwrap();
+        Appender::create(dir.path(), &format!("j{i}"), opts).unwrap();
     }
     let mut r = Reader::builder("merge-test")
         .service(ServiceMode::Never)
@@ -33,13 +33,13 @@ fn forty_live_journals_merge_in_time_order_every_frame_once() {
         .map(|i| {
             let dir = dir.path().to_path_buf();
             std::thread::spawn(move || {
-                let mut app = Appender::open(&dir, &format!("j{i}"), opts).unwrap();
+                let mut app = Appender::create(&dir, &format!("j{i}"), opts).unwrap();
                 for n in 0..FRAMES {
                     // Bursts and pauses, different in each journal.
                     if n % (50 + i as u64 * 7) == 0 {
                         std::thread::sleep(Duration::from_micros(200));
                     }
-                    app.append(i as u32, &n.to_le_bytes()).unwrap();
+                    app.write(i as u32, &n.to_le_bytes()).unwrap();
                 }
             })
         })
@@ -86,13 +86,13 @@ fn journals_written_before_reading_come_back_in_exact_time_order() {
     };
     let k = 33;
     let mut apps: Vec<Appender> = (0..k)
-        .map(|i| Appender::open(dir.path(), &format!("j{i}"), opts).unwrap())
+        .map(|i| Appender::create(dir.path(), &format!("j{i}"), opts).unwrap())
         .collect();
     let mut all = Vec::new();
     for n in 0..60_000u64 {
         // An uneven spread: some journals far busier than others.
         let i = ((n * 2654435761) % 97) as usize % k;
-        let seq = apps[i].append(0, &n.to_le_bytes()).unwrap();
+        let seq = apps[i].write(0, &n.to_le_bytes()).unwrap();
         all.push((apps[i].last_time_ns(), i, seq));
     }
     all.sort();
@@ -126,12 +126,12 @@ fn a_journal_the_service_refuses_leaves_the_merge_as_it_was() {
         page_size: 1 << 20,
         ..AppendOptions::default()
     };
-    let mut a = Appender::open(&dir, "a", opts).unwrap();
-    let mut b = Appender::open(&dir, "b", opts).unwrap();
-    let mut c = Appender::open(&odd, "c", opts).unwrap();
-    a.append(1, b"a1").unwrap();
-    b.append(2, b"b1").unwrap();
-    c.append(3, b"c1").unwrap();
+    let mut a = Appender::create(&dir, "a", opts).unwrap();
+    let mut b = Appender::create(&dir, "b", opts).unwrap();
+    let mut c = Appender::create(&odd, "c", opts).unwrap();
+    a.write(1, b"a1").unwrap();
+    b.write(2, b"b1").unwrap();
+    c.write(3, b"c1").unwrap();
     let mut r = Reader::builder("refused")
         .root(root.path())
         .service(ServiceMode::Required)
@@ -148,8 +148,8 @@ fn a_journal_the_service_refuses_leaves_the_merge_as_it_was() {
     }
     assert_eq!(got, [b"a1".to_vec(), b"b1".to_vec()]);
     // Added again from a folder it accepts, it is read.
-    let mut c2 = Appender::open(&dir, "c", opts).unwrap();
-    c2.append(3, b"c2").unwrap();
+    let mut c2 = Appender::create(&dir, "c", opts).unwrap();
+    c2.write(3, b"c2").unwrap();
     assert_eq!(r.add_journal(&dir, "c").unwrap(), 2);
     assert_eq!(r.next().unwrap().unwrap().payload(), b"c2");
 }

@@ -101,7 +101,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use tape_journal::{AppendError, OpenError, ReadError};
+use tape_journal::{OpenError, ReadError, WriteError};
 use tape_service::{ConnectError, QueryError};
 
 mod events;
@@ -244,7 +244,7 @@ pub enum CallError {
     },
     /// The request could not be written (too large for a page, or the next
     /// page could not be made). Nothing was sent.
-    Send(AppendError),
+    Send(WriteError),
     /// The responder's journal could not be opened.
     Open {
         /// The name called.
@@ -330,7 +330,7 @@ pub enum ServeError {
         /// The request's sequence number in the requester's journal.
         seq: u64,
         /// What went wrong.
-        error: AppendError,
+        error: WriteError,
     },
     /// A requester's journal cannot be opened, or is damaged where it is
     /// read: the responder stops reading it and serves the others.
@@ -393,7 +393,7 @@ fn open_own_journal(
         ..tape_journal::AppendOptions::default()
     };
     let appender =
-        tape_journal::Appender::open(&dir, &journal, opts).map_err(EndpointCreateError::Open)?;
+        tape_journal::Appender::create(&dir, &journal, opts).map_err(EndpointCreateError::Open)?;
     Ok(OwnJournal {
         root,
         dir,

@@ -359,7 +359,7 @@ fn malformed_requests_are_stepped_over_and_the_others_served() {
     // A frame written by hand into bad's journal with a payload shorter
     // than the deadline.
     {
-        let mut a = tape_journal::Appender::open(
+        let mut a = tape_journal::Appender::create(
             &tape_journal::journal_dir(root.path()),
             "rpc.bad",
             tape_journal::AppendOptions {
@@ -374,7 +374,7 @@ fn malformed_requests_are_stepped_over_and_the_others_served() {
             dest: r.id(),
             corr: 2,
         };
-        a.append_meta(&meta, b"xy").unwrap();
+        a.write_meta(&meta, b"xy").unwrap();
     }
     let p = good.send_nowait("echo", 1, b"fine").unwrap();
     let mut served = 0;

@@ -20,7 +20,7 @@
 //! journal damaged where it would write (a bad frame or a hole of zeros in
 //! its last page, or a page before it without its end marker) rather than
 //! write over or after the damage. On a full disk, the append that needs a
-//! new page fails with [`AppendError::NewPage`](tape_journal::AppendError)
+//! new page fails with [`WriteError::NewPage`](tape_journal::WriteError)
 //! and writes nothing; the frames published before stay intact and the
 //! next append tries to make the page again.
 //!
@@ -41,7 +41,9 @@
 #![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
-use tape_journal::{AppendError, AppendOptions, Appender, Claim, FrameMeta, OpenError};
+use tape_journal::{
+    AppendOptions, Appender, Claim, FrameMeta, OpenError, ReplicaError, WriteError,
+};
 use tape_service::{RegisterError, WriterLease};
 
 pub use tape_journal::format::DEFAULT_PAGE_SIZE;
@@ -154,7 +156,7 @@ impl WriterBuilder {
         let lease =
             WriterLease::acquire(&root, &dir, &self.name).map_err(WriterCreateError::Register)?;
         let appender =
-            Appender::open(&dir, &self.name, self.opts).map_err(WriterCreateError::Open)?;
+            Appender::create(&dir, &self.name, self.opts).map_err(WriterCreateError::Open)?;
         Ok(Writer {
             appender,
             _lease: lease,
@@ -194,46 +196,46 @@ impl Writer {
 
     /// Appends one frame and returns its sequence number.
     #[inline]
-    pub fn write(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, AppendError> {
-        self.appender.append(msg_type, payload)
+    pub fn write(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, WriteError> {
+        self.appender.write(msg_type, payload)
     }
 
     /// Appends one frame with every header field chosen.
     #[inline]
-    pub fn write_meta(&mut self, meta: &FrameMeta, payload: &[u8]) -> Result<u64, AppendError> {
-        self.appender.append_meta(meta, payload)
+    pub fn write_meta(&mut self, meta: &FrameMeta, payload: &[u8]) -> Result<u64, WriteError> {
+        self.appender.write_meta(meta, payload)
     }
 
     /// Claims room for a payload of `len` bytes, to fill in place and
     /// publish with [`Claim::commit`] (zero-copy). Dropping the claim
     /// publishes nothing.
     #[inline]
-    pub fn claim(&mut self, len: usize) -> Result<Claim<'_>, AppendError> {
+    pub fn claim(&mut self, len: usize) -> Result<Claim<'_>, WriteError> {
         self.appender.claim(len)
     }
 
     /// Appends a frame replicated from another journal, keeping its
     /// sequence number and write time (see
-    /// [`Appender::append_replica`]).
+    /// [`Appender::write_replica`]).
     pub fn write_replica(
         &mut self,
         seq: u64,
         time_ns: i64,
         meta: &FrameMeta,
         payload: &[u8],
-    ) -> Result<(), AppendError> {
-        self.appender.append_replica(seq, time_ns, meta, payload)
+    ) -> Result<(), ReplicaError> {
+        self.appender.write_replica(seq, time_ns, meta, payload)
     }
 
     /// Appends a frame copied whole from another journal, keeping every
     /// header field, after checking its length and CRC32C (see
-    /// [`Appender::append_replica_frame`](tape_journal::Appender::append_replica_frame)).
+    /// [`Appender::write_replica_frame`](tape_journal::Appender::write_replica_frame)).
     pub fn write_replica_frame(
         &mut self,
         header: &tape_journal::format::FrameHeader,
         payload: &[u8],
-    ) -> Result<(), AppendError> {
-        self.appender.append_replica_frame(header, payload)
+    ) -> Result<(), ReplicaError> {
+        self.appender.write_replica_frame(header, payload)
     }
 
     /// Sets the source id of frames written with [`write`](Self::write).

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tape_journal::AppendError;
+use tape_journal::ReplicaError;
 use tape_writer::Writer;
 
 /// How `tape bridge pull` pulls.
@@ -128,7 +128,7 @@ pub enum PullError {
         /// The replica journal.
         journal: String,
         /// Why.
-        source: AppendError,
+        source: ReplicaError,
     },
 }
 

@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tape_journal::format::{max_payload, FRAME_HEADER_LEN};
-use tape_journal::AppendError;
+use tape_journal::{ReplicaError, WriteError};
 
 impl Puller {
     pub(super) fn handshake(&mut self, s: &TcpStream, addr: SocketAddr) -> Result<(), End> {
@@ -247,7 +247,7 @@ impl Puller {
         for (h, payload) in b.frames() {
             match w.write_replica_frame(&h, payload) {
                 Ok(()) => {}
-                Err(e @ AppendError::TooLarge { .. }) => {
+                Err(e @ ReplicaError::Write(WriteError::TooLarge { .. })) => {
                     return Err(End::Fatal(PullError::Write {
                         journal: r.name.clone(),
                         source: e,

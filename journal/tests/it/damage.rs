@@ -15,10 +15,10 @@ const FRAME: u64 = 1048;
 /// holder and the number of frames.
 fn base() -> (tempfile::TempDir, u64) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut app = Appender::open(tmp.path(), NAME, foreground()).unwrap();
+    let mut app = Appender::create(tmp.path(), NAME, foreground()).unwrap();
     let mut n = 0;
     while app.position() < (3, 64 + 20 * FRAME as usize) {
-        n = app.append(1, &payload_for(app.next_seq())).unwrap();
+        n = app.write(1, &payload_for(app.next_seq())).unwrap();
     }
     (tmp, n)
 }
@@ -85,7 +85,7 @@ fn all_fail(dir: &Path, path: &Path, offset: Option<u64>) {
         Ok((n, None)) => panic!("cursor read {n} frames and no error"),
     }
     names(
-        &Appender::open(dir, NAME, foreground()).unwrap_err(),
+        &Appender::create(dir, NAME, foreground()).unwrap_err(),
         path,
         offset,
     );
@@ -190,9 +190,9 @@ fn zeroed_in_middle_named_by_verify() {
         other => panic!("cursor: {other:?}"),
     }
     // The writer appends at the tail of page 3, untouched.
-    let mut app = Appender::open(t.path(), NAME, foreground()).unwrap();
+    let mut app = Appender::create(t.path(), NAME, foreground()).unwrap();
     assert_eq!(app.position().0, 3);
-    app.append(1, b"after").unwrap();
+    app.write(1, b"after").unwrap();
 }
 
 /// A frame whose length runs past the page: named with file and offset.
@@ -278,7 +278,7 @@ fn hole_in_last_page_is_refused() {
         pwrite(&p3, hole, &vec![0u8; len]);
         let files = snapshot(t.path());
 
-        let e = Appender::open(t.path(), NAME, foreground()).unwrap_err();
+        let e = Appender::create(t.path(), NAME, foreground()).unwrap_err();
         names(&e, &p3, Some(hole));
         assert!(e.to_string().contains("hole"), "{what}: {e}");
         assert!(
@@ -343,12 +343,12 @@ fn stall_checks_name_the_hole_in_a_middle_page() {
 fn check_stall_is_quiet_at_the_live_end() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut app = Appender::open(dir, NAME, background()).unwrap();
+    let mut app = Appender::create(dir, NAME, background()).unwrap();
     let mut cur = Cursor::open(dir, NAME, Start::First, CHECKED).unwrap();
     let mut seen = 0;
     for round in 0..300u64 {
         for _ in 0..20 {
-            app.append(1, &payload_for(app.next_seq())).unwrap();
+            app.write(1, &payload_for(app.next_seq())).unwrap();
         }
         while let Some(f) = cur.next().unwrap() {
             seen += 1;
@@ -369,5 +369,5 @@ fn check_stall_is_quiet_at_the_live_end() {
     }
     cur.check_stall().unwrap();
     verify(dir, NAME).unwrap();
-    Appender::open(dir, NAME, foreground()).expect("leftovers are cleared, not refused");
+    Appender::create(dir, NAME, foreground()).expect("leftovers are cleared, not refused");
 }

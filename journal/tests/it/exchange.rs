@@ -36,8 +36,8 @@ fn drain(c: &mut Cursor, mut seq: u64) -> u64 {
 #[test]
 fn helper_hands_each_next_page_over_and_unmaps_the_ones_left() {
     let dir = tempfile::tempdir().unwrap();
-    let mut app = Appender::open(dir.path(), "ex", background()).unwrap();
-    app.append(1, &payload(1, 300)).unwrap();
+    let mut app = Appender::create(dir.path(), "ex", background()).unwrap();
+    app.write(1, &payload(1, 300)).unwrap();
     let helper = PageHelper::spawn("tape-it-pages", None).unwrap();
     let mut c = Cursor::open(dir.path(), "ex", Start::First, opts()).unwrap();
     helper.add(&mut c);
@@ -52,7 +52,7 @@ fn helper_hands_each_next_page_over_and_unmaps_the_ones_left() {
         let page = app.position().0;
         while app.position().0 == page && (app.position().1 as u64) < PAGE * 3 / 4 {
             written += 1;
-            app.append(1, &payload(written, 300)).unwrap();
+            app.write(1, &payload(written, 300)).unwrap();
         }
         read = drain(&mut c, read);
         let since = Instant::now();
@@ -61,7 +61,7 @@ fn helper_hands_each_next_page_over_and_unmaps_the_ones_left() {
             std::thread::sleep(Duration::from_millis(5));
             for _ in 0..40 {
                 written += 1;
-                app.append(1, &payload(written, 300)).unwrap();
+                app.write(1, &payload(written, 300)).unwrap();
             }
             read = drain(&mut c, read);
         }
@@ -69,7 +69,7 @@ fn helper_hands_each_next_page_over_and_unmaps_the_ones_left() {
         // The rest of the page and into the next.
         while app.position().0 == page {
             written += 1;
-            app.append(1, &payload(written, 300)).unwrap();
+            app.write(1, &payload(written, 300)).unwrap();
         }
         read = drain(&mut c, read);
         assert_eq!(c.page_state().0, page + 1);
@@ -104,9 +104,9 @@ fn cursor_without_a_ready_page_maps_it_itself() {
     // written while it slept) leaves stale pages at most: nothing is lost
     // and nothing stays mapped.
     let dir = tempfile::tempdir().unwrap();
-    let mut app = Appender::open(dir.path(), "jump", background()).unwrap();
+    let mut app = Appender::create(dir.path(), "jump", background()).unwrap();
     let helper = PageHelper::spawn("tape-it-pages", None).unwrap();
-    app.append(1, &payload(1, 300)).unwrap();
+    app.write(1, &payload(1, 300)).unwrap();
     let mut c = Cursor::open(dir.path(), "jump", Start::First, opts()).unwrap();
     helper.add(&mut c);
     let mut written = 1;
@@ -114,7 +114,7 @@ fn cursor_without_a_ready_page_maps_it_itself() {
     for round in 0..6 {
         while app.position().0 < 2 * round + 2 {
             written += 1;
-            app.append(1, &payload(written, 300)).unwrap();
+            app.write(1, &payload(written, 300)).unwrap();
         }
         read = drain(&mut c, read);
         std::thread::sleep(Duration::from_millis(30));
@@ -153,8 +153,8 @@ fn idle_helper_sleeps() {
     // MAX_LOOK apart: about 60 wakes in its first second (it used to wake
     // every millisecond, 1000). A busy machine only makes it wake less.
     let dir = tempfile::tempdir().unwrap();
-    let mut app = Appender::open(dir.path(), "idle", background()).unwrap();
-    app.append(1, b"x").unwrap();
+    let mut app = Appender::create(dir.path(), "idle", background()).unwrap();
+    app.write(1, b"x").unwrap();
     let helper = PageHelper::spawn("tape-it-idle", None).unwrap();
     let mut c = Cursor::open(dir.path(), "idle", Start::First, opts()).unwrap();
     helper.add(&mut c);
@@ -173,11 +173,11 @@ fn backlog_read_without_a_pause_finds_each_next_page_mapped() {
     // The cursor tells the helper at the switch itself that it moved on, so
     // the helper maps every next page while the cursor reads this one.
     let dir = tempfile::tempdir().unwrap();
-    let mut app = Appender::open(dir.path(), "backlog", background()).unwrap();
+    let mut app = Appender::create(dir.path(), "backlog", background()).unwrap();
     let mut written = 0u64;
     while app.position().0 < 13 {
         written += 1;
-        app.append(1, &payload(written, 300)).unwrap();
+        app.write(1, &payload(written, 300)).unwrap();
     }
     let helper = PageHelper::spawn("tape-it-pages", None).unwrap();
     let mut c = Cursor::open(dir.path(), "backlog", Start::First, opts()).unwrap();
@@ -207,9 +207,9 @@ fn next_page_is_mapped_after_a_burst_read_past_the_last_eighth() {
     // empty poll: the helper must still learn where the cursor is and map
     // the page after.
     let dir = tempfile::tempdir().unwrap();
-    let mut app = Appender::open(dir.path(), "burst", background()).unwrap();
+    let mut app = Appender::create(dir.path(), "burst", background()).unwrap();
     let helper = PageHelper::spawn("tape-it-pages", None).unwrap();
-    app.append(1, &payload(1, 300)).unwrap();
+    app.write(1, &payload(1, 300)).unwrap();
     let mut c = Cursor::open(dir.path(), "burst", Start::First, opts()).unwrap();
     helper.add(&mut c);
     let mut written = 1;
@@ -218,7 +218,7 @@ fn next_page_is_mapped_after_a_burst_read_past_the_last_eighth() {
     // Page 1 to three quarters, idle until page 2 is mapped ahead.
     while (app.position().1 as u64) < PAGE * 3 / 4 {
         written += 1;
-        app.append(1, &payload(written, 300)).unwrap();
+        app.write(1, &payload(written, 300)).unwrap();
     }
     read = drain(&mut c, read);
     while !c.page_state().1 {
@@ -226,14 +226,14 @@ fn next_page_is_mapped_after_a_burst_read_past_the_last_eighth() {
         std::thread::sleep(Duration::from_millis(5));
         for _ in 0..20 {
             written += 1;
-            app.append(1, &payload(written, 300)).unwrap();
+            app.write(1, &payload(written, 300)).unwrap();
         }
         read = drain(&mut c, read);
     }
     // The rest of page 1 and 15/16 of page 2, read in one burst.
     while app.position().0 == 1 || (app.position().1 as u64) < PAGE * 15 / 16 {
         written += 1;
-        app.append(1, &payload(written, 300)).unwrap();
+        app.write(1, &payload(written, 300)).unwrap();
     }
     read = drain(&mut c, read);
     assert_eq!(c.page_state().0, 2);
@@ -242,7 +242,7 @@ fn next_page_is_mapped_after_a_burst_read_past_the_last_eighth() {
     assert!(c.next().unwrap().is_none());
     while app.position().0 < 3 {
         written += 1;
-        app.append(1, &payload(written, 300)).unwrap();
+        app.write(1, &payload(written, 300)).unwrap();
     }
     read = drain(&mut c, read);
     assert_eq!(read, written + 1);

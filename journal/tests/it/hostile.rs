@@ -158,7 +158,7 @@ proptest! {
         let (r, peak) = peak_of(|| stats(dir, NAME));
         prop_assert!(peak <= SMALL, "stats allocated {}", peak);
         if let Err(e) = &r { names_a_file(e, dir)?; }
-        let (r, peak) = peak_of(|| Appender::open(dir, NAME, foreground_1m()).map(drop));
+        let (r, peak) = peak_of(|| Appender::create(dir, NAME, foreground_1m()).map(drop));
         prop_assert!(peak <= SMALL, "recovery allocated {}", peak);
         if let Err(e) = &r { names_a_file(e, dir)?; }
         let valid = h.magic == *b"TAPEJRNL" && h.version == 1 && h.header_len == 64
@@ -288,7 +288,7 @@ proptest! {
         let verified = verify(dir, NAME);
         if let Err(e) = &verified { names_a_file(e, dir)?; }
         let files = page_files(dir);
-        let (opened, peak) = peak_of(|| Appender::open(dir, NAME, foreground_1m()));
+        let (opened, peak) = peak_of(|| Appender::create(dir, NAME, foreground_1m()));
         prop_assert!(peak <= SMALL, "recovery allocated {}", peak);
         match opened {
             Err(e) => {
@@ -297,7 +297,7 @@ proptest! {
                 prop_assert!(verified.is_err(), "verify passed, the writer refused: {}", e);
             }
             Ok(mut app) => {
-                let seq = app.append(7, b"new frame").unwrap();
+                let seq = app.write(7, b"new frame").unwrap();
                 drop(app);
                 let after = read_all(dir).unwrap();
                 // What readers could read is still there, unchanged, and

@@ -32,14 +32,14 @@ fn first_seq(dir: &std::path::Path, start: Start) -> Option<u64> {
 fn start_positions_over_pages() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut app = Appender::open(dir, NAME, foreground()).unwrap();
+    let mut app = Appender::create(dir, NAME, foreground()).unwrap();
     let mut seq = 0;
     while app.position().0 < 5 {
-        seq = app.append(1, &payload(app.next_seq(), 2000)).unwrap();
+        seq = app.write(1, &payload(app.next_seq(), 2000)).unwrap();
     }
     // A few frames in the last page, so that its first frame has followers.
     for _ in 0..10 {
-        seq = app.append(1, &payload(app.next_seq(), 2000)).unwrap();
+        seq = app.write(1, &payload(app.next_seq(), 2000)).unwrap();
     }
     let idx = index(dir);
     assert_eq!(idx.len() as u64, seq);
@@ -87,7 +87,7 @@ fn start_positions_over_pages() {
             while i == 0 && tape_journal::clock::now_ns() < after {
                 std::hint::spin_loop();
             }
-            app.append(9, b"new").unwrap()
+            app.write(9, b"new").unwrap()
         })
         .collect();
     assert_eq!(new, vec![last + 1, last + 2, last + 3]);

@@ -53,7 +53,7 @@ const MIXED_MAX: usize = 300;
 /// Child: appends frames 1..=MILLION of mixed sizes, one in three through
 /// claim/commit, on 1 MiB pages with the background preparer.
 fn million_writer(dir: &Path) {
-    let mut app = Appender::open(dir, NAME, background()).expect("writer opens");
+    let mut app = Appender::create(dir, NAME, background()).expect("writer opens");
     let mut buf = vec![0u8; MIXED_MAX];
     for seq in 1..=MILLION {
         let n = payload_len(seq, MIXED_MAX);
@@ -63,7 +63,7 @@ fn million_writer(dir: &Path) {
             c.copy_from_slice(&buf[..n]);
             c.commit(seq as u32)
         } else {
-            app.append(seq as u32, &buf[..n]).expect("append")
+            app.write(seq as u32, &buf[..n]).expect("append")
         };
         assert_eq!(got, seq);
     }
@@ -141,7 +141,7 @@ const CRASH_MAX: usize = 200;
 /// steps then committed, and claims abandoned half filled; stops after
 /// CRASH_ROUND_FRAMES frames and waits to be killed.
 fn crash_writer(dir: &Path) {
-    let mut app = Appender::open(dir, NAME, background()).expect("writer opens");
+    let mut app = Appender::create(dir, NAME, background()).expect("writer opens");
     let limit = app.next_seq() + CRASH_ROUND_FRAMES;
     let mut buf = [0u8; CRASH_MAX];
     loop {
@@ -153,7 +153,7 @@ fn crash_writer(dir: &Path) {
         let n = payload_len(seq, CRASH_MAX);
         fill_payload(seq, &mut buf[..n]);
         let got = match mix(seq) >> 62 {
-            0 | 1 => app.append(seq as u32, &buf[..n]).expect("append"),
+            0 | 1 => app.write(seq as u32, &buf[..n]).expect("append"),
             2 => {
                 let mut c = app.claim(n).expect("claim");
                 let h = n / 2;
@@ -166,7 +166,7 @@ fn crash_writer(dir: &Path) {
                     let mut c = app.claim(n).expect("claim");
                     c[..n / 2].fill(0xEE);
                 } // dropped uncommitted: publishes nothing
-                app.append(seq as u32, &buf[..n]).expect("append")
+                app.write(seq as u32, &buf[..n]).expect("append")
             }
         };
         assert_eq!(got, seq);
@@ -234,7 +234,7 @@ fn writer_killed_at_random_moments_recovers() {
         if let Some(c) = cur.as_mut() {
             drain(c, &mut last, CRASH_MAX, &mut buf);
         }
-        let app = Appender::open(dir, NAME, foreground()).expect("reopen after kill");
+        let app = Appender::create(dir, NAME, foreground()).expect("reopen after kill");
         assert_eq!(app.next_seq(), last + 1, "round {round}");
         drop(app);
         if cur.is_none() {
@@ -257,8 +257,8 @@ fn writer_killed_at_random_moments_recovers() {
 
 /// Child: holds the writer lock until killed.
 fn lock_holder_child(dir: &Path) {
-    let mut app = Appender::open(dir, NAME, foreground()).expect("holder opens");
-    app.append(1, b"held").unwrap();
+    let mut app = Appender::create(dir, NAME, foreground()).expect("holder opens");
+    app.write(1, b"held").unwrap();
     loop {
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -289,11 +289,11 @@ fn second_writer_refused_until_holder_killed() {
         deadline.check("scribbler");
         std::thread::sleep(Duration::from_millis(2));
     }
-    match Appender::open(dir, NAME, foreground()) {
+    match Appender::create(dir, NAME, foreground()) {
         Err(OpenError::Locked(LockError::Held { pid, ref path })) => {
             assert_eq!(pid, child.pid());
             assert!(path.starts_with(dir));
-            let msg = Appender::open(dir, NAME, foreground())
+            let msg = Appender::create(dir, NAME, foreground())
                 .unwrap_err()
                 .to_string();
             assert!(msg.contains(&format!("pid {}", child.pid())), "{msg}");
@@ -301,9 +301,9 @@ fn second_writer_refused_until_holder_killed() {
         other => panic!("expected Locked naming pid {}, got {other:?}", child.pid()),
     }
     child.kill9();
-    let mut app = Appender::open(dir, NAME, foreground()).expect("free once the holder died");
+    let mut app = Appender::create(dir, NAME, foreground()).expect("free once the holder died");
     assert_eq!(app.next_seq(), 2);
-    assert_eq!(app.append(1, b"next").unwrap(), 2);
+    assert_eq!(app.write(1, b"next").unwrap(), 2);
 }
 
 /// Child: writes through the address of a frame a Cursor returned.
@@ -328,9 +328,9 @@ fn reader_cannot_write_the_journal() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     {
-        let mut app = Appender::open(dir, NAME, AppendOptions { ..foreground() }).unwrap();
+        let mut app = Appender::create(dir, NAME, AppendOptions { ..foreground() }).unwrap();
         for i in 0..10u32 {
-            app.append(i, format!("frame {i}").as_bytes()).unwrap();
+            app.write(i, format!("frame {i}").as_bytes()).unwrap();
         }
     }
     let before = snapshot(dir);

@@ -138,9 +138,9 @@ const NAME: &str = "md";
 /// Writes the journal the recovery property mutates: 2 pages and a bit,
 /// frames of 0..=3000 bytes.
 fn journal(dir: &std::path::Path) -> u64 {
-    let mut app = Appender::open(dir, NAME, foreground()).unwrap();
+    let mut app = Appender::create(dir, NAME, foreground()).unwrap();
     while app.position().0 < 3 {
-        app.append(1, &payload(app.next_seq(), 3000)).unwrap();
+        app.write(1, &payload(app.next_seq(), 3000)).unwrap();
     }
     app.next_seq() - 1
 }
@@ -149,7 +149,7 @@ proptest! {
     #![proptest_config(config(24))]
 
     /// A valid journal with random bytes of its page files overwritten
-    /// (pwrite; mostly in the frame area): Appender::open, a checking
+    /// (pwrite; mostly in the frame area): Appender::create, a checking
     /// Cursor and verify never panic, errors name a file of the journal,
     /// and when verify passes the journal reads consistently: the cursor
     /// reads exactly the frames verify counted, in sequence, with good
@@ -161,7 +161,7 @@ proptest! {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let written = journal(dir);
-        let (_, tail) = Appender::open(dir, NAME, foreground()).unwrap().position();
+        let (_, tail) = Appender::create(dir, NAME, foreground()).unwrap().position();
         for &(no, off, words, v, kind) in &muts {
             let path = page_file(dir, NAME, no);
             // Half the time near the frames (the first 64 KiB, and around
@@ -209,7 +209,7 @@ proptest! {
         if let Some(e) = &read_err {
             prop_assert!(e.contains(&dir_s), "{}", e);
         }
-        let app = Appender::open(dir, NAME, foreground());
+        let app = Appender::create(dir, NAME, foreground());
         if let Ok(r) = &report {
             prop_assert!(read_err.is_none(), "verify passed, the cursor failed: {:?}", read_err);
             prop_assert_eq!(read, r.frames);

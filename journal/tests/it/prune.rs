@@ -17,9 +17,9 @@ const PAYLOAD: usize = 1000;
 
 /// A journal whose frames fill `pages` pages and a few frames of one more.
 fn journal(dir: &Path, pages: u64) -> u64 {
-    let mut app = Appender::open(dir, NAME, foreground()).unwrap();
+    let mut app = Appender::create(dir, NAME, foreground()).unwrap();
     while app.position() < (pages + 1, 64 + 3 * 1048) {
-        app.append(1, &payload(app.next_seq(), PAYLOAD)).unwrap();
+        app.write(1, &payload(app.next_seq(), PAYLOAD)).unwrap();
     }
     app.next_seq() - 1
 }
@@ -87,11 +87,8 @@ fn keep_last_deletes_oldest_pages_and_keeps_the_sequence() {
         .unwrap()
         .deleted
         .is_empty());
-    let mut app = Appender::open(dir, NAME, foreground()).unwrap();
-    assert_eq!(
-        app.append(1, &payload(last + 1, PAYLOAD)).unwrap(),
-        last + 1
-    );
+    let mut app = Appender::create(dir, NAME, foreground()).unwrap();
+    assert_eq!(app.write(1, &payload(last + 1, PAYLOAD)).unwrap(), last + 1);
     drop(app);
     assert_eq!(read_range(dir, Start::First), (first, last + 1));
 }
@@ -110,10 +107,10 @@ fn the_page_with_the_last_frame_is_always_kept() {
     // Spares made ahead by the background preparer.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut app = Appender::open(dir, NAME, background()).unwrap();
+    let mut app = Appender::create(dir, NAME, background()).unwrap();
     let deadline = Deadline::secs(60);
     while app.page_switches() < 3 {
-        app.append(1, &payload(app.next_seq(), PAYLOAD)).unwrap();
+        app.write(1, &payload(app.next_seq(), PAYLOAD)).unwrap();
     }
     while !app.next_page_ready() {
         deadline.check("concurrent prune");
@@ -125,17 +122,14 @@ fn the_page_with_the_last_frame_is_always_kept() {
     assert_eq!(r.deleted, (1..cur).collect::<Vec<_>>());
     assert_eq!(on_disk(dir), [cur, cur + 1]);
     assert_eq!(read_range(dir, Start::First).1, last);
-    assert_eq!(
-        app.append(1, &payload(last + 1, PAYLOAD)).unwrap(),
-        last + 1
-    );
+    assert_eq!(app.write(1, &payload(last + 1, PAYLOAD)).unwrap(), last + 1);
     drop(app);
 
     // The tail right after an end-of-page marker.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let last = journal(dir, 3);
-    let mut app = Appender::open(dir, NAME, foreground()).unwrap();
+    let mut app = Appender::create(dir, NAME, foreground()).unwrap();
     let (no, tail) = app.position();
     drop(app);
     // As a writer cut off right after its page switch leaves it: the
@@ -154,10 +148,10 @@ fn the_page_with_the_last_frame_is_always_kept() {
     let r = prune(dir, NAME, &everything, false).unwrap();
     assert_eq!(r.deleted, (1..no).collect::<Vec<_>>(), "{r:?}");
     assert_eq!(on_disk(dir), [no, no + 1]);
-    app = Appender::open(dir, NAME, foreground()).unwrap();
+    app = Appender::create(dir, NAME, foreground()).unwrap();
     assert_eq!(app.position(), (no + 1, 64));
     assert_eq!(app.next_seq(), last + 1, "the sequence survives");
-    app.append(1, &payload(last + 1, PAYLOAD)).unwrap();
+    app.write(1, &payload(last + 1, PAYLOAD)).unwrap();
     drop(app);
     assert_eq!(read_range(dir, Start::First).1, last + 1);
     verify(dir, NAME).unwrap();
@@ -165,7 +159,7 @@ fn the_page_with_the_last_frame_is_always_kept() {
 
 /// `older_than` judges a page by the first frame of the page after it (no
 /// frame of a page is newer); `max_size` deletes oldest pages until the
-/// files fit. Times set by hand through `append_replica`: page k's frames
+/// files fit. Times set by hand through `write_replica`: page k's frames
 /// are 10 - k hours old.
 #[test]
 fn older_than_and_max_size() {
@@ -173,7 +167,7 @@ fn older_than_and_max_size() {
     let dir = tmp.path();
     let hour = 3_600_000_000_000i64;
     let now = tape_journal::clock::now_ns();
-    let mut app = Appender::open(dir, NAME, foreground()).unwrap();
+    let mut app = Appender::create(dir, NAME, foreground()).unwrap();
     let mut seq = 1;
     while app.position().0 < 7 {
         let page = app.position().0 as i64;
@@ -182,7 +176,7 @@ fn older_than_and_max_size() {
         let fits = app.position().1 + 1048 + 8 <= PAGE as usize;
         let lands = if fits { page } else { page + 1 };
         let time = now - (10 - lands) * hour;
-        app.append_replica(seq, time, &FrameMeta::default(), &payload(seq, PAYLOAD))
+        app.write_replica(seq, time, &FrameMeta::default(), &payload(seq, PAYLOAD))
             .unwrap();
         seq += 1;
     }
@@ -279,8 +273,8 @@ fn concurrent_prune_never_takes_a_frame_from_a_reader() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let deadline = Deadline::secs(120);
-    let mut app = Appender::open(&dir, NAME, background()).unwrap();
-    app.append(1, &payload(1, PAYLOAD)).unwrap();
+    let mut app = Appender::create(&dir, NAME, background()).unwrap();
+    app.write(1, &payload(1, PAYLOAD)).unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let deleted = Arc::new(AtomicU64::new(0));
     // Opened before any prune runs, so it must see frame 1 and on.
@@ -332,7 +326,7 @@ fn concurrent_prune_never_takes_a_frame_from_a_reader() {
         })
     };
     for seq in 2..=FRAMES {
-        app.append(1, &payload(seq, PAYLOAD)).unwrap();
+        app.write(1, &payload(seq, PAYLOAD)).unwrap();
         if seq % 1000 == 0 {
             deadline.check("concurrent prune");
         }

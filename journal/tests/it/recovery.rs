@@ -4,7 +4,7 @@ use crate::common::*;
 use std::time::Duration;
 use tape_journal::format::{checksum, max_payload, FrameHeader, FRAME_HEADER_LEN};
 use tape_journal::{
-    stats, verify, AppendError, AppendOptions, Appender, Cursor, CursorOptions, Start,
+    stats, verify, AppendOptions, Appender, Cursor, CursorOptions, ReplicaError, Start, WriteError,
 };
 
 const NAME: &str = "md";
@@ -17,21 +17,21 @@ fn largest_frame_fits_one_byte_more_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let max = max_payload(PAGE);
-    let mut app = Appender::open(dir, NAME, foreground()).unwrap();
+    let mut app = Appender::create(dir, NAME, foreground()).unwrap();
     assert_eq!(app.max_payload(), max);
-    assert_eq!(app.append(1, b"small").unwrap(), 1);
+    assert_eq!(app.write(1, b"small").unwrap(), 1);
     let mut big = vec![0u8; max];
     fill_payload(2, &mut big);
-    assert_eq!(app.append(2, &big).unwrap(), 2);
+    assert_eq!(app.write(2, &big).unwrap(), 2);
     assert_eq!(app.page_switches(), 1, "the big frame needs a fresh page");
     assert_eq!(app.position(), (2, PAGE as usize - 8), "it fills the page");
 
     let files = snapshot(dir);
     let pos = app.position();
-    match app.append(3, &vec![7u8; max + 1]) {
-        Err(AppendError::TooLarge { len, max: m }) => {
+    match app.write(3, &vec![7u8; max + 1]) {
+        Err(WriteError::TooLarge { len, max: m }) => {
             assert_eq!((len, m), (max + 1, max));
-            let msg = AppendError::TooLarge { len, max: m }.to_string();
+            let msg = WriteError::TooLarge { len, max: m }.to_string();
             assert!(msg.contains(&(max + 1).to_string()) && msg.contains(&max.to_string()));
             assert!(msg.contains("page size"), "{msg}");
         }
@@ -39,12 +39,12 @@ fn largest_frame_fits_one_byte_more_is_refused() {
     }
     assert!(matches!(
         app.claim(max + 1),
-        Err(AppendError::TooLarge { .. })
+        Err(WriteError::TooLarge { .. })
     ));
     assert_eq!((app.position(), app.next_seq()), (pos, 3));
     assert!(files == snapshot(dir), "a refused frame changed the files");
 
-    assert_eq!(app.append(3, b"after").unwrap(), 3);
+    assert_eq!(app.write(3, b"after").unwrap(), 3);
     let mut cur = Cursor::open(dir, NAME, Start::First, CursorOptions::default()).unwrap();
     assert_eq!(cur.next().unwrap().unwrap().payload(), b"small");
     let f = cur.next().unwrap().unwrap();
@@ -64,19 +64,19 @@ fn frame_ending_near_page_end_then_switch() {
     for room_left in [8usize, 16, 24, 32, 40, 48, 56] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let mut app = Appender::open(dir, NAME, foreground()).unwrap();
+        let mut app = Appender::create(dir, NAME, foreground()).unwrap();
         // One frame from offset 64 that ends `room_left` bytes before the end.
         let n = PAGE as usize - 64 - room_left - FRAME_HEADER_LEN;
-        app.append(1, &vec![1u8; n]).unwrap();
+        app.write(1, &vec![1u8; n]).unwrap();
         assert_eq!(app.position(), (1, PAGE as usize - room_left));
         let mut cur = Cursor::open(dir, NAME, Start::First, CursorOptions::default()).unwrap();
         assert_eq!(cur.next().unwrap().unwrap().seq(), 1);
         assert!(cur.next().unwrap().is_none(), "room {room_left}");
         assert_eq!(verify(dir, NAME).unwrap().frames, 1, "room {room_left}");
         drop(app);
-        let mut app = Appender::open(dir, NAME, foreground()).unwrap();
+        let mut app = Appender::create(dir, NAME, foreground()).unwrap();
         assert_eq!(app.position(), (1, PAGE as usize - room_left));
-        app.append(2, b"x").unwrap();
+        app.write(2, b"x").unwrap();
         assert_eq!(app.position().0, 2);
         let f = cur.next().unwrap().unwrap();
         assert_eq!((f.seq(), f.payload()), (2, &b"x"[..]));
@@ -96,12 +96,14 @@ fn garbage_past_tail_is_cleared_before_new_frames() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     {
-        let mut app = Appender::open(dir, NAME, foreground()).unwrap();
+        let mut app = Appender::create(dir, NAME, foreground()).unwrap();
         for seq in 1..=100u64 {
-            app.append(seq as u32, &payload(seq, 300)).unwrap();
+            app.write(seq as u32, &payload(seq, 300)).unwrap();
         }
     }
-    let (page, tail) = Appender::open(dir, NAME, foreground()).unwrap().position();
+    let (page, tail) = Appender::create(dir, NAME, foreground())
+        .unwrap()
+        .position();
     let path = page_file(dir, NAME, page);
     // An unpublished frame: len word 0, header and payload written.
     let mut cut = vec![0u8; 400];
@@ -148,7 +150,7 @@ fn garbage_past_tail_is_cleared_before_new_frames() {
         report.notes
     );
 
-    let mut app = Appender::open(dir, NAME, foreground()).unwrap();
+    let mut app = Appender::create(dir, NAME, foreground()).unwrap();
     assert_eq!((app.position(), app.next_seq()), ((page, tail), 101));
     assert!(
         pread(&path, tail as u64, PAGE as usize - tail)
@@ -157,9 +159,9 @@ fn garbage_past_tail_is_cleared_before_new_frames() {
         "recovery left bytes past the tail"
     );
     assert!(live.next().unwrap().is_none());
-    assert_eq!(app.append(101, b"s").unwrap(), 101);
+    assert_eq!(app.write(101, b"s").unwrap(), 101);
     for seq in 102..=300u64 {
-        app.append(seq as u32, &payload(seq, 300)).unwrap();
+        app.write(seq as u32, &payload(seq, 300)).unwrap();
     }
     let f = live.next().unwrap().unwrap();
     assert_eq!((f.seq(), f.payload()), (101, &b"s"[..]));
@@ -184,12 +186,12 @@ fn spare_page_made_ahead_is_handled() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let deadline = Deadline::secs(60);
-    let mut app = Appender::open(dir, NAME, background()).unwrap();
+    let mut app = Appender::create(dir, NAME, background()).unwrap();
     let mut reader = Cursor::open(dir, NAME, Start::First, CursorOptions::default()).unwrap();
     let mut read = 0u64;
     let p = [5u8; 1000];
     while app.page_switches() < 5 {
-        app.append(1, &p).unwrap();
+        app.write(1, &p).unwrap();
         if app.next_seq() % 100 == 0 {
             // Give the preparer time on a busy machine; the next page is
             // then normally ready when it is needed.
@@ -223,12 +225,12 @@ fn spare_page_made_ahead_is_handled() {
     assert!(at_end.next().unwrap().is_none());
     drop(app);
 
-    let mut app = Appender::open(dir, NAME, background()).unwrap();
+    let mut app = Appender::create(dir, NAME, background()).unwrap();
     assert_eq!(app.position().0, cur_page, "reopened into the spare page");
     assert_eq!(app.next_seq(), last + 1);
     let target = app.page_switches() + 2;
     while app.page_switches() < target {
-        app.append(2, &p).unwrap();
+        app.write(2, &p).unwrap();
     }
     let end = app.next_seq() - 1;
     for cur in [&mut reader, &mut at_end] {
@@ -285,7 +287,7 @@ fn preparer_never_overwrites(opts: AppendOptions) {
     };
     const FRAMES: u64 = 1500;
     const BIG: usize = 150_000;
-    let mut app = Appender::open(dir, NAME, opts).unwrap();
+    let mut app = Appender::create(dir, NAME, opts).unwrap();
     let mut buf = vec![0u8; BIG];
     let mut result = Ok(());
     for seq in 1..=FRAMES {
@@ -297,7 +299,7 @@ fn preparer_never_overwrites(opts: AppendOptions) {
                 c.commit(seq as u32)
             })
         } else {
-            app.append(seq as u32, &buf[..n])
+            app.write(seq as u32, &buf[..n])
         };
         if let Err(e) = r {
             result = Err(format!("append of frame {seq} failed: {e}"));
@@ -343,7 +345,7 @@ fn pages_ahead_are_made_before_they_are_needed() {
         pages_ahead: 3,
         ..background()
     };
-    let mut app = Appender::open(dir, NAME, opts).unwrap();
+    let mut app = Appender::create(dir, NAME, opts).unwrap();
     assert_eq!(app.wait_pages_ready(std::time::Duration::from_secs(60)), 3);
     for no in 2..=4u64 {
         let path = tape_journal::files::page_path(dir, NAME, no);
@@ -354,7 +356,7 @@ fn pages_ahead_are_made_before_they_are_needed() {
     let mut buf = vec![0u8; 100_000];
     for seq in 1..=60u64 {
         fill_payload(seq, &mut buf);
-        assert_eq!(app.append(1, &buf).unwrap(), seq);
+        assert_eq!(app.write(1, &buf).unwrap(), seq);
     }
     assert!(app.page_switches() >= 5);
     let (last_page, _) = app.position();
@@ -362,11 +364,11 @@ fn pages_ahead_are_made_before_they_are_needed() {
     assert_eq!(app.wait_pages_ready(std::time::Duration::from_secs(60)), 3);
     drop(app);
     assert!(tape_journal::files::page_path(dir, NAME, last_page + 3).exists());
-    let mut app = Appender::open(dir, NAME, background()).unwrap();
+    let mut app = Appender::create(dir, NAME, background()).unwrap();
     assert_eq!(app.next_seq(), 61);
     assert_eq!(app.position().0, last_page);
     fill_payload(61, &mut buf);
-    assert_eq!(app.append(1, &buf).unwrap(), 61);
+    assert_eq!(app.write(1, &buf).unwrap(), 61);
     drop(app);
     let mut cur = Cursor::open(dir, NAME, Start::First, CursorOptions::default()).unwrap();
     for seq in 1..=61u64 {
@@ -383,7 +385,7 @@ fn pages_ahead_are_made_before_they_are_needed() {
 fn replica_frame_copies_every_header_field() {
     let src_dir = tempfile::tempdir().unwrap();
     let dst_dir = tempfile::tempdir().unwrap();
-    let mut src = Appender::open(src_dir.path(), "md", foreground()).unwrap();
+    let mut src = Appender::create(src_dir.path(), "md", foreground()).unwrap();
     let meta = tape_journal::FrameMeta {
         msg_type: 7,
         source: 11,
@@ -391,9 +393,9 @@ fn replica_frame_copies_every_header_field() {
         corr: 17,
     };
     for i in 0..100u64 {
-        src.append_meta(&meta, &payload(i, 300)).unwrap();
+        src.write_meta(&meta, &payload(i, 300)).unwrap();
     }
-    let mut dst = Appender::open(dst_dir.path(), "md", foreground()).unwrap();
+    let mut dst = Appender::create(dst_dir.path(), "md", foreground()).unwrap();
     let mut cur = Cursor::open(
         src_dir.path(),
         "md",
@@ -405,29 +407,29 @@ fn replica_frame_copies_every_header_field() {
     let mut bad = *first.header();
     bad.crc ^= 1;
     assert!(matches!(
-        dst.append_replica_frame(&bad, first.payload()),
-        Err(AppendError::Corrupt { seq: 40 })
+        dst.write_replica_frame(&bad, first.payload()),
+        Err(ReplicaError::Corrupt { seq: 40 })
     ));
     bad = *first.header();
     bad.len += 1;
     assert!(matches!(
-        dst.append_replica_frame(&bad, first.payload()),
-        Err(AppendError::Corrupt { .. })
+        dst.write_replica_frame(&bad, first.payload()),
+        Err(ReplicaError::Corrupt { .. })
     ));
     // A replica may start at any sequence number, then must follow on.
-    dst.append_replica_frame(first.header(), first.payload())
+    dst.write_replica_frame(first.header(), first.payload())
         .unwrap();
     let second = cur.next().unwrap().unwrap();
     let mut skip = *second.header();
     skip.seq += 1;
     assert!(matches!(
-        dst.append_replica_frame(&skip, second.payload()),
-        Err(AppendError::OutOfOrder { .. })
+        dst.write_replica_frame(&skip, second.payload()),
+        Err(ReplicaError::OutOfOrder { .. })
     ));
-    dst.append_replica_frame(second.header(), second.payload())
+    dst.write_replica_frame(second.header(), second.payload())
         .unwrap();
     while let Some(f) = cur.next().unwrap() {
-        dst.append_replica_frame(f.header(), f.payload()).unwrap();
+        dst.write_replica_frame(f.header(), f.payload()).unwrap();
     }
     let mut a = Cursor::open(
         src_dir.path(),

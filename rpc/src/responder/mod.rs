@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tape_journal::{
-    clock::now_ns, AppendError, Appender, Cursor, CursorOptions, FrameMeta, OpenError, Start,
+    clock::now_ns, Appender, Cursor, CursorOptions, FrameMeta, OpenError, Start, WriteError,
 };
 use tape_reader::Idle;
 use tape_service::{endpoint_id, JournalId, Peer, PeerKind};
@@ -291,24 +291,19 @@ impl Responder {
 
     /// Publishes an event for every reader of this responder's journal
     /// (`dest` 0, `corr` 0). Returns its sequence number.
-    pub fn publish(&mut self, msg_type: u32, data: &[u8]) -> Result<u64, AppendError> {
+    pub fn publish(&mut self, msg_type: u32, data: &[u8]) -> Result<u64, WriteError> {
         self.publish_to(0, msg_type, data)
     }
 
     /// Publishes an event addressed to endpoint id `dest` (`corr` 0).
-    pub fn publish_to(
-        &mut self,
-        dest: u32,
-        msg_type: u32,
-        data: &[u8],
-    ) -> Result<u64, AppendError> {
+    pub fn publish_to(&mut self, dest: u32, msg_type: u32, data: &[u8]) -> Result<u64, WriteError> {
         let meta = FrameMeta {
             msg_type,
             source: self.id,
             dest,
             corr: 0,
         };
-        self.appender.append_meta(&meta, data)
+        self.appender.write_meta(&meta, data)
     }
 
     /// What it has done so far.

@@ -1,7 +1,7 @@
 //! A request as a handler sees it, and where the handler writes its
 //! reply.
 
-use tape_journal::{AppendError, Appender, Frame, FrameMeta};
+use tape_journal::{Appender, Frame, FrameMeta, WriteError};
 
 use crate::TIMEOUT_LEN;
 
@@ -110,7 +110,7 @@ pub struct Respond<'a> {
     pub(super) appender: &'a mut Appender,
     pub(super) meta: FrameMeta,
     pub(super) sent: bool,
-    pub(super) failed: Option<AppendError>,
+    pub(super) failed: Option<WriteError>,
 }
 
 impl Respond<'_> {
@@ -128,7 +128,7 @@ impl Respond<'_> {
             msg_type,
             ..self.meta
         };
-        match self.appender.append_meta(&meta, data) {
+        match self.appender.write_meta(&meta, data) {
             Ok(seq) => {
                 self.sent = true;
                 Ok(seq)

@@ -377,7 +377,7 @@ fn other_user(root: &Path) {
     };
     report(
         "append",
-        tape_journal::Appender::open(&dir, "md", opts)
+        tape_journal::Appender::create(&dir, "md", opts)
             .map(drop)
             .map_err(|e| e.to_string()),
     );
