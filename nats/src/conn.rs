@@ -221,10 +221,7 @@ pub fn connect_retrying(
             return Ok(None);
         }
         match rt.block_on(connect(server, name, log.clone())) {
-            Ok(c) => {
-                log(&format!("connected to {}", server.url));
-                return Ok(Some(c));
-            }
+            Ok(c) => return Ok(Some(c)),
             Err(Fail::Fatal(e)) => return Err(e),
             Err(Fail::Retry(e)) => {
                 if n == 0 {

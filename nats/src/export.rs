@@ -439,6 +439,10 @@ impl Exporter {
         self.shared.failed.store(false, Ordering::Release);
         self.shared.round.store(self.round, Ordering::Release);
         self.progressed = true;
+        (self.opts.log)(&format!(
+            "exporting {} to stream {} on {} from seq {next}",
+            self.journal, self.stream, self.opts.server.url
+        ));
         let mut last_acked = next - 1;
         let mut last_progress = Instant::now();
         let mut idle = if self.opts.busy_poll {

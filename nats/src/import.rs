@@ -412,6 +412,16 @@ impl Importer {
             Duration::from_secs(10),
         ))?;
         self.progressed = true;
+        (self.opts.log)(&format!(
+            "importing stream {} from {} into {} {}",
+            self.stream,
+            self.opts.server.url,
+            self.replica,
+            match start {
+                None => "from its first message".to_string(),
+                Some(s) => format!("from seq {s}"),
+            }
+        ));
         let r = self.stream(rt, conn, &mut sub, &mut expect, &mut skip, stopping);
         let stream = self.stream.clone();
         rt.block_on(async {

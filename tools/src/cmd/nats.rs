@@ -173,13 +173,6 @@ fn export(a: ExportArgs) -> Result<()> {
             Some(tape_journal::parse_size(b).map_err(|e| anyhow::anyhow!("--max-bytes: {e}"))?);
     }
     let say = opts.log.clone();
-    say(&format!(
-        "exporting {} of {} to {} (pid {})",
-        opts.journals.join(", "),
-        root.display(),
-        opts.server.url,
-        std::process::id()
-    ));
     tape_nats::export(&opts, stop).map_err(anyhow::Error::msg)?;
     if stop.load(Ordering::Acquire) {
         say("stopped");
@@ -205,13 +198,6 @@ fn import(a: ImportArgs) -> Result<()> {
         opts.journals.push((j.clone(), into.clone()));
     }
     let say = opts.log.clone();
-    say(&format!(
-        "importing {} from {} into {} (pid {})",
-        a.journals.join(", "),
-        opts.server.url,
-        root.display(),
-        std::process::id()
-    ));
     tape_nats::import(&opts, stop).map_err(anyhow::Error::msg)?;
     if stop.load(Ordering::Acquire) {
         say("stopped");
