@@ -21,9 +21,13 @@
 //!   publisher, is refused rather than continued.
 //! - A stream that never held a message starts at the journal's first
 //!   frame on disk. When old pages were pruned before the export first
-//!   ran, that is not seq 1: the export purges the empty stream below that
-//!   sequence (`$JS.API.STREAM.PURGE` with `seq`), which makes it the
-//!   stream's next sequence, so stream and journal sequences stay equal.
+//!   ran, that is not seq 1 but `F`: the export publishes `F − 1` empty
+//!   placeholders (which no import writes: they are not frames) and purges
+//!   the stream below `F` (`$JS.API.STREAM.PURGE` with `seq`), so the
+//!   stream's first sequence is `F` and stream and journal sequences stay
+//!   equal. (Purging the empty stream below `F` alone sets its first
+//!   sequence too, but 2.9.10 then compares `Nats-Expected-Last-Sequence`
+//!   with a counter left at 0, and every publish fails.)
 //! - A journal whose frames after `L` were pruned before they were
 //!   exported (the export was stopped too long) is refused: those frames
 //!   are gone, and a stream with a hole would break the rule above.
@@ -301,8 +305,9 @@ impl Exporter {
         }
     }
 
-    /// Finds where to go on from; leaves the cursor there.
-    fn sync(&mut self, rt: &tokio::runtime::Handle) -> Result<u64, Fail> {
+    /// Finds where to go on from (and whether the stream holds no message
+    /// now); leaves the cursor there.
+    fn sync(&mut self, rt: &tokio::runtime::Handle) -> Result<(u64, bool), Fail> {
         let c = &self.conn.client;
         let dir = tape_journal::journal_dir(&self.opts.root);
         let name = &self.journal;
@@ -366,7 +371,7 @@ impl Exporter {
         let next = self.resume_point(rt, &info, first, &dir, copts)?;
         let cur = Cursor::open(&dir, name, Start::Seq(next), copts).map_err(|e| damaged(&e))?;
         self.cursor = Some(cur);
-        Ok(next)
+        Ok((next, info.messages == 0))
     }
 
     fn resume_point(
@@ -382,15 +387,7 @@ impl Exporter {
         let last = info.last_seq;
         if last == 0 {
             if first > 1 {
-                rt.block_on(api::purge_below(c, stream, first))?;
-                let again = rt
-                    .block_on(api::stream_info(c, stream))?
-                    .ok_or_else(|| Fail::Retry(format!("stream {stream} went away")))?;
-                if again.last_seq != first - 1 {
-                    return Err(Fail::Fatal(format!(
-                        "stream {stream} did not move its next sequence to {first} (journal {name}'s first frame on disk) when purged below it"
-                    )));
-                }
+                self.start_at(rt, first)?;
                 (self.opts.log)(&format!(
                     "journal {name} starts at seq {first} (older pages were pruned): stream {stream} starts there too"
                 ));
@@ -431,9 +428,51 @@ impl Exporter {
         Ok(next)
     }
 
+    /// Makes an empty stream's next sequence `first`: publishes `first − 1`
+    /// empty placeholders (never a valid frame: an import passes over
+    /// none of them, it refuses them), then purges below `first`. (A purge
+    /// of an empty stream would set its first sequence too, but 2.9.10 then
+    /// checks `Nats-Expected-Last-Sequence` against 0 for ever after.)
+    fn start_at(&self, rt: &tokio::runtime::Handle, first: u64) -> Result<(), Fail> {
+        let c = &self.conn.client;
+        let stream = &self.stream;
+        rt.block_on(async {
+            for _ in 1..first {
+                c.publish(self.subject.clone(), bytes::Bytes::new())
+                    .await
+                    .map_err(|e| Fail::Retry(format!("cannot publish a placeholder: {e}")))?;
+            }
+            let _ = c.flush().await;
+            Ok::<(), Fail>(())
+        })?;
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = rt
+                .block_on(api::stream_info(c, stream))?
+                .ok_or_else(|| Fail::Retry(format!("stream {stream} went away")))?;
+            if st.last_seq == first - 1 {
+                break;
+            }
+            if st.last_seq >= first {
+                return Err(Fail::Fatal(format!(
+                    "stream {stream} got messages from another publisher while the export set it to start at seq {first}: delete it and start again"
+                )));
+            }
+            if Instant::now() > until {
+                return Err(Fail::Retry(format!(
+                    "stream {stream} took only {} of {} placeholders",
+                    st.last_seq,
+                    first - 1
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        rt.block_on(api::purge_below(c, stream, first))
+    }
+
     fn session(&mut self, rt: &tokio::runtime::Handle, stop: &Either<'_>) -> Result<(), Fail> {
         let epoch = self.conn.epoch.load(Ordering::Acquire);
-        let mut next = self.sync(rt)?;
+        let (mut next, _) = self.sync(rt)?;
         self.round += 1;
         self.shared.acked.store(next - 1, Ordering::Release);
         self.shared.failed.store(false, Ordering::Release);

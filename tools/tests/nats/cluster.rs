@@ -37,10 +37,19 @@ fn the_stream_leader_killed_mid_stream_loses_and_repeats_nothing() {
     }
     let info = js_api(nodes[0].port, "$JS.API.STREAM.INFO.TAPE_md", "");
     assert_eq!(info["config"]["num_replicas"].as_u64(), Some(3), "{info}");
-    let leader = info["cluster"]["leader"].as_str().expect("a leader").to_string();
-    let i = nodes.iter().position(|e| e.name == leader).expect("the leader is ours");
+    let leader = info["cluster"]["leader"]
+        .as_str()
+        .expect("a leader")
+        .to_string();
+    let i = nodes
+        .iter()
+        .position(|e| e.name == leader)
+        .expect("the leader is ours");
     nodes[i].kill9();
-    eprintln!("killed the stream leader {leader} at replica seq {}", b.last_seq("md"));
+    eprintln!(
+        "killed the stream leader {leader} at replica seq {}",
+        b.last_seq("md")
+    );
     let (stdin, wrote) = feed.join().expect("feeder");
     assert_eq!(wrote, n);
     w.stdin = Some(stdin);
@@ -50,7 +59,11 @@ fn the_stream_leader_killed_mid_stream_loses_and_repeats_nothing() {
     ok(&mut b.root.tape("verify", &["md"]), b"");
     let other = nodes.iter().find(|e| e.kid.is_some()).unwrap();
     let info = js_api(other.port, "$JS.API.STREAM.INFO.TAPE_md", "");
-    assert_ne!(info["cluster"]["leader"].as_str(), Some(leader.as_str()), "a new leader");
+    assert_ne!(
+        info["cluster"]["leader"].as_str(),
+        Some(leader.as_str()),
+        "a new leader"
+    );
     assert_eq!(info["state"]["last_seq"].as_u64(), Some(n));
     assert_eq!(info["state"]["messages"].as_u64(), Some(n));
     stop.store(true, Ordering::Relaxed);

@@ -39,7 +39,12 @@ fn dest_17_keeps_exactly_the_frames_for_17_or_everyone_in_order() {
     write_frames(&a, 1..=5000);
     let _export = Nats::start(&a, "export", &url, &["signals"]);
     wait_stream(engine.port, "TAPE_signals", 5000);
-    let mut import = Nats::start(&b, "import", &url, &["signals", "--dest", "17", "--into", "acct17"]);
+    let mut import = Nats::start(
+        &b,
+        "import",
+        &url,
+        &["signals", "--dest", "17", "--into", "acct17"],
+    );
     let want = |upto: u64| (1..=upto).filter(|i| matches!(dest_of(*i), 0 | 17)).count() as u64;
     let d = Deadline::new();
     while b.last_seq("acct17") < want(5000) {
@@ -48,7 +53,12 @@ fn dest_17_keeps_exactly_the_frames_for_17_or_everyone_in_order() {
     }
     import.kid.kill9();
     write_frames(&a, 5001..=10_000);
-    let _import = Nats::start(&b, "import", &url, &["signals", "--dest", "17", "--into", "acct17"]);
+    let _import = Nats::start(
+        &b,
+        "import",
+        &url,
+        &["signals", "--dest", "17", "--into", "acct17"],
+    );
     b.wait_seq("acct17", want(10_000));
     // Frame by frame: the replica's k-th frame is the source's k-th frame
     // addressed to 17 or 0, every field but seq equal.
@@ -60,7 +70,10 @@ fn dest_17_keeps_exactly_the_frames_for_17_or_everyone_in_order() {
             continue;
         }
         let (h, payload) = (*f.header(), f.payload().to_vec());
-        let g = dst.next().unwrap().expect("the replica has every frame for 17 or 0");
+        let g = dst
+            .next()
+            .unwrap()
+            .expect("the replica has every frame for 17 or 0");
         k += 1;
         assert_eq!(g.seq(), k, "the replica numbers its frames 1, 2, 3, ...");
         let mut gh = *g.header();

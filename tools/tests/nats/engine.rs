@@ -108,7 +108,10 @@ impl Engine {
             if js_answers(self.port, self.token.as_deref()) {
                 return;
             }
-            d.check(&format!("nats-server {} to answer JetStream requests", self.name));
+            d.check(&format!(
+                "nats-server {} to answer JetStream requests",
+                self.name
+            ));
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -10,10 +10,10 @@
 #[path = "../cli/common.rs"]
 mod common;
 #[allow(dead_code)]
+mod engine;
+#[allow(dead_code)]
 #[path = "../bridge/setup.rs"]
 mod setup;
-#[allow(dead_code)]
-mod engine;
 
 mod cluster;
 mod dest;

@@ -37,14 +37,25 @@ fn a_wrong_token_is_one_line_naming_the_server_and_nothing_is_written() {
         assert!(err[0].contains(&url), "{verb} names the server: {}", err[0]);
         assert!(err[0].contains("refused the credentials"), "{}", err[0]);
     }
-    let streams = js_api_as(engine.port, Some("right-token-1"), "$JS.API.STREAM.NAMES", "");
-    assert_eq!(streams["total"].as_u64(), Some(0), "no stream made: {streams}");
+    let streams = js_api_as(
+        engine.port,
+        Some("right-token-1"),
+        "$JS.API.STREAM.NAMES",
+        "",
+    );
+    assert_eq!(
+        streams["total"].as_u64(),
+        Some(0),
+        "no stream made: {streams}"
+    );
     assert!(no_journal_files(&b), "no replica made");
     // The right token works.
     let right = a.token_file("right-token-1");
     let right = right.to_str().unwrap();
     let e = Nats::start(&a, "export", &url, &["md", "--token-file", right]);
-    e.log.wait_for("the export to start", |l| l.contains("exporting md to stream TAPE_md"));
+    e.log.wait_for("the export to start", |l| {
+        l.contains("exporting md to stream TAPE_md")
+    });
     let _i = Nats::start(&b, "import", &url, &["md", "--token-file", right]);
     b.wait_seq("md", 10);
 }
@@ -58,7 +69,11 @@ fn no_such_stream_and_a_held_replica_are_one_line_each() {
     let (code, err) = refused(&b, &["import", "nothere", "--server", &url]);
     assert_eq!(code, Some(1));
     assert_eq!(err.len(), 1, "{err:?}");
-    assert!(err[0].contains("TAPE_nothere") && err[0].contains(&url), "{}", err[0]);
+    assert!(
+        err[0].contains("TAPE_nothere") && err[0].contains(&url),
+        "{}",
+        err[0]
+    );
     assert!(no_journal_files(&b));
 
     write_journal(&a.root, "md", &lines(1..=10));
@@ -74,7 +89,11 @@ fn no_such_stream_and_a_held_replica_are_one_line_each() {
     let (code, err) = refused(&b, &["import", "md", "--server", &url]);
     assert_eq!(code, Some(1));
     assert_eq!(err.len(), 1, "{err:?}");
-    assert!(err[0].contains("replica md") && err[0].contains(&holder.pid().to_string()), "{}", err[0]);
+    assert!(
+        err[0].contains("replica md") && err[0].contains(&holder.pid().to_string()),
+        "{}",
+        err[0]
+    );
     assert_eq!(b.last_seq("md"), 1, "nothing written into the held journal");
     holder.finish();
 }
@@ -102,10 +121,18 @@ fn garbage_on_the_stream_is_never_written_and_the_export_refuses_to_go_on_after_
     frame[0..4].copy_from_slice(&56u32.to_le_bytes());
     frame[8..16].copy_from_slice(&101u64.to_le_bytes());
     frame[40..44].copy_from_slice(&0xdead_beefu32.to_le_bytes());
-    raw.publish("tape.journal.md", &[("Nats-Expected-Last-Sequence", "100")], &frame);
+    raw.publish(
+        "tape.journal.md",
+        &[("Nats-Expected-Last-Sequence", "100")],
+        &frame,
+    );
     let mut cut = frame.clone();
     cut[8..16].copy_from_slice(&102u64.to_le_bytes());
-    raw.publish("tape.journal.md", &[("Nats-Expected-Last-Sequence", "101")], &cut[..30]);
+    raw.publish(
+        "tape.journal.md",
+        &[("Nats-Expected-Last-Sequence", "101")],
+        &cut[..30],
+    );
     raw.send(b"PING\r\n").unwrap();
     let mut half = Raw::connect(engine.port, None).unwrap();
     half.send(b"PUB tape.journal.md 500\r\n").unwrap();
@@ -119,11 +146,10 @@ fn garbage_on_the_stream_is_never_written_and_the_export_refuses_to_go_on_after_
 
     let mut import = Nats::start(&b, "import", &url, &["md"]);
     b.wait_seq("md", 100);
-    import
-        .log
-        .wait_for("the bad message to be logged", |l| {
-            l.contains("message 101 of stream TAPE_md is not a valid frame") && l.contains("not written")
-        });
+    import.log.wait_for("the bad message to be logged", |l| {
+        l.contains("message 101 of stream TAPE_md is not a valid frame")
+            && l.contains("not written")
+    });
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(b.last_seq("md"), 100, "nothing of the garbage written");
     assert!(import.kid.exited().is_none(), "the import stays up");
@@ -137,7 +163,10 @@ fn garbage_on_the_stream_is_never_written_and_the_export_refuses_to_go_on_after_
     let (code, err) = refused(&a, &["export", "md", "--server", &url]);
     assert_eq!(code, Some(1), "{err:?}");
     let last = err.last().unwrap();
-    assert!(last.contains("stream TAPE_md holds seq 102 but journal md ends before it"), "{last}");
+    assert!(
+        last.contains("stream TAPE_md holds seq 102 but journal md ends before it"),
+        "{last}"
+    );
     assert_eq!(info()["state"]["last_seq"].as_u64(), Some(102));
     import.kid.kill9();
 }
@@ -199,8 +228,15 @@ fn a_connection_cut_in_the_middle_of_a_message_writes_no_partial_frame() {
     let (port, conns) = cutting_proxy(engine.port, 300_001);
     let import = Nats::start(&b, "import", &format!("nats://127.0.0.1:{port}"), &["md"]);
     b.wait_seq("md", 20_000);
-    assert!(conns.load(Ordering::SeqCst) >= 2, "the import connected again");
-    assert!(import.log.all().iter().any(|l| l.contains("lost the connection")));
+    assert!(
+        conns.load(Ordering::SeqCst) >= 2,
+        "the import connected again"
+    );
+    assert!(import
+        .log
+        .all()
+        .iter()
+        .any(|l| l.contains("lost the connection")));
     assert_same_frames(&a, &b, "md", "md", 20_000);
     ok(&mut b.root.tape("verify", &["md"]), b"");
 }
