@@ -218,9 +218,22 @@ pub fn js_api(port: u16, subject: &str, body: &str) -> serde_json::Value {
 
 /// [`js_api`] with a token.
 pub fn js_api_as(port: u16, token: Option<&str>, subject: &str, body: &str) -> serde_json::Value {
-    let mut raw = Raw::connect(port, token).expect("connect to the server");
-    let a = raw.request(subject, body.as_bytes()).expect("an answer");
-    serde_json::from_str(&a).expect("JSON")
+    // A cluster may take a moment to answer (a leader being elected).
+    let d = Deadline::new();
+    loop {
+        let got = Raw::connect(port, token).and_then(|mut raw| raw.request(subject, body.as_bytes()));
+        match got {
+            Ok(a) => {
+                let v: serde_json::Value = serde_json::from_str(&a).expect("JSON");
+                if v["error"]["code"].as_u64() != Some(503) {
+                    return v;
+                }
+            }
+            Err(e) => d.check(&format!("an answer to {subject} ({e})")),
+        }
+        d.check(&format!("an answer to {subject}"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A running `tape nats export` or `import`, its stderr collected.
