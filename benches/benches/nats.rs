@@ -43,7 +43,11 @@ impl Drop for Engine {
 }
 
 fn engine() -> Engine {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new("nats-server")
         .args(["-js", "-sd"])
@@ -65,7 +69,10 @@ fn engine() -> Engine {
         if ok.is_some() {
             return e;
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "nats-server did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "nats-server did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -91,7 +98,16 @@ fn wait_seq(dir: &std::path::Path, name: &str, n: u64) {
 }
 
 fn check_replica(dir: &std::path::Path, name: &str, n: u64) {
-    let mut c = Cursor::open(dir, name, Start::First, CursorOptions { verify_crc: true, populate: false }).unwrap();
+    let mut c = Cursor::open(
+        dir,
+        name,
+        Start::First,
+        CursorOptions {
+            verify_crc: true,
+            populate: false,
+        },
+    )
+    .unwrap();
     let mut k = 0;
     while let Some(f) = c.next().unwrap() {
         k += 1;
@@ -111,19 +127,36 @@ fn bare(port: u16, n: u64, pace: Option<Duration>) -> (f64, Vec<u64>) {
         let o = || async_nats::ConnectOptions::new().subscription_capacity(1 << 17);
         let p = o().connect(&url).await.unwrap();
         let s = o().connect(&url).await.unwrap();
-        api::create_stream(&p, &stream, &subject, "bare", &Default::default()).await.unwrap();
+        api::create_stream(&p, &stream, &subject, "bare", &Default::default())
+            .await
+            .unwrap();
         (p, s)
     });
     let inbox = subc.new_inbox();
     let mut sub = rt.block_on(subc.subscribe(inbox.clone())).unwrap();
-    rt.block_on(api::push_consumer(&subc, &stream, &inbox, None, Duration::from_secs(1), Duration::from_secs(5))).unwrap();
+    rt.block_on(api::push_consumer(
+        &subc,
+        &stream,
+        &inbox,
+        None,
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+    ))
+    .unwrap();
     let acked = Arc::new(AtomicU64::new(0));
     let ack_inbox = pubc.new_inbox();
-    let mut acks = rt.block_on(pubc.subscribe(format!("{ack_inbox}.*"))).unwrap();
+    let mut acks = rt
+        .block_on(pubc.subscribe(format!("{ack_inbox}.*")))
+        .unwrap();
     let a2 = Arc::clone(&acked);
     rt.spawn(async move {
         while let Some(m) = acks.next().await {
-            if let Some(s) = m.subject.rsplit('.').next().and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(s) = m
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|s| s.parse::<u64>().ok())
+            {
                 a2.fetch_max(s, Ordering::AcqRel);
             }
         }
@@ -147,9 +180,19 @@ fn bare(port: u16, n: u64, pace: Option<Duration>) -> (f64, Vec<u64>) {
             let mut body = vec![0u8; SIZE];
             body[..8].copy_from_slice(&tape_journal::clock::now_ns().to_le_bytes());
             let mut h = async_nats::HeaderMap::new();
-            h.insert("Nats-Expected-Last-Sequence", (seq - 1).to_string().as_str());
+            h.insert(
+                "Nats-Expected-Last-Sequence",
+                (seq - 1).to_string().as_str(),
+            );
             let reply = async_nats::Subject::from(format!("{ack_inbox}.{seq}"));
-            handle.block_on(pubc.publish_with_reply_and_headers(subject.clone(), reply, h, body.into())).unwrap();
+            handle
+                .block_on(pubc.publish_with_reply_and_headers(
+                    subject.clone(),
+                    reply,
+                    h,
+                    body.into(),
+                ))
+                .unwrap();
         }
     });
     let mut lat = Vec::new();
@@ -191,33 +234,73 @@ fn tape_sides() -> Tape {
     Tape { a, b, _sa, _sb }
 }
 
-fn spawn_export(t: &Tape, port: u16, name: &str, busy: bool) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+fn spawn_export(
+    t: &Tape,
+    port: u16,
+    name: &str,
+    busy: bool,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
     let stop = Arc::new(AtomicBool::new(false));
-    let mut o = tape_nats::ExportOptions::new(t.a.path(), Server::resolve(Some(&format!("nats://127.0.0.1:{port}")), Default::default()));
+    let mut o = tape_nats::ExportOptions::new(
+        t.a.path(),
+        Server::resolve(
+            Some(&format!("nats://127.0.0.1:{port}")),
+            Default::default(),
+        ),
+    );
     o.journals = vec![name.into()];
     o.busy_poll = busy;
     o.log = tape_nats::quiet_log();
     let s = Arc::clone(&stop);
-    (stop, std::thread::spawn(move || tape_nats::export(&o, &s).unwrap()))
+    (
+        stop,
+        std::thread::spawn(move || tape_nats::export(&o, &s).unwrap()),
+    )
 }
 
 fn spawn_import(t: &Tape, port: u16, name: &str) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let rt = rt();
+    let c = rt
+        .block_on(async_nats::connect(format!("nats://127.0.0.1:{port}")))
+        .unwrap();
+    let stream = tape_nats::names::stream_of(name);
+    while rt
+        .block_on(api::stream_info(&c, &stream))
+        .unwrap()
+        .is_none()
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let stop = Arc::new(AtomicBool::new(false));
-    let mut o = tape_nats::ImportOptions::new(t.b.path(), Server::resolve(Some(&format!("nats://127.0.0.1:{port}")), Default::default()));
+    let mut o = tape_nats::ImportOptions::new(
+        t.b.path(),
+        Server::resolve(
+            Some(&format!("nats://127.0.0.1:{port}")),
+            Default::default(),
+        ),
+    );
     o.journals = vec![(name.into(), name.into())];
     o.log = tape_nats::quiet_log();
     let s = Arc::clone(&stop);
-    (stop, std::thread::spawn(move || tape_nats::import(&o, &s).unwrap()))
+    (
+        stop,
+        std::thread::spawn(move || tape_nats::import(&o, &s).unwrap()),
+    )
 }
 
 fn writer(t: &Tape, name: &str) -> tape_writer::Writer {
-    tape_writer::Writer::builder(name).root(t.a.path()).page_size(64 << 20).create().unwrap()
+    tape_writer::Writer::builder(name)
+        .root(t.a.path())
+        .page_size(64 << 20)
+        .create()
+        .unwrap()
 }
 
 /// tape: writes n frames (paced or not) while export and import run.
 fn tape_live(port: u16, n: u64, pace: Option<Duration>, busy: bool) -> (f64, Vec<u64>) {
+    static K: AtomicU64 = AtomicU64::new(0);
     let t = tape_sides();
-    let name = "md";
+    let name = &format!("md{}", K.fetch_add(1, Ordering::Relaxed));
     let mut w = writer(&t, name);
     w.write(1, &[0u8; SIZE]).unwrap();
     let ex = spawn_export(&t, port, name, busy);
@@ -267,17 +350,21 @@ fn tape_live(port: u16, n: u64, pace: Option<Duration>, busy: bool) -> (f64, Vec
 
 /// Import stopped while `n` frames are exported; then frames/s to catch up.
 fn catch_up(port: u16, n: u64) -> f64 {
+    static K: AtomicU64 = AtomicU64::new(0);
     let t = tape_sides();
-    let name = "cu";
+    let name = &format!("cu{}", K.fetch_add(1, Ordering::Relaxed));
+    let stream = tape_nats::names::stream_of(name);
     let mut w = writer(&t, name);
     let ex = spawn_export(&t, port, name, false);
     for _ in 0..n {
         w.write(1, &[3u8; SIZE]).unwrap();
     }
     let rt = rt();
-    let c = rt.block_on(async_nats::connect(format!("nats://127.0.0.1:{port}"))).unwrap();
+    let c = rt
+        .block_on(async_nats::connect(format!("nats://127.0.0.1:{port}")))
+        .unwrap();
     loop {
-        let st = rt.block_on(api::stream_info(&c, "TAPE_cu")).unwrap();
+        let st = rt.block_on(api::stream_info(&c, &stream)).unwrap();
         if st.is_some_and(|s| s.last_seq == n) {
             break;
         }
@@ -310,7 +397,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let runs: usize = std::env::var("NATS_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let runs: usize = std::env::var("NATS_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let e = engine();
     let port = e.1;
     let pace = Some(Duration::from_micros(100));

@@ -221,7 +221,8 @@ pub fn js_api_as(port: u16, token: Option<&str>, subject: &str, body: &str) -> s
     // A cluster may take a moment to answer (a leader being elected).
     let d = Deadline::new();
     loop {
-        let got = Raw::connect(port, token).and_then(|mut raw| raw.request(subject, body.as_bytes()));
+        let got =
+            Raw::connect(port, token).and_then(|mut raw| raw.request(subject, body.as_bytes()));
         match got {
             Ok(a) => {
                 let v: serde_json::Value = serde_json::from_str(&a).expect("JSON");
