@@ -195,8 +195,7 @@ fn cutting_proxy(upstream: u16, cut_after: usize) -> (u16, Arc<AtomicUsize>) {
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 4096];
                 let mut passed = 0usize;
-                loop {
-                    let Ok(n) = s.read(&mut buf) else { break };
+                while let Ok(n) = s.read(&mut buf) {
                     if n == 0 {
                         break;
                     }
