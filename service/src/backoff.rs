@@ -43,6 +43,16 @@ impl Backoff {
         wait
     }
 
+    /// The wait before attempt `n` (0, 1, ...) of a schedule that started
+    /// over at attempt 0: `min` doubled `n` times, up to `max`. For a
+    /// client library that asks for the wait by attempt number.
+    pub fn wait_before(&self, n: usize) -> Duration {
+        let doublings = u32::try_from(n.min(32)).unwrap_or(32);
+        self.min
+            .saturating_mul(1u32 << doublings.min(31))
+            .min(self.max)
+    }
+
     /// After a success: the next wait is the shortest again.
     pub fn reset(&mut self) {
         self.next = self.min;
@@ -62,5 +72,11 @@ mod tests {
         b.reset();
         assert_eq!(b.next_wait(), ms(20));
         assert_eq!(Backoff::new(ms(50), ms(10)).next_wait(), ms(50));
+        let b = Backoff::new(ms(50), ms(2000));
+        let by_n: Vec<_> = [0, 1, 5, 6, 1000]
+            .iter()
+            .map(|&n| b.wait_before(n))
+            .collect();
+        assert_eq!(by_n, [ms(50), ms(100), ms(1600), ms(2000), ms(2000)]);
     }
 }

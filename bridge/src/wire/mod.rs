@@ -6,7 +6,7 @@
 //! Every decoder takes bytes another machine sent, checks every length
 //! against a limit before using it, and returns an error for anything it
 //! does not accept; none panics on any input (see the property tests;
-//! `tools/tests/bridge/fuzz.rs` feeds random and mutated byte streams to a
+//! `tools/tests/cli/bridge/fuzz.rs` feeds random and mutated byte streams to a
 //! running server and a running pull).
 //!
 //! `wire/message.rs` holds the handshake and control messages,

@@ -189,6 +189,9 @@ enum Command {
     /// Replicate journals to other machines over TCP: serve, pull, status.
     #[command(subcommand)]
     Bridge(cmd::bridge::BridgeCommand),
+    /// Journals across machines on NATS JetStream: export, import, status.
+    #[command(subcommand)]
+    Nats(cmd::nats::NatsCommand),
 }
 
 fn main() -> ExitCode {
@@ -308,5 +311,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd::online::run(&root.root(), &query, json, &mut stdout.lock())
         }
         Command::Bridge(c) => cmd::bridge::run(c, &mut stdout.lock()),
+        Command::Nats(c) => cmd::nats::run(c, &mut stdout.lock()),
     }
 }

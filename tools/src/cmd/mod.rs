@@ -3,6 +3,7 @@
 pub mod bridge;
 pub mod call;
 pub mod ls;
+pub mod nats;
 pub mod online;
 pub mod prune;
 pub mod service;

@@ -7,6 +7,7 @@
 
 mod bridge;
 mod common;
+mod nats;
 
 mod abuse;
 mod campaign;

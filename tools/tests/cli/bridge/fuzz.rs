@@ -509,7 +509,7 @@ fn random_bytes_at_every_step_never_break_a_running_server() {
 }
 
 #[test]
-#[ignore = "long form: cargo test -p tape-tools --test bridge fuzz -- --ignored --nocapture"]
+#[ignore = "long form: cargo test -p tape-tools --test cli bridge::fuzz -- --ignored --nocapture"]
 fn random_bytes_at_every_step_long() {
     fuzz(5000);
 }
@@ -520,7 +520,7 @@ fn a_hostile_server_never_breaks_a_pull_or_its_replica() {
 }
 
 #[test]
-#[ignore = "long form: cargo test -p tape-tools --test bridge fuzz -- --ignored --nocapture"]
+#[ignore = "long form: cargo test -p tape-tools --test cli bridge::fuzz -- --ignored --nocapture"]
 fn a_hostile_server_long() {
     hostile_server(1000, 50_000);
 }

@@ -1,0 +1,439 @@
+//! tape over NATS JetStream beside the bare engine, through one local
+//! `nats-server -js` (started here on a free port and a temporary store).
+//!
+//! - **throughput**: N 64-byte frames written as fast as one writer can
+//!   on root A while `export()` and `import()` (the library behind `tape
+//!   nats export|import`) carry them to root B; frames/s until the replica
+//!   holds the last. Beside it, bare async-nats: a publisher with the
+//!   `Nats-Expected-Last-Sequence` header and pipelined acks (window
+//!   4096, one wildcard reply subscription) and a push consumer on a
+//!   second connection, the same N 64-byte messages.
+//! - **catch-up**: the import stopped while 1,000,000 frames are exported,
+//!   then started: frames/s until the replica holds them all.
+//! - **latency**: one 64-byte frame every 100 µs; tape: source write time
+//!   (kept in the replica) to the replica's cursor seeing it; bare:
+//!   publish time (in the payload) to the consumer receiving it.
+//!
+//! Every phase checks that every frame arrived once, in order.
+//!
+//! ```sh
+//! cargo bench -p tape-benches --bench nats              # 5 runs, medians
+//! NATS_BENCH_RUNS=1 cargo bench -p tape-benches --bench nats
+//! ```
+
+use futures_util::StreamExt;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tape_journal::{Cursor, CursorOptions, Start};
+use tape_nats::{api, Server};
+
+const SIZE: usize = 64;
+const N: u64 = 300_000;
+
+struct Engine(Child, u16, #[allow(dead_code)] tempfile::TempDir);
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn engine() -> Engine {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new("nats-server")
+        .args(["-js", "-sd"])
+        .arg(dir.path())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server (apt-get install nats-server)");
+    let e = Engine(child, port, dir);
+    let rt = rt();
+    let url = format!("nats://127.0.0.1:{port}");
+    let t = Instant::now();
+    loop {
+        let ok = rt.block_on(async {
+            let c = async_nats::connect(&url).await.ok()?;
+            api::streams(&c, "X").await.ok()
+        });
+        if ok.is_some() {
+            return e;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "nats-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn shm() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
+}
+
+fn wait_seq(dir: &std::path::Path, name: &str, n: u64) {
+    let t = Instant::now();
+    while tape_journal::stats(dir, name).map_or(0, |s| s.last_seq) < n {
+        assert!(t.elapsed() < Duration::from_secs(300), "replica stalled");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn check_replica(dir: &std::path::Path, name: &str, n: u64) {
+    let mut c = Cursor::open(
+        dir,
+        name,
+        Start::First,
+        CursorOptions {
+            verify_crc: true,
+            populate: false,
+        },
+    )
+    .unwrap();
+    let mut k = 0;
+    while let Some(f) = c.next().unwrap() {
+        k += 1;
+        assert_eq!(f.seq(), k, "replica seq");
+    }
+    assert_eq!(k, n, "frames in the replica (lost)");
+}
+
+/// Bare async-nats: publisher with expected-last-seq + push consumer.
+/// Returns (frames/s, one-way latencies in ns when paced).
+fn bare(port: u16, n: u64, pace: Option<Duration>) -> (f64, Vec<u64>) {
+    let url = format!("nats://127.0.0.1:{port}");
+    let rt = rt();
+    let stream = format!("BARE{}", tape_journal::clock::now_ns());
+    let subject = format!("bare.{stream}");
+    let (pubc, subc) = rt.block_on(async {
+        let o = || async_nats::ConnectOptions::new().subscription_capacity(1 << 17);
+        let p = o().connect(&url).await.unwrap();
+        let s = o().connect(&url).await.unwrap();
+        api::create_stream(&p, &stream, &subject, "bare", &Default::default())
+            .await
+            .unwrap();
+        (p, s)
+    });
+    let inbox = subc.new_inbox();
+    let mut sub = rt.block_on(subc.subscribe(inbox.clone())).unwrap();
+    rt.block_on(api::push_consumer(
+        &subc,
+        &stream,
+        &inbox,
+        None,
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+    ))
+    .unwrap();
+    let acked = Arc::new(AtomicU64::new(0));
+    let ack_inbox = pubc.new_inbox();
+    let mut acks = rt
+        .block_on(pubc.subscribe(format!("{ack_inbox}.*")))
+        .unwrap();
+    let a2 = Arc::clone(&acked);
+    rt.spawn(async move {
+        while let Some(m) = acks.next().await {
+            if let Some(s) = m
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                a2.fetch_max(s, Ordering::AcqRel);
+            }
+        }
+    });
+    let handle = rt.handle().clone();
+    let start = Instant::now();
+    let publisher = std::thread::spawn(move || {
+        let _g = handle.enter();
+        let subject = async_nats::Subject::from(subject);
+        let mut next_at = Instant::now();
+        for seq in 1..=n {
+            if let Some(p) = pace {
+                while Instant::now() < next_at {
+                    std::hint::spin_loop();
+                }
+                next_at += p;
+            }
+            while seq - 1 - acked.load(Ordering::Acquire) >= 4096 {
+                std::hint::spin_loop();
+            }
+            let mut body = vec![0u8; SIZE];
+            body[..8].copy_from_slice(&tape_journal::clock::now_ns().to_le_bytes());
+            let mut h = async_nats::HeaderMap::new();
+            h.insert(
+                "Nats-Expected-Last-Sequence",
+                (seq - 1).to_string().as_str(),
+            );
+            let reply = async_nats::Subject::from(format!("{ack_inbox}.{seq}"));
+            handle
+                .block_on(pubc.publish_with_reply_and_headers(
+                    subject.clone(),
+                    reply,
+                    h,
+                    body.into(),
+                ))
+                .unwrap();
+        }
+    });
+    let mut lat = Vec::new();
+    let mut got = 0u64;
+    while got < n {
+        let m = rt.block_on(sub.next()).unwrap();
+        if m.status.is_some() {
+            if let Some(r) = m.reply {
+                rt.block_on(subc.publish(r, bytes::Bytes::new())).unwrap();
+            }
+            continue;
+        }
+        let now = tape_journal::clock::now_ns();
+        let (sseq, _) = api::delivery_info(m.reply.as_deref().unwrap()).unwrap();
+        assert_eq!(sseq, got + 1, "bare: lost or out of order");
+        got += 1;
+        if pace.is_some() {
+            let t = i64::from_le_bytes(m.payload[..8].try_into().unwrap());
+            lat.push((now - t).max(0) as u64);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    publisher.join().unwrap();
+    (n as f64 / secs, lat)
+}
+
+struct Tape {
+    a: tempfile::TempDir,
+    b: tempfile::TempDir,
+    _sa: tape_service::Service,
+    _sb: tape_service::Service,
+}
+
+fn tape_sides() -> Tape {
+    let a = shm();
+    let b = shm();
+    let _sa = tape_service::Service::start(a.path()).unwrap();
+    let _sb = tape_service::Service::start(b.path()).unwrap();
+    Tape { a, b, _sa, _sb }
+}
+
+fn spawn_export(
+    t: &Tape,
+    port: u16,
+    name: &str,
+    busy: bool,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut o = tape_nats::ExportOptions::new(
+        t.a.path(),
+        Server::resolve(
+            Some(&format!("nats://127.0.0.1:{port}")),
+            Default::default(),
+        ),
+    );
+    o.journals = vec![name.into()];
+    o.busy_poll = busy;
+    o.log = tape_nats::quiet_log();
+    let s = Arc::clone(&stop);
+    (
+        stop,
+        std::thread::spawn(move || tape_nats::export(&o, &s).unwrap()),
+    )
+}
+
+fn spawn_import(t: &Tape, port: u16, name: &str) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let rt = rt();
+    let c = rt
+        .block_on(async_nats::connect(format!("nats://127.0.0.1:{port}")))
+        .unwrap();
+    let stream = tape_nats::names::stream_of(name);
+    while rt
+        .block_on(api::stream_info(&c, &stream))
+        .unwrap()
+        .is_none()
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut o = tape_nats::ImportOptions::new(
+        t.b.path(),
+        Server::resolve(
+            Some(&format!("nats://127.0.0.1:{port}")),
+            Default::default(),
+        ),
+    );
+    o.journals = vec![(name.into(), name.into())];
+    o.log = tape_nats::quiet_log();
+    let s = Arc::clone(&stop);
+    (
+        stop,
+        std::thread::spawn(move || tape_nats::import(&o, &s).unwrap()),
+    )
+}
+
+fn writer(t: &Tape, name: &str) -> tape_writer::Writer {
+    tape_writer::Writer::builder(name)
+        .root(t.a.path())
+        .page_size(64 << 20)
+        .create()
+        .unwrap()
+}
+
+/// tape: writes n frames (paced or not) while export and import run.
+fn tape_live(port: u16, n: u64, pace: Option<Duration>, busy: bool) -> (f64, Vec<u64>) {
+    static K: AtomicU64 = AtomicU64::new(0);
+    let t = tape_sides();
+    let name = &format!("md{}", K.fetch_add(1, Ordering::Relaxed));
+    let mut w = writer(&t, name);
+    w.write(1, &[0u8; SIZE]).unwrap();
+    let ex = spawn_export(&t, port, name, busy);
+    let im = spawn_import(&t, port, name);
+    let bdir = tape_journal::journal_dir(t.b.path());
+    wait_seq(&bdir, name, 1);
+    let total = n + 1;
+    let start = Instant::now();
+    let paced = pace.is_some();
+    let wt = std::thread::spawn(move || {
+        let mut next_at = Instant::now();
+        for _ in 0..n {
+            if let Some(p) = pace {
+                while Instant::now() < next_at {
+                    std::hint::spin_loop();
+                }
+                next_at += p;
+            }
+            w.write(1, &[7u8; SIZE]).unwrap();
+        }
+        w
+    });
+    let mut lat = Vec::new();
+    let mut c = Cursor::open(&bdir, name, Start::Seq(2), CursorOptions::default()).unwrap();
+    let mut seen = 1u64;
+    while seen < total {
+        if let Some(f) = c.next().unwrap() {
+            let now = tape_journal::clock::now_ns();
+            seen += 1;
+            assert_eq!(f.seq(), seen, "tape: lost or out of order");
+            if paced {
+                lat.push((now - f.time_ns()).max(0) as u64);
+            }
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let _w = wt.join().unwrap();
+    check_replica(&bdir, name, total);
+    for (s, h) in [ex, im] {
+        s.store(true, Ordering::Release);
+        h.join().unwrap();
+    }
+    (n as f64 / secs, lat)
+}
+
+/// Import stopped while `n` frames are exported; then frames/s to catch up.
+fn catch_up(port: u16, n: u64) -> f64 {
+    static K: AtomicU64 = AtomicU64::new(0);
+    let t = tape_sides();
+    let name = &format!("cu{}", K.fetch_add(1, Ordering::Relaxed));
+    let stream = tape_nats::names::stream_of(name);
+    let mut w = writer(&t, name);
+    let ex = spawn_export(&t, port, name, false);
+    for _ in 0..n {
+        w.write(1, &[3u8; SIZE]).unwrap();
+    }
+    let rt = rt();
+    let c = rt
+        .block_on(async_nats::connect(format!("nats://127.0.0.1:{port}")))
+        .unwrap();
+    loop {
+        let st = rt.block_on(api::stream_info(&c, &stream)).unwrap();
+        if st.is_some_and(|s| s.last_seq == n) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let start = Instant::now();
+    let im = spawn_import(&t, port, name);
+    let bdir = tape_journal::journal_dir(t.b.path());
+    wait_seq(&bdir, name, n);
+    let secs = start.elapsed().as_secs_f64();
+    check_replica(&bdir, name, n);
+    for (s, h) in [ex, im] {
+        s.store(true, Ordering::Release);
+        h.join().unwrap();
+    }
+    n as f64 / secs
+}
+
+fn pct(v: &mut [u64], p: f64) -> u64 {
+    v.sort_unstable();
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runs: usize = std::env::var("NATS_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let e = engine();
+    let port = e.1;
+    let pace = Some(Duration::from_micros(100));
+    let (mut bt, mut tt, mut cu) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bp50, mut tp50, mut tbp50) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 1..=runs {
+        let (b, _) = bare(port, N, None);
+        let (t, _) = tape_live(port, N, None, false);
+        let (_, mut bl) = bare(port, 5000, pace);
+        let (_, mut tl) = tape_live(port, 5000, pace, false);
+        let (_, mut tbl) = tape_live(port, 5000, pace, true);
+        let c = catch_up(port, 1_000_000);
+        println!(
+            "run {r}: throughput bare {:.0}/s tape {:.0}/s ({:.2}x) | one-way p50/p99 bare {:.0}/{:.0} us, tape {:.0}/{:.0} us ({:.2}x), tape --busy-poll {:.0}/{:.0} us ({:.2}x) | catch-up {:.0}/s | lost 0",
+            b, t, t / b,
+            pct(&mut bl, 0.5) as f64 / 1e3, pct(&mut bl, 0.99) as f64 / 1e3,
+            pct(&mut tl, 0.5) as f64 / 1e3, pct(&mut tl, 0.99) as f64 / 1e3,
+            pct(&mut tl, 0.5) as f64 / pct(&mut bl, 0.5) as f64,
+            pct(&mut tbl, 0.5) as f64 / 1e3, pct(&mut tbl, 0.99) as f64 / 1e3,
+            pct(&mut tbl, 0.5) as f64 / pct(&mut bl, 0.5) as f64,
+            c
+        );
+        bt.push(b);
+        tt.push(t);
+        cu.push(c);
+        bp50.push(pct(&mut bl, 0.5) as f64);
+        tp50.push(pct(&mut tl, 0.5) as f64);
+        tbp50.push(pct(&mut tbl, 0.5) as f64);
+    }
+    let (b, t) = (median(bt), median(tt));
+    let (bl, tl, tbl) = (median(bp50), median(tp50), median(tbp50));
+    println!(
+        "median of {runs}: throughput bare {b:.0}/s, tape {t:.0}/s ({:.2}x); one-way p50 bare {:.0} us, tape {:.0} us ({:.2}x), tape --busy-poll {:.0} us ({:.2}x); catch-up {:.0} frames/s; lost 0",
+        t / b, bl / 1e3, tl / 1e3, tl / bl, tbl / 1e3, tbl / bl, median(cu)
+    );
+}
