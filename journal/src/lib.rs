@@ -60,6 +60,7 @@ mod locate;
 pub mod page;
 mod prepare;
 mod prune;
+mod publish;
 mod scan;
 mod verify;
 
