@@ -76,7 +76,11 @@ pub(crate) unsafe fn store_len(frame: *mut u8, len: u32) {
 #[inline(always)]
 pub(crate) fn load_len(page: &[u8], off: usize) -> u32 {
     assert!(off % 8 == 0 && off + END_MARKER_ROOM <= page.len());
-    debug_assert!(page.as_ptr().wrapping_add(off).cast::<AtomicU32>().is_aligned());
+    debug_assert!(page
+        .as_ptr()
+        .wrapping_add(off)
+        .cast::<AtomicU32>()
+        .is_aligned());
     // SAFETY: `off + 4 <= page.len()` (checked above), so the word lies in
     // memory `page` lets us read while this function runs;
     // it is 4-aligned because `off` is a multiple of 8 and `page` starts
