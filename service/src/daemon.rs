@@ -207,7 +207,7 @@ pub fn shutdown_on_signals() -> Result<&'static AtomicBool, ServiceError> {
     static FLAG: AtomicBool = AtomicBool::new(false);
     extern "C" fn on_signal(_: libc::c_int) {
         // An atomic store is async-signal-safe.
-        FLAG.store(true, Ordering::SeqCst);
+        FLAG.store(true, Ordering::Release);
     }
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
@@ -272,7 +272,7 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.store(true, Ordering::Release);
         // Wake the accept loop at once rather than at its next poll timeout.
         let _ = UnixStream::connect(&self.socket);
         if let Some(t) = self.thread.take() {
@@ -357,7 +357,7 @@ impl Daemon {
     fn serve(self, shutdown: &AtomicBool) {
         let shared = Arc::new(Shared::default());
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
-        while !shutdown.load(Ordering::SeqCst) {
+        while !shutdown.load(Ordering::Acquire) {
             let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
             let timeout = PollTimeout::try_from(SHUTDOWN_POLL).unwrap_or(PollTimeout::NONE);
             match nix::poll::poll(&mut fds, timeout) {
@@ -368,7 +368,7 @@ impl Daemon {
                     continue;
                 }
             }
-            if shutdown.load(Ordering::SeqCst) {
+            if shutdown.load(Ordering::Acquire) {
                 break;
             }
             threads.retain(|t| !t.is_finished());
@@ -384,7 +384,7 @@ impl Daemon {
                 Err(_) => std::thread::sleep(SHUTDOWN_POLL),
             }
         }
-        shared.stopping.store(true, Ordering::SeqCst);
+        shared.stopping.store(true, Ordering::Release);
         for conn in shared.lock().conns.values() {
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         }
@@ -699,7 +699,7 @@ impl<'a> Connection<'a> {
                 }
                 Err(_) => return,
             }
-            if self.shared.stopping.load(Ordering::SeqCst) {
+            if self.shared.stopping.load(Ordering::Acquire) {
                 return;
             }
             let failure = match read_frame(&mut self.stream, MAX_REQUEST, &mut buf) {
