@@ -4,6 +4,7 @@
 //! reading thread never makes a system call, takes a lock or a page fault
 //! at a page switch. [`PageHelper`] is that thread, serving any number of
 //! cursors.
+use crate::pace::Pace;
 use crate::page::PageRef;
 use crate::Cursor;
 use std::path::PathBuf;
@@ -22,8 +23,7 @@ const RETIRED_SLOTS: usize = 4;
 /// pace its looks, and the number of the page it left in `ready`.
 #[derive(Debug)]
 struct HelperState {
-    page: u64,
-    since: Instant,
+    pace: Pace,
     offered: u64,
 }
 
@@ -146,8 +146,7 @@ impl PageExchange {
             ready_base: AtomicUsize::new(0),
             retired: Default::default(),
             helper: Mutex::new(HelperState {
-                page: current,
-                since: Instant::now(),
+                pace: Pace::new(current, Instant::now()),
                 offered: 0,
             }),
         }
@@ -223,11 +222,7 @@ impl PageExchange {
         let current = self.current.load(Ordering::Acquire);
         let want = current + 1;
         let mut st = self.helper_state();
-        if st.page != current {
-            st.page = current;
-            st.since = now;
-        }
-        let wait = (now.saturating_duration_since(st.since) / 8).clamp(MIN_LOOK, MAX_LOOK);
+        let wait = st.pace.wait(current, now, MIN_LOOK, MAX_LOOK);
         if st.offered == want {
             // Offered already (and maybe taken, the cursor about to say so).
             return (worked, wait);

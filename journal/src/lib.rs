@@ -90,6 +90,7 @@ pub mod files;
 pub mod format;
 mod hint;
 mod locate;
+mod pace;
 pub mod page;
 mod prepare;
 mod prune;
