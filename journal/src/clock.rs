@@ -138,7 +138,7 @@ pub(crate) mod seqlock {
         /// All zeros, as a new file is (the loom model's start; the real
         /// parameters live in the mapped file).
         #[cfg(loom)]
-        pub fn new() -> Self {
+        pub fn zeroed() -> Self {
             Params {
                 magic: AtomicU64::new(0),
                 seq: AtomicU64::new(0),
