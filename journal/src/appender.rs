@@ -11,9 +11,9 @@ use crate::hint::{prefetch_write, WARM_BLOCK, WARM_SHIFT};
 use crate::locate::{locate_tail, pages, OpenError};
 use crate::page::{PageError, PageMut, PrepareOptions};
 use crate::prepare::Preparer;
+use crate::publish::store_len;
 use crate::scan::nonzero_end;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 /// How an [`Appender`] opens its journal.
 #[derive(Debug, Clone, Copy)]
@@ -495,8 +495,8 @@ impl Appender {
         // SAFETY: off is 8-aligned with room for the header in the page
         // (reserve); its len word is still 0 (zero past the tail), so readers
         // do not look at these bytes yet, and the len word itself is only
-        // touched atomically. The Release store of len then publishes
-        // header and payload together.
+        // touched atomically (`publish`). The Release store of len
+        // (`store_len`) then publishes header and payload together.
         let time = unsafe {
             let h = self.base.add(off) as *mut FrameHeader;
             (&raw mut (*h).msg_type).write(meta.msg_type);
@@ -513,8 +513,7 @@ impl Appender {
                 Stamp::Given(t) => t,
             };
             (&raw mut (*h).time_ns).write(t);
-            AtomicU32::from_ptr(h as *mut u32)
-                .store((FRAME_HEADER_LEN + len) as u32, Ordering::Release);
+            store_len(h.cast::<u8>(), (FRAME_HEADER_LEN + len) as u32);
             t
         };
         let tail = off + align_frame(FRAME_HEADER_LEN + len);
@@ -574,11 +573,9 @@ impl Appender {
         // The next page exists on disk before the marker tells readers to
         // go there.
         // SAFETY: tail + END_MARKER_ROOM <= page_size always holds, and the
-        // tail is 8-aligned; the word there is 0 and unread.
-        unsafe {
-            AtomicU32::from_ptr(self.base.add(self.tail) as *mut u32)
-                .store(END_OF_PAGE, Ordering::Release)
-        };
+        // tail is 8-aligned; the page is mapped read-write and its len words
+        // are only touched atomically (`publish`).
+        unsafe { store_len(self.base.add(self.tail), END_OF_PAGE) };
         let old = std::mem::replace(&mut self.page, next);
         self.base = self.page.base();
         self.next_base = 0;

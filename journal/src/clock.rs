@@ -25,7 +25,8 @@
 //! set. Times from the two paths agree to within the keeper's sampling
 //! error; a writer never stamps a frame earlier than the one before.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, Ordering};
+use seqlock::{Params, Values};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -85,20 +86,129 @@ const STALE_NS: u64 = 2_000_000_000;
 /// How often a process that finds them stale tries to become the keeper.
 const TAKE_OVER_EVERY_NS: i64 = 1_000_000_000;
 
-/// The shared page: one cache line, read by every tape process.
-#[repr(C, align(64))]
-struct Params {
-    magic: AtomicU64,
-    /// Seqlock: odd while the keeper writes.
-    seq: AtomicU64,
-    /// TSC reading of the anchor.
-    tsc0: AtomicU64,
-    /// CLOCK_REALTIME at the anchor.
-    ns0: AtomicI64,
-    /// Nanoseconds per tick, 32.32 fixed point.
-    mult: AtomicU64,
-    /// Ticks after the anchor past which the parameters are stale.
-    stale: AtomicU64,
+/// The seqlock over the shared parameters: the keeper's [`write`] and every
+/// process's [`read`], side by side. The loom model in `tests/loom.rs`
+/// checks these two functions (built with `--cfg loom`, where the atomics
+/// are loom's).
+///
+/// [`write`]: Params::write
+/// [`read`]: Params::read
+pub(crate) mod seqlock {
+    use crate::atomics::{fence, AtomicI64, AtomicU64};
+    use std::sync::atomic::Ordering;
+
+    /// The shared page: one cache line, read by every tape process.
+    ///
+    /// Processes that cannot open the file for writing map it read-only,
+    /// so [`read`](Self::read) makes only what std allows on read-only
+    /// memory: `Relaxed` loads of 8 bytes (the limit on x86-64 and
+    /// aarch64), with `Acquire` fences where it needs the ordering.
+    #[repr(C, align(64))]
+    #[derive(Debug)]
+    pub struct Params {
+        magic: AtomicU64,
+        /// Seqlock: odd while the keeper writes.
+        seq: AtomicU64,
+        /// TSC reading of the anchor.
+        tsc0: AtomicU64,
+        /// CLOCK_REALTIME at the anchor.
+        ns0: AtomicI64,
+        /// Nanoseconds per tick, 32.32 fixed point.
+        mult: AtomicU64,
+        /// Ticks after the anchor past which the parameters are stale.
+        stale: AtomicU64,
+    }
+
+    /// One consistent set of the parameters.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct Values {
+        /// `MAGIC` once a keeper has published.
+        pub magic: u64,
+        /// TSC reading of the anchor.
+        pub tsc0: u64,
+        /// CLOCK_REALTIME at the anchor.
+        pub ns0: i64,
+        /// Nanoseconds per tick, 32.32 fixed point.
+        pub mult: u64,
+        /// Ticks after the anchor past which the parameters are stale.
+        pub stale: u64,
+    }
+
+    impl Params {
+        /// All zeros, as a new file is (the loom model's start; the real
+        /// parameters live in the mapped file).
+        #[cfg(loom)]
+        pub fn zeroed() -> Self {
+            Params {
+                magic: AtomicU64::new(0),
+                seq: AtomicU64::new(0),
+                tsc0: AtomicU64::new(0),
+                ns0: AtomicI64::new(0),
+                mult: AtomicU64::new(0),
+                stale: AtomicU64::new(0),
+            }
+        }
+
+        /// Reader: one consistent set of values and what `between` returned
+        /// (called after the values were loaded, before they are checked:
+        /// the clock reads the TSC there), or `None` while the keeper is
+        /// writing them (or wrote while they were read): the caller falls
+        /// back, it never waits.
+        #[inline(always)]
+        pub fn read<R>(&self, between: impl FnOnce() -> R) -> Option<(Values, R)> {
+            let s1 = self.seq.load(Ordering::Relaxed);
+            // (A) With the Relaxed load above, this is an Acquire load of
+            // `seq` (the form std allows on read-only memory). Pairs with
+            // the Release store of the even `seq` that ends `write`: when
+            // `s1` is the value a write ended with, every field that write
+            // stored is visible to the loads below (they return it or a
+            // later write's value, which (B) catches).
+            fence(Ordering::Acquire);
+            let v = Values {
+                magic: self.magic.load(Ordering::Relaxed),
+                tsc0: self.tsc0.load(Ordering::Relaxed),
+                ns0: self.ns0.load(Ordering::Relaxed),
+                mult: self.mult.load(Ordering::Relaxed),
+                stale: self.stale.load(Ordering::Relaxed),
+            };
+            let r = between();
+            // (B) Keeps the field loads above before the second load of
+            // `seq` below. Pairs with the Release fence (C) in `write`: if
+            // any field load returned a value that a later write stored
+            // (after its (C)), that write's odd `seq` store happens before
+            // the load below, which then returns it or a later value, not
+            // `s1`. So `s1 == s2` means no write overlapped the loads.
+            fence(Ordering::Acquire);
+            let s2 = self.seq.load(Ordering::Relaxed);
+            (s1 == s2 && s1 & 1 == 0).then_some((v, r))
+        }
+
+        /// Keeper: publishes `v`. Only one thread on the machine writes at
+        /// a time (the keeper, which holds the file's `flock`); never
+        /// called on a read-only mapping.
+        pub fn write(&self, v: Values) {
+            // Relaxed: only this thread stores `seq`, so it reads its own
+            // last store.
+            let seq = self.seq.load(Ordering::Relaxed);
+            // Odd: "being written". Relaxed, but made visible before any
+            // field store below by the fence that follows.
+            self.seq.store(seq | 1, Ordering::Relaxed);
+            // (C) Orders the odd `seq` store before the field stores below
+            // (a store-store order a Relaxed or even a Release store of
+            // `seq` alone would not give). Pairs with the reader's Acquire
+            // fence (B).
+            fence(Ordering::Release);
+            self.tsc0.store(v.tsc0, Ordering::Relaxed);
+            self.ns0.store(v.ns0, Ordering::Relaxed);
+            self.mult.store(v.mult, Ordering::Relaxed);
+            self.stale.store(v.stale, Ordering::Relaxed);
+            self.magic.store(v.magic, Ordering::Relaxed);
+            // (D) Even again: Release, so every field store above is
+            // visible to a reader whose load of `seq` returns this value
+            // and is followed by its Acquire fence (A).
+            self.seq.store((seq | 1) + 1, Ordering::Release);
+        }
+    }
 }
 
 struct Shared {
@@ -143,6 +253,11 @@ fn tsc_is_invariant() -> bool {
 }
 
 fn open_shared() -> Option<Shared> {
+    if cfg!(loom) {
+        // Built for the loom models: Params holds loom's atomics, which
+        // cannot live in a mapped file.
+        return None;
+    }
     if std::env::var("TAPE_CLOCK").is_ok_and(|v| v == "vdso") || !tsc_is_invariant() {
         return None;
     }
@@ -171,7 +286,12 @@ fn open_shared() -> Option<Shared> {
     // SAFETY: the file is at least one Params long (checked or set above);
     // the mapping is never unmapped (it lives as long as the process);
     // every field is an atomic, and Params is 64-aligned, which the
-    // page-aligned mapping satisfies.
+    // page-aligned mapping satisfies. Mapped read-only (`writable` false),
+    // it is only read through `Params::read`, which makes only the atomic
+    // accesses std allows on read-only memory (8-byte Relaxed loads); only
+    // the keeper calls `Params::write`, and only a writable `Shared`
+    // becomes the keeper (`try_keep`). Other processes access the same
+    // words, through their own mappings, atomically too.
     let params: &'static Params = unsafe {
         let p = libc::mmap(
             std::ptr::null_mut(),
@@ -205,26 +325,18 @@ impl Shared {
     /// they are missing, being written or stale.
     #[inline(always)]
     fn now(&'static self) -> Option<i64> {
-        let p = self.params;
-        let s1 = p.seq.load(Ordering::Acquire);
-        let magic = p.magic.load(Ordering::Relaxed);
-        let tsc0 = p.tsc0.load(Ordering::Relaxed);
-        let ns0 = p.ns0.load(Ordering::Relaxed);
-        let mult = p.mult.load(Ordering::Relaxed);
-        let stale = p.stale.load(Ordering::Relaxed);
-        let tsc = rdtsc();
-        fence(Ordering::Acquire);
-        let s2 = p.seq.load(Ordering::Relaxed);
-        if s1 != s2 || s1 & 1 != 0 {
-            return None;
-        }
-        let d = tsc.wrapping_sub(tsc0) as i64;
-        if magic != MAGIC || d.unsigned_abs() > stale {
+        let (v, tsc) = self.params.read(rdtsc)?;
+        let d = tsc.wrapping_sub(v.tsc0) as i64;
+        if v.magic != MAGIC || d.unsigned_abs() > v.stale {
             self.slow_path();
             return None;
         }
-        let scaled = ((d.unsigned_abs() as u128 * mult as u128) >> 32) as i64;
-        Some(if d >= 0 { ns0 + scaled } else { ns0 - scaled })
+        let scaled = ((d.unsigned_abs() as u128 * v.mult as u128) >> 32) as i64;
+        Some(if d >= 0 {
+            v.ns0 + scaled
+        } else {
+            v.ns0 - scaled
+        })
     }
 
     /// Parameters missing or stale: at most once a second, try to become
@@ -289,16 +401,13 @@ impl Shared {
     }
 
     fn publish(&self, tsc0: u64, ns0: i64, mult: u64, stale: u64) {
-        let p = self.params;
-        let seq = p.seq.load(Ordering::Relaxed);
-        p.seq.store(seq | 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        p.tsc0.store(tsc0, Ordering::Relaxed);
-        p.ns0.store(ns0, Ordering::Relaxed);
-        p.mult.store(mult, Ordering::Relaxed);
-        p.stale.store(stale, Ordering::Relaxed);
-        p.magic.store(MAGIC, Ordering::Relaxed);
-        p.seq.store((seq | 1) + 1, Ordering::Release);
+        self.params.write(Values {
+            magic: MAGIC,
+            tsc0,
+            ns0,
+            mult,
+            stale,
+        });
     }
 }
 

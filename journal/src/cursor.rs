@@ -7,7 +7,8 @@ use crate::format::{FrameHeader, END_OF_PAGE, FRAME_HEADER_LEN, PAGE_HEADER_LEN}
 use crate::hint::{prefetch_read, WARM_SHIFT};
 use crate::locate::{first_frame, locate_tail, page_before, pages, OpenError};
 use crate::page::{PageError, PageRef};
-use crate::scan::{frame_end, hole_damage, load_len, published_past_hole, Damage};
+use crate::publish::load_len;
+use crate::scan::{frame_end, hole_damage, published_past_hole, Damage};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -262,9 +263,9 @@ impl Cursor {
             Err(what) => return Err(self.damage(off, what)),
         };
         // SAFETY: frame_end checked that off + len lies inside the page and
-        // off is 8-aligned (FrameHeader's alignment). The Acquire load of the
-        // non-zero len above makes the header and payload visible, and a
-        // published frame never changes again.
+        // off is 8-aligned (FrameHeader's alignment). load_len's Acquire
+        // ordering of the non-zero len above makes the header and payload
+        // visible, and a published frame never changes again.
         let header = unsafe { &*(page.as_ptr().add(off) as *const FrameHeader) };
         let raw = &page[off..off + len as usize];
         if let Some(want) = self.expect_seq {

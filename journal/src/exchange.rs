@@ -4,11 +4,12 @@
 //! reading thread never makes a system call, takes a lock or a page fault
 //! at a page switch. [`PageHelper`] is that thread, serving any number of
 //! cursors.
+use crate::pace::Pace;
 use crate::page::PageRef;
 use crate::Cursor;
 use std::path::PathBuf;
 use std::ptr::null_mut;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,8 +23,7 @@ const RETIRED_SLOTS: usize = 4;
 /// pace its looks, and the number of the page it left in `ready`.
 #[derive(Debug)]
 struct HelperState {
-    page: u64,
-    since: Instant,
+    pace: Pace,
     offered: u64,
 }
 
@@ -44,31 +44,87 @@ pub struct PageExchange {
     current: AtomicU64,
     /// Roughly where the cursor is in that page (updated every eighth).
     pos: AtomicUsize,
-    /// The next page, mapped, or null.
-    ready: AtomicPtr<PageRef>,
+    /// The next page, mapped, or empty.
+    ready: Slot<PageRef>,
     /// Where `ready`'s bytes start, for the cursor's prefetch hints only
     /// (0 for none; it may be stale, which a prefetch tolerates).
     ready_base: AtomicUsize,
     /// Pages the cursor left, to unmap.
-    retired: [AtomicPtr<PageRef>; RETIRED_SLOTS],
+    retired: [Slot<PageRef>; RETIRED_SLOTS],
     helper: Mutex<HelperState>,
 }
 
-// The slots move pages between threads: `AtomicPtr` is Send and Sync
-// whatever it points to, so the compiler would not notice a page that stops
-// being Send.
-const _: fn() = || {
-    fn send<T: Send>() {}
-    send::<PageRef>();
-};
+/// A slot through which one thread hands a boxed value to another, lock
+/// free: an `AtomicPtr` that is null (empty) or owns a `Box<T>`. The
+/// exchange's `ready` and `retired` slots are these; the loom model in
+/// `tests/loom.rs` checks this code (built with `--cfg loom`).
+///
+/// `T: Send` because the value changes threads (an `AtomicPtr` is Send
+/// and Sync whatever it points to, so without the bound the compiler would
+/// not notice a page that stops being Send).
+#[derive(Debug)]
+pub struct Slot<T: Send>(crate::atomics::AtomicPtr<T>);
 
-/// Takes the boxed page out of `slot`, if any.
-fn take(slot: &AtomicPtr<PageRef>) -> Option<Box<PageRef>> {
-    let p = slot.swap(null_mut(), Ordering::Acquire);
-    // SAFETY: a non-null pointer in a slot always comes from Box::into_raw
-    // (serve_paced, give_back) and the swap gives it to exactly one taker,
-    // which may be on another thread: PageRef is Send (asserted above).
-    (!p.is_null()).then(|| unsafe { Box::from_raw(p) })
+impl<T: Send> Slot<T> {
+    /// An empty slot.
+    pub fn new() -> Self {
+        Slot(crate::atomics::AtomicPtr::new(null_mut()))
+    }
+
+    /// Takes the value out of the slot, if any.
+    pub fn take(&self) -> Option<Box<T>> {
+        // Acquire: pairs with the Release of the `put` that stored this
+        // pointer, so everything its thread wrote to the value before (the
+        // mapping, the box's contents) is visible to this one. A swap, so
+        // each pointer goes to exactly one taker.
+        let p = self.0.swap(null_mut(), Ordering::Acquire);
+        // SAFETY: a non-null pointer in a slot always comes from
+        // Box::into_raw in `put`, and the swap took it out of the slot, so
+        // no other `take` gets it: this is the only owner. It may come from
+        // another thread: `T: Send`.
+        (!p.is_null()).then(|| unsafe { Box::from_raw(p) })
+    }
+
+    /// Puts `value` in the slot if it is empty; gives it back if not.
+    pub fn put(&self, value: Box<T>) -> Result<(), Box<T>> {
+        let p = Box::into_raw(value);
+        // Release on success: pairs with the Acquire of the `take` that
+        // gets it (see there). Relaxed on failure: nothing was published,
+        // and the value read (not null) is not used.
+        match self
+            .0
+            .compare_exchange(null_mut(), p, Ordering::Release, Ordering::Relaxed)
+        {
+            Ok(_) => Ok(()),
+            // SAFETY: `p` came from Box::into_raw above and the slot did
+            // not take it: still ours alone.
+            Err(_) => Err(unsafe { Box::from_raw(p) }),
+        }
+    }
+
+    /// Puts `value` in the first empty one of `slots`; gives it back when
+    /// every slot is full.
+    pub fn put_any(slots: &[Slot<T>], mut value: Box<T>) -> Result<(), Box<T>> {
+        for slot in slots {
+            match slot.put(value) {
+                Ok(()) => return Ok(()),
+                Err(v) => value = v,
+            }
+        }
+        Err(value)
+    }
+}
+
+impl<T: Send> Default for Slot<T> {
+    fn default() -> Self {
+        Slot::new()
+    }
+}
+
+impl<T: Send> Drop for Slot<T> {
+    fn drop(&mut self) {
+        drop(self.take());
+    }
 }
 
 impl PageExchange {
@@ -86,12 +142,11 @@ impl PageExchange {
             populate,
             current: AtomicU64::new(current),
             pos: AtomicUsize::new(0),
-            ready: AtomicPtr::new(null_mut()),
+            ready: Slot::new(),
             ready_base: AtomicUsize::new(0),
             retired: Default::default(),
             helper: Mutex::new(HelperState {
-                page: current,
-                since: Instant::now(),
+                pace: Pace::new(current, Instant::now()),
                 offered: 0,
             }),
         }
@@ -99,13 +154,13 @@ impl PageExchange {
 
     fn helper_state(&self) -> MutexGuard<'_, HelperState> {
         // Plain numbers: a panic elsewhere while it was held breaks nothing.
-        self.helper.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.helper)
     }
 
     /// Cursor side: page `page_no` if the helper has it ready, in the box
     /// the cursor then hands its old page back in ([`Self::give_back`]).
     pub(crate) fn take_ready(&self, page_no: u64) -> Option<Box<PageRef>> {
-        let page = take(&self.ready)?;
+        let page = self.ready.take()?;
         if page.page_no() == page_no {
             self.ready_base.store(0, Ordering::Relaxed);
             Some(page)
@@ -136,16 +191,8 @@ impl PageExchange {
     /// unmap, or unmaps it here when every slot is full (the helper is far
     /// behind).
     pub(crate) fn give_back(&self, page: Box<PageRef>) {
-        let page = Box::into_raw(page);
-        let kept = self.retired.iter().any(|slot| {
-            slot.compare_exchange(null_mut(), page, Ordering::Release, Ordering::Relaxed)
-                .is_ok()
-        });
-        if !kept {
-            // SAFETY: `page` came from Box::into_raw above and no slot took
-            // it.
-            drop(unsafe { Box::from_raw(page) });
-        }
+        // Every slot full: unmapped here, on the cursor's thread.
+        drop(Slot::put_any(&self.retired, page));
     }
 
     /// Cursor side: it reads at offset `off` of its page now.
@@ -170,22 +217,18 @@ impl PageExchange {
     fn serve_paced(&self, now: Instant) -> (bool, Duration) {
         let mut worked = false;
         for slot in &self.retired {
-            worked |= take(slot).is_some();
+            worked |= slot.take().is_some();
         }
         let current = self.current.load(Ordering::Acquire);
         let want = current + 1;
         let mut st = self.helper_state();
-        if st.page != current {
-            st.page = current;
-            st.since = now;
-        }
-        let wait = (now.saturating_duration_since(st.since) / 8).clamp(MIN_LOOK, MAX_LOOK);
+        let wait = st.pace.wait(current, now, MIN_LOOK, MAX_LOOK);
         if st.offered == want {
             // Offered already (and maybe taken, the cursor about to say so).
             return (worked, wait);
         }
         // Anything still offered was for a page the cursor went past.
-        worked |= take(&self.ready).is_some();
+        worked |= self.ready.take().is_some();
         let half_way = self.pos.load(Ordering::Relaxed) as u64 >= self.page_size / 2;
         if !half_way {
             return (worked, wait);
@@ -198,33 +241,16 @@ impl PageExchange {
             self.populate,
         ) {
             let base = page.bytes().as_ptr() as usize;
-            let page = Box::into_raw(Box::new(page));
-            match self.ready.compare_exchange(
-                null_mut(),
-                page,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    self.ready_base.store(base, Ordering::Relaxed);
-                    st.offered = want;
-                }
-                // SAFETY: `page` came from Box::into_raw above and the slot
-                // did not take it.
-                Err(_) => drop(unsafe { Box::from_raw(page) }),
+            // The slot was emptied above and only a look (which holds the
+            // helper's mutex) puts in it, so the put finds it empty; were
+            // it full, the page would be unmapped here.
+            if self.ready.put(Box::new(page)).is_ok() {
+                self.ready_base.store(base, Ordering::Relaxed);
+                st.offered = want;
             }
             worked = true;
         }
         (worked, wait)
-    }
-}
-
-impl Drop for PageExchange {
-    fn drop(&mut self) {
-        drop(take(&self.ready));
-        for slot in &self.retired {
-            drop(take(slot));
-        }
     }
 }
 
@@ -238,12 +264,13 @@ pub const MAX_LOOK: Duration = Duration::from_millis(20);
 #[derive(Debug, Default)]
 struct HelperShared {
     exchanges: Mutex<Vec<Arc<PageExchange>>>,
+    /// A stop flag: Release/Acquire (crate docs, "Stop flags").
     stop: AtomicBool,
 }
 
 impl HelperShared {
     fn list(&self) -> MutexGuard<'_, Vec<Arc<PageExchange>>> {
-        self.exchanges.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.exchanges)
     }
 }
 

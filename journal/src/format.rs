@@ -122,7 +122,8 @@ impl PageHeader {
 ///
 /// `len` is the publication word: the writer stores every other field and
 /// the payload first, then `len` with Release ordering; a reader loads `len`
-/// with Acquire and reads nothing else of a frame whose `len` is 0.
+/// with Acquire and reads nothing else of a frame whose `len` is 0. Both
+/// sides are in one place, the crate's `publish.rs`.
 #[repr(C, align(8))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {

@@ -27,6 +27,39 @@
 //!   one that a reader or the writer has mapped (each holds a shared
 //!   `flock` on the pages it maps; see [`page`]).
 //!
+//! ## Memory ordering
+//!
+//! - A frame is published by its length word: the writer's Release store
+//!   and the readers' Acquire-ordered load sit side by side in the crate's
+//!   `publish.rs`, which also says how a load on a read-only mapping is
+//!   made (a `Relaxed` load and an `Acquire` fence, as std allows there).
+//! - The shared clock's parameters are under a seqlock (`clock.rs`, each
+//!   fence commented with what it pairs with); the cursor's page hand-over
+//!   is a few lock-free slots (`exchange.rs`). Loom models in
+//!   `tests/loom.rs` check both, on the real code (`.ci/loom`).
+//!
+//! ### Stop flags
+//!
+//! A *stop flag* is an `AtomicBool` that one thread sets to ask others to
+//! stop (the [`PageHelper`]'s, the service's shutdown flag, the flags
+//! passed to a bridge's or a responder's `run`, test feeders'). Everywhere
+//! in tape it is stored `true` with `Ordering::Release` and loaded with
+//! `Ordering::Acquire`:
+//!
+//! - not weaker: a thread that sees the flag also sees whatever the
+//!   stopper wrote before setting it, so no stop path has to reason about
+//!   what else is visible yet; on x86-64 both are plain `mov`s, as
+//!   `Relaxed` accesses would be;
+//! - not stronger: `SeqCst` would order the flag against other `SeqCst`
+//!   accesses, and no stop flag takes part in such a handshake (one
+//!   thread storing it and then loading another flag while another does
+//!   the reverse). Results travel through `join`, a channel or a lock,
+//!   which synchronise on their own;
+//! - a flag is a request, not a wake-up: a stopped thread sees it at its
+//!   next poll, sleep or park timeout unless the stopper also wakes it
+//!   (unpark, a connect, a socket shutdown). Storing it from a signal
+//!   handler is async-signal-safe, whatever the ordering.
+//!
 //! ```
 //! use tape_journal::{Appender, AppendOptions, Cursor, CursorOptions, Start};
 //! let dir = tempfile::tempdir().unwrap();
@@ -50,6 +83,7 @@
 compile_error!("tape journals are little-endian and use Linux mmap semantics");
 
 mod appender;
+mod atomics;
 pub mod clock;
 mod cursor;
 mod exchange;
@@ -58,9 +92,11 @@ pub mod format;
 mod hint;
 mod idle;
 mod locate;
+mod pace;
 pub mod page;
 mod prepare;
 mod prune;
+mod publish;
 mod scan;
 pub mod sync;
 mod verify;
@@ -79,6 +115,15 @@ pub use prepare::Preparer;
 pub use prune::{prune, InUse, PruneError, PruneReport, PruneRule};
 pub use scan::Damage;
 pub use verify::{verify, VerifyReport};
+
+/// What the loom models (`tests/loom.rs`) drive: the real protocol code,
+/// built with loom's atomics. Exists only with `--cfg loom`.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_api {
+    pub use crate::clock::seqlock::{Params, Values};
+    pub use crate::exchange::Slot;
+}
 
 /// Fuzzing and property-test entry points: parse untrusted bytes as a page
 /// and walk its frames the way recovery and verify do.

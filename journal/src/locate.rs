@@ -5,9 +5,8 @@
 use crate::files::{list_pages, page_path};
 use crate::format::PAGE_HEADER_LEN;
 use crate::page::{PageError, PageRef};
-use crate::scan::{
-    hole_damage, load_len, published_past_hole, read_header, scan_page, Damage, ScanCheck,
-};
+use crate::publish::load_len;
+use crate::scan::{hole_damage, published_past_hole, read_header, scan_page, Damage, ScanCheck};
 use std::io;
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,8 @@
 //! A page is mapped shared, so its bytes can change under us: the writer
 //! appends to a page that readers have mapped. Only the frame protocol
 //! (see [`crate::format::FrameHeader::len`]) makes that sound: a byte of a
-//! frame is read only after an Acquire load of its non-zero `len`, and the
+//! frame is read only after an Acquire-ordered load of its non-zero `len`
+//! (both sides of that word are in the crate's `publish.rs`), and the
 //! writer never changes a published frame. The one risk no protocol can
 //! cover is the file being shortened while mapped (someone truncating or
 //! deleting part of it by hand): the kernel then raises SIGBUS on access.

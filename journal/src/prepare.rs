@@ -3,6 +3,7 @@
 //! unmaps the pages the writer is done with, so that a page switch on the
 //! hot path is a pointer swap and never a file-system call.
 
+use crate::pace::Pace;
 use crate::page::{PageMut, PrepareOptions};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -132,7 +133,7 @@ impl Preparer {
             // The writer waits (the thread fell behind): a system call here
             // costs nothing more.
             self.shared.wake.notify_one();
-            st = self.shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = crate::sync::wait(&self.shared.done, st);
         }
     }
 
@@ -203,16 +204,12 @@ impl Drop for Preparer {
     }
 }
 
-fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    // A panic while holding this lock leaves no broken invariant: every
-    // field is valid on its own.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sync::lock;
 
 fn run(shared: &Shared, dir: &std::path::Path, name: &str, page_size: u64, opts: PrepareOptions) {
     // When the writer last asked for a new page: the thread looks as often
     // as the writer turns pages.
-    let (mut want, mut since) = (0, Instant::now());
+    let mut pace = Pace::new(0, Instant::now());
     loop {
         let (job, retired) = {
             let mut st = lock(&shared.state);
@@ -224,26 +221,22 @@ fn run(shared: &Shared, dir: &std::path::Path, name: &str, page_size: u64, opts:
                 if job.is_some() || !st.retired.is_empty() {
                     break (job, std::mem::take(&mut st.retired));
                 }
-                if st.want != want {
-                    (want, since) = (st.want, Instant::now());
-                }
                 // Polled, not woken: a page switch on the hot path must not
                 // make a futex system call to wake this thread. It looks
                 // every eighth of the time since the writer last turned a
-                // page (a writer that fills a page in 8 ms is looked at
-                // every millisecond, an idle one every 2 ms per page kept
-                // ahead), and
-                // with more pages kept ahead the writer is further from
-                // needing the next one, so it can look less often.
+                // page (`Pace`: a writer that fills a page in 8 ms is looked
+                // at every millisecond, an idle one every 2 ms per page kept
+                // ahead), and with more pages kept ahead the writer is
+                // further from needing the next one, so it can look less
+                // often.
                 let ahead = st.ahead.clamp(1, 25) as u32;
-                let poll = (since.elapsed() / 8)
-                    .min(MAX_POLL_PER_PAGE * ahead)
-                    .max(POLL * ahead.min(16));
-                st = shared
-                    .wake
-                    .wait_timeout(st, poll)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                let poll = pace.wait(
+                    st.want,
+                    Instant::now(),
+                    POLL * ahead.min(16),
+                    MAX_POLL_PER_PAGE * ahead,
+                );
+                st = crate::sync::wait_timeout(&shared.wake, st, poll).0;
             }
         };
         drop(retired);

@@ -5,8 +5,8 @@ use crate::format::{
     align_frame, checksum, FrameHeader, END_MARKER_ROOM, END_OF_PAGE, FRAME_HEADER_LEN,
     PAGE_HEADER_LEN,
 };
+use crate::publish::load_len;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Damage found in a journal: the file, the byte offset in it, and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,27 +43,14 @@ impl Damage {
     }
 }
 
-/// Loads the publication word of the frame at `off` with Acquire ordering.
-///
-/// Panics (a bug, not bad input) if `off` is not an 8-aligned offset with
-/// room for the end-of-page marker: callers keep `off` inside the page.
-#[inline(always)]
-pub(crate) fn load_len(page: &[u8], off: usize) -> u32 {
-    assert!(off % 8 == 0 && off + END_MARKER_ROOM <= page.len());
-    // SAFETY: off is 8-aligned and in bounds (checked above) and the mapping
-    // is page-aligned, so the pointer is valid and aligned for an AtomicU32.
-    // The word may be stored concurrently by the writer, which is exactly
-    // what the atomic load is for.
-    unsafe { AtomicU32::from_ptr(page.as_ptr().add(off) as *mut u32).load(Ordering::Acquire) }
-}
-
 /// Reads the header of a frame whose `len` was already loaded non-zero
-/// with Acquire, so its bytes are published and no longer change.
+/// by [`load_len`] (Acquire), so its bytes are published and no longer
+/// change.
 #[inline(always)]
 pub(crate) fn read_header(page: &[u8], off: usize) -> FrameHeader {
     assert!(off % 8 == 0 && off + FRAME_HEADER_LEN <= page.len());
     // SAFETY: in bounds and 8-aligned (checked above; FrameHeader is
-    // align(8)); the frame was published (its len was Acquire-loaded
+    // align(8)); the frame was published (load_len returned its len
     // non-zero), so the writer no longer writes these bytes. Any bit pattern
     // is a valid FrameHeader.
     unsafe { std::ptr::read(page.as_ptr().add(off) as *const FrameHeader) }
@@ -258,8 +245,8 @@ pub(crate) fn published_past_hole(
             if seq_ok && time_ok && checksum(payload) == h.crc {
                 // The length word at `tail` again: a live writer that
                 // published there after the caller looked made the frames
-                // found here (this one's length word was Acquire-loaded,
-                // so that store is visible now).
+                // found here (this one's length word was loaded by
+                // load_len, an Acquire, so that store is visible now).
                 return (load_len(page, tail) == 0).then_some(PastHole {
                     offset: off,
                     seq: h.seq,

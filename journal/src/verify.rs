@@ -70,13 +70,13 @@ fn verify_once(dir: &Path, name: &str) -> Result<Option<VerifyReport>, OpenError
     let still = |stopped: &Option<(PageRef, usize)>| {
         stopped
             .as_ref()
-            .is_none_or(|(p, at)| crate::scan::load_len(p.bytes(), *at) == 0)
+            .is_none_or(|(p, at)| crate::publish::load_len(p.bytes(), *at) == 0)
     };
     for &no in &pages.numbers {
         let page = PageRef::open(dir, name, no, Some(pages.page_size), false)?;
         if let Some((file, at)) = &stopped {
             // A frame, or an end-of-page marker, where the page begins.
-            if crate::scan::load_len(page.bytes(), crate::format::PAGE_HEADER_LEN) != 0 {
+            if crate::publish::load_len(page.bytes(), crate::format::PAGE_HEADER_LEN) != 0 {
                 if !still(&stopped) {
                     return Ok(None);
                 }

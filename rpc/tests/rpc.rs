@@ -87,14 +87,14 @@ impl Echo {
     }
 
     fn stop(mut self) -> Responder {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
         self.thread.take().unwrap().join().unwrap()
     }
 }
 
 impl Drop for Echo {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
         let _ = self.release.send(());
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -299,7 +299,7 @@ fn concurrent_prune_never_takes_a_frame_from_a_reader() {
         .map(|_| {
             let (dir, done, deleted) = (dir.clone(), done.clone(), deleted.clone());
             std::thread::spawn(move || {
-                while !done.load(Ordering::Relaxed) {
+                while !done.load(Ordering::Acquire) {
                     let r = prune(&dir, NAME, &keep_last(1), false).expect("prune");
                     deleted.fetch_add(r.deleted.len() as u64, Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(1));
@@ -311,7 +311,7 @@ fn concurrent_prune_never_takes_a_frame_from_a_reader() {
         let (dir, done) = (dir.clone(), done.clone());
         std::thread::spawn(move || {
             let mut n = 0;
-            while !done.load(Ordering::Relaxed) {
+            while !done.load(Ordering::Acquire) {
                 stats(&dir, NAME).expect("stats during prune");
                 verify(&dir, NAME).expect("verify during prune");
                 let mut c = Cursor::open(&dir, NAME, Start::First, CursorOptions::default())
@@ -332,7 +332,7 @@ fn concurrent_prune_never_takes_a_frame_from_a_reader() {
         }
     }
     let seen = reader.join().expect("reader");
-    done.store(true, Ordering::Relaxed);
+    done.store(true, Ordering::Release);
     for p in pruners {
         p.join().expect("pruner");
     }

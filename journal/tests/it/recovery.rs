@@ -280,7 +280,7 @@ fn preparer_never_overwrites(opts: AppendOptions) {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut x = 0u64;
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Acquire) {
                 x = std::hint::black_box(mix(x));
             }
         })
@@ -306,7 +306,7 @@ fn preparer_never_overwrites(opts: AppendOptions) {
             break;
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Release);
     hog.join().unwrap();
     drop(app);
     result.unwrap();

@@ -278,7 +278,7 @@ impl Responder {
         F: FnMut(&Request<'_>, &mut Respond<'_>),
     {
         let mut idle = Idle::new();
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Acquire) {
             match self.poll(&mut handler) {
                 Ok(true) => idle.reset(),
                 Ok(false) => idle.idle(),

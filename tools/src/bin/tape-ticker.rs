@@ -71,7 +71,7 @@ fn serve(args: &Args) -> anyhow::Result<()> {
     let mut next = Instant::now();
     let mut ticks = 0u64;
     let mut idle = Idle::new();
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Acquire) {
         let mut busy = false;
         if Instant::now() >= next {
             ticks += 1;

@@ -64,7 +64,7 @@ fn stop_on_stdin() -> Arc<AtomicBool> {
         for line in std::io::stdin().lock().lines() {
             match line {
                 Ok(l) if l.trim() == "stop" => {
-                    flag.store(true, Ordering::SeqCst);
+                    flag.store(true, Ordering::Release);
                     return;
                 }
                 Ok(_) => {}
@@ -107,7 +107,7 @@ fn seq_writer(root: &Path, arg: &str) {
     say(&format!("ready {}", w.next_seq()));
     let mut buf = Vec::with_capacity(256);
     let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Acquire) {
         let seq = w.next_seq();
         payload(seq, &mut buf);
         let got = match mix(seq ^ gen) % 4 {
@@ -243,7 +243,7 @@ fn check_reader(root: &Path, name: &str) {
 fn intruder(root: &Path) {
     let stop = stop_on_stdin();
     let mut n = 0u64;
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.load(Ordering::Acquire) {
         n += 1;
         let kind = match Writer::builder("md").root(root).page_size(1 << 20).create() {
             Ok(mut w) => {

@@ -123,7 +123,7 @@ fn serve_until_orphaned(
         while std::os::unix::process::parent_id() == parent {
             std::thread::sleep(Duration::from_millis(100));
         }
-        s.store(true, std::sync::atomic::Ordering::Relaxed);
+        s.store(true, std::sync::atomic::Ordering::Release);
     });
     r.run(&stop, &mut handler).expect("serve");
 }

@@ -251,7 +251,7 @@ fn fuzz(peers: u64) {
     let sampler = {
         let (stop, max_rss, pid) = (Arc::clone(&stop), Arc::clone(&max_rss), serve.pid());
         std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Acquire) {
                 if let Some(kib) = rss_anon_kib(pid) {
                     max_rss.fetch_max(kib, Ordering::Relaxed);
                 }
@@ -294,7 +294,7 @@ fn fuzz(peers: u64) {
         ));
         std::thread::sleep(Duration::from_millis(10));
     }
-    stop.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Release);
     sampler.join().unwrap();
     let rss = max_rss.load(Ordering::Relaxed);
     assert!(

@@ -30,7 +30,7 @@ fn kills_during_stream(n: u64) {
         while next <= n {
             let behind = next.saturating_sub(3 * STEP);
             while tape_journal::stats(&dst_dir, "md").map_or(0, |s| s.last_seq) < behind {
-                if feeder_failed.load(Ordering::Relaxed) || d.left().is_zero() {
+                if feeder_failed.load(Ordering::Acquire) || d.left().is_zero() {
                     return stdin;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(2));
@@ -47,7 +47,7 @@ fn kills_during_stream(n: u64) {
         let d = Deadline::after(std::time::Duration::from_secs(120));
         while dst.last_seq("md") < seq {
             if d.left().is_zero() {
-                failed.store(true, Ordering::Relaxed);
+                failed.store(true, Ordering::Release);
             }
             d.check(what);
             std::thread::sleep(std::time::Duration::from_millis(2));

@@ -34,7 +34,7 @@ fn stalled_subscriber_slows_nobody_and_holds_no_memory() {
         let stop = Arc::clone(&stop);
         let mut s = stalled.s.try_clone().unwrap();
         std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Acquire) {
                 let _ = s.write_all(&tape_bridge::wire::encode_ack(&[0]));
                 std::thread::sleep(Duration::from_millis(300));
             }
@@ -46,7 +46,7 @@ fn stalled_subscriber_slows_nobody_and_holds_no_memory() {
     let sampler = {
         let (stop, max_rss, pid) = (Arc::clone(&stop), Arc::clone(&max_rss), serve.pid());
         std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Acquire) {
                 if let Some(kib) = rss_anon_kib(pid) {
                     max_rss.fetch_max(kib, Ordering::Relaxed);
                 }
@@ -89,7 +89,7 @@ fn stalled_subscriber_slows_nobody_and_holds_no_memory() {
     );
     assert_same_frames(&src, &dst, "md", "md", N);
 
-    stop.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Release);
     sampler.join().unwrap();
     acker.join().unwrap();
     let max = max_rss.load(Ordering::Relaxed);
