@@ -263,6 +263,37 @@ async fn acks(mut sub: async_nats::Subscriber, shared: Arc<Shared>) {
     }
 }
 
+/// How the export waits for the journal: [`crate::Poller`], or spinning
+/// with `--busy-poll`.
+enum Wait {
+    Poll(crate::Poller),
+    Spin,
+}
+
+impl Wait {
+    fn new(busy: bool) -> Wait {
+        if busy {
+            Wait::Spin
+        } else {
+            crate::low_timer_slack();
+            Wait::Poll(crate::Poller::new())
+        }
+    }
+
+    fn idle(&mut self) {
+        match self {
+            Wait::Poll(p) => p.idle(),
+            Wait::Spin => std::hint::spin_loop(),
+        }
+    }
+
+    fn reset(&mut self) {
+        if let Wait::Poll(p) = self {
+            p.reset();
+        }
+    }
+}
+
 struct Exporter {
     opts: ExportOptions,
     conn: Conn,
@@ -484,11 +515,7 @@ impl Exporter {
         ));
         let mut last_acked = next - 1;
         let mut last_progress = Instant::now();
-        let mut idle = if self.opts.busy_poll {
-            tape_reader::Idle::with(1000, u32::MAX - 1000, Duration::ZERO)
-        } else {
-            tape_reader::Idle::with(1000, 1000, Duration::from_micros(200))
-        };
+        let mut idle = Wait::new(self.opts.busy_poll);
         let window = self.opts.window.max(1);
         let stream_hdr = async_nats::HeaderValue::from(self.stream.as_str());
         let Some(mut cursor) = self.cursor.take() else {
