@@ -5,9 +5,14 @@
 //! The mmap journal stays the nanosecond path on each box; this is the
 //! only crate of tape with an async runtime (tokio, for async-nats). The
 //! journal side of each export and import runs on a plain thread of its
-//! own (the cursor or the writer), which hands each publish to the client
-//! and waits for each message with `Handle::block_on`; the runtime's one
-//! worker drives the connection, the acks and the status answers.
+//! own (the cursor or the writer), and the runtime has no worker of its
+//! own (a current-thread runtime): that thread drives the connection, the
+//! acks and the status answers whenever it is inside `Runtime::block_on`
+//! (waiting for a message; after a burst of publishes, while acks are
+//! due and at least every millisecond). A frame thus goes from the cursor
+//! to the socket, and a message from the socket to the replica's writer,
+//! without waking another thread. Waiting for the journal is
+//! [`Poller`]: short sleeps, never a spinning core.
 //!
 //! # Map
 //!
