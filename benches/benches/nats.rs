@@ -166,16 +166,16 @@ fn bare(port: u16, n: u64, pace: Option<Duration>) -> (f64, Vec<u64>) {
     let publisher = std::thread::spawn(move || {
         let _g = handle.enter();
         let subject = async_nats::Subject::from(subject);
+        tape_nats::low_timer_slack();
         let mut next_at = Instant::now();
         for seq in 1..=n {
             if let Some(p) = pace {
-                while Instant::now() < next_at {
-                    std::hint::spin_loop();
-                }
+                wait_until(next_at);
                 next_at += p;
             }
+            let mut idle = tape_nats::Poller::new();
             while seq - 1 - acked.load(Ordering::Acquire) >= 4096 {
-                std::hint::spin_loop();
+                idle.idle();
             }
             let mut body = vec![0u8; SIZE];
             body[..8].copy_from_slice(&tape_journal::clock::now_ns().to_le_bytes());
@@ -308,15 +308,17 @@ fn tape_live(port: u16, n: u64, pace: Option<Duration>, busy: bool) -> (f64, Vec
     let bdir = tape_journal::journal_dir(t.b.path());
     wait_seq(&bdir, name, 1);
     let total = n + 1;
+    let probe = pace
+        .filter(|_| std::env::var_os("NATS_BENCH_PROBE").is_some())
+        .map(|_| probe(port, name, total));
     let start = Instant::now();
     let paced = pace.is_some();
     let wt = std::thread::spawn(move || {
+        tape_nats::low_timer_slack();
         let mut next_at = Instant::now();
         for _ in 0..n {
             if let Some(p) = pace {
-                while Instant::now() < next_at {
-                    std::hint::spin_loop();
-                }
+                wait_until(next_at);
                 next_at += p;
             }
             w.write(1, &[7u8; SIZE]).unwrap();
@@ -326,6 +328,8 @@ fn tape_live(port: u16, n: u64, pace: Option<Duration>, busy: bool) -> (f64, Vec
     let mut lat = Vec::new();
     let mut c = Cursor::open(&bdir, name, Start::Seq(2), CursorOptions::default()).unwrap();
     let mut seen = 1u64;
+    tape_nats::low_timer_slack();
+    let mut idle = tape_nats::Poller::new();
     while seen < total {
         if let Some(f) = c.next().unwrap() {
             let now = tape_journal::clock::now_ns();
@@ -334,18 +338,72 @@ fn tape_live(port: u16, n: u64, pace: Option<Duration>, busy: bool) -> (f64, Vec
             if paced {
                 lat.push((now - f.time_ns()).max(0) as u64);
             }
+            idle.reset();
         } else {
-            std::hint::spin_loop();
+            idle.idle();
         }
     }
     let secs = start.elapsed().as_secs_f64();
     let _w = wt.join().unwrap();
+    if let Some(p) = probe {
+        let (mut a, mut b) = p.join().unwrap();
+        eprintln!(
+            "  probe: write->stored p50 {:.0} us, stored->consumer p50 {:.0} us, write->replica reader p50 {:.0} us",
+            pct(&mut a, 0.5) as f64 / 1e3,
+            pct(&mut b, 0.5) as f64 / 1e3,
+            pct(&mut lat.clone(), 0.5) as f64 / 1e3
+        );
+    }
     check_replica(&bdir, name, total);
     for (s, h) in [ex, im] {
         s.store(true, Ordering::Release);
         h.join().unwrap();
     }
     (n as f64 / secs, lat)
+}
+
+/// A side push consumer on the stream (parked like the bare one): for
+/// each frame after the first, (server store time - write time, receive
+/// time - server store time), in ns.
+fn probe(port: u16, name: &str, total: u64) -> std::thread::JoinHandle<(Vec<u64>, Vec<u64>)> {
+    let stream = tape_nats::names::stream_of(name);
+    std::thread::spawn(move || {
+        let rt = rt();
+        let c = rt
+            .block_on(async_nats::connect(format!("nats://127.0.0.1:{port}")))
+            .unwrap();
+        let inbox = c.new_inbox();
+        let mut sub = rt.block_on(c.subscribe(inbox.clone())).unwrap();
+        rt.block_on(api::push_consumer(
+            &c,
+            &stream,
+            &inbox,
+            Some(2),
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut got = 1;
+        while got < total {
+            let m = rt.block_on(sub.next()).unwrap();
+            let now = tape_journal::clock::now_ns();
+            if m.status.is_some() {
+                if let Some(r) = m.reply {
+                    rt.block_on(c.publish(r, bytes::Bytes::new())).unwrap();
+                }
+                continue;
+            }
+            let reply = m.reply.as_deref().unwrap();
+            let (sseq, _) = api::delivery_info(reply).unwrap();
+            let stored: i64 = reply.split('.').nth(7).unwrap().parse().unwrap();
+            let (h, _) = tape_nats::wire::decode(&m.payload, sseq).unwrap();
+            a.push((stored - h.time_ns).max(0) as u64);
+            b.push((now - stored).max(0) as u64);
+            got = sseq;
+        }
+        (a, b)
+    })
 }
 
 /// Import stopped while `n` frames are exported; then frames/s to catch up.
@@ -381,6 +439,19 @@ fn catch_up(port: u16, n: u64) -> f64 {
         h.join().unwrap();
     }
     n as f64 / secs
+}
+
+/// Sleeps until 30 µs before `at` (the pacing threads run with a 1 µs
+/// timer slack), then spins: the same pacing for bare and tape, without a
+/// core spinning all the time.
+fn wait_until(at: Instant) {
+    let left = at.saturating_duration_since(Instant::now());
+    if left > Duration::from_micros(40) {
+        std::thread::sleep(left - Duration::from_micros(30));
+    }
+    while Instant::now() < at {
+        std::hint::spin_loop();
+    }
 }
 
 fn pct(v: &mut [u64], p: f64) -> u64 {

@@ -35,7 +35,7 @@
 use crate::api::{self, StreamLimits, StreamState};
 use crate::conn::{backoff, connect_retrying, Conn, Fail, Server};
 use crate::status::{self, Connector};
-use crate::{names, sleep_unless, Log};
+use crate::{names, sleep_driving, Log};
 use async_nats::{HeaderMap, Subject};
 use futures_util::StreamExt;
 use std::path::PathBuf;
@@ -125,7 +125,7 @@ pub fn export(opts: &ExportOptions, stop: &AtomicBool) -> Result<(), String> {
         ));
     }
     opts.server.addrs()?;
-    let rt = crate::runtime()?;
+    let rt = crate::runtime_here()?;
     let Some(conn) = connect_retrying(&rt, &opts.server, "tape nats export", &opts.log, stop)?
     else {
         return Ok(());
@@ -175,16 +175,16 @@ pub fn export(opts: &ExportOptions, stop: &AtomicBool) -> Result<(), String> {
         })
         .collect();
     rt.spawn(status::answer(conn.client.clone(), connectors));
-    let handle = rt.handle().clone();
+    let rt = &rt;
     std::thread::scope(|s| {
         for mut e in exporters {
-            let (quit, fatal, handle) = (&quit, &fatal, handle.clone());
+            let (quit, fatal) = (&quit, &fatal);
             std::thread::Builder::new()
                 .name(format!("export-{}", e.journal))
                 .spawn_scoped(s, move || {
-                    let _rt = handle.enter();
+                    let _rt = rt.enter();
                     let either = Either(stop, quit);
-                    if let Err(err) = e.run(&handle, &either) {
+                    if let Err(err) = e.run(rt, &either) {
                         fatal
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -263,6 +263,37 @@ async fn acks(mut sub: async_nats::Subscriber, shared: Arc<Shared>) {
     }
 }
 
+/// How the export waits for the journal: [`crate::Poller`], or spinning
+/// with `--busy-poll`.
+enum Wait {
+    Poll(crate::Poller),
+    Spin,
+}
+
+impl Wait {
+    fn new(busy: bool) -> Wait {
+        if busy {
+            Wait::Spin
+        } else {
+            crate::low_timer_slack();
+            Wait::Poll(crate::Poller::new())
+        }
+    }
+
+    fn idle(&mut self) {
+        match self {
+            Wait::Poll(p) => p.idle(),
+            Wait::Spin => std::hint::spin_loop(),
+        }
+    }
+
+    fn reset(&mut self) {
+        if let Wait::Poll(p) = self {
+            p.reset();
+        }
+    }
+}
+
 struct Exporter {
     opts: ExportOptions,
     conn: Conn,
@@ -278,7 +309,7 @@ struct Exporter {
 }
 
 impl Exporter {
-    fn run(&mut self, rt: &tokio::runtime::Handle, stop: &Either<'_>) -> Result<(), String> {
+    fn run(&mut self, rt: &tokio::runtime::Runtime, stop: &Either<'_>) -> Result<(), String> {
         let mut n = 0;
         let mut quiet = false;
         loop {
@@ -298,7 +329,7 @@ impl Exporter {
                         (self.opts.log)(&format!("{}: {why}; retrying", self.journal));
                     }
                     quiet = !self.progressed;
-                    sleep_unless(stop.0, backoff(n));
+                    sleep_driving(rt, stop.0, backoff(n));
                     n += 1;
                 }
             }
@@ -307,7 +338,7 @@ impl Exporter {
 
     /// Finds where to go on from (and whether the stream holds no message
     /// now); leaves the cursor there.
-    fn sync(&mut self, rt: &tokio::runtime::Handle) -> Result<(u64, bool), Fail> {
+    fn sync(&mut self, rt: &tokio::runtime::Runtime) -> Result<(u64, bool), Fail> {
         let c = &self.conn.client;
         let dir = tape_journal::journal_dir(&self.opts.root);
         let name = &self.journal;
@@ -376,7 +407,7 @@ impl Exporter {
 
     fn resume_point(
         &self,
-        rt: &tokio::runtime::Handle,
+        rt: &tokio::runtime::Runtime,
         info: &StreamState,
         first: u64,
         dir: &std::path::Path,
@@ -433,7 +464,7 @@ impl Exporter {
     /// none of them, it refuses them), then purges below `first`. (A purge
     /// of an empty stream would set its first sequence too, but 2.9.10 then
     /// checks `Nats-Expected-Last-Sequence` against 0 for ever after.)
-    fn start_at(&self, rt: &tokio::runtime::Handle, first: u64) -> Result<(), Fail> {
+    fn start_at(&self, rt: &tokio::runtime::Runtime, first: u64) -> Result<(), Fail> {
         let c = &self.conn.client;
         let stream = &self.stream;
         rt.block_on(async {
@@ -465,12 +496,12 @@ impl Exporter {
                     first - 1
                 )));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            rt.block_on(tokio::time::sleep(Duration::from_millis(20)));
         }
         rt.block_on(api::purge_below(c, stream, first))
     }
 
-    fn session(&mut self, rt: &tokio::runtime::Handle, stop: &Either<'_>) -> Result<(), Fail> {
+    fn session(&mut self, rt: &tokio::runtime::Runtime, stop: &Either<'_>) -> Result<(), Fail> {
         let epoch = self.conn.epoch.load(Ordering::Acquire);
         let (mut next, _) = self.sync(rt)?;
         self.round += 1;
@@ -484,11 +515,8 @@ impl Exporter {
         ));
         let mut last_acked = next - 1;
         let mut last_progress = Instant::now();
-        let mut idle = if self.opts.busy_poll {
-            tape_reader::Idle::with(1000, u32::MAX - 1000, Duration::ZERO)
-        } else {
-            tape_reader::Idle::with(1000, 1000, Duration::from_micros(200))
-        };
+        let mut idle = Wait::new(self.opts.busy_poll);
+        let mut driven = Instant::now();
         let window = self.opts.window.max(1);
         let stream_hdr = async_nats::HeaderValue::from(self.stream.as_str());
         let Some(mut cursor) = self.cursor.take() else {
@@ -502,7 +530,7 @@ impl Exporter {
                 let until = Instant::now() + Duration::from_secs(1);
                 while self.shared.acked.load(Ordering::Acquire) < next - 1 && Instant::now() < until
                 {
-                    std::thread::sleep(Duration::from_millis(1));
+                    rt.block_on(tokio::time::sleep(Duration::from_millis(1)));
                 }
                 return Ok(());
             }
@@ -578,6 +606,15 @@ impl Exporter {
                 }
                 next += 1;
                 sent += 1;
+            }
+            // The runtime runs on this thread only inside `block_on`, and
+            // a publish that finds room returns at once: let the connection
+            // write what was queued and read the acks now, after a burst,
+            // while acks are due, and at least every millisecond (pings,
+            // status answers).
+            if sent > 0 || inflight > 0 || driven.elapsed() > Duration::from_millis(1) {
+                rt.block_on(tokio::task::yield_now());
+                driven = Instant::now();
             }
             if sent == 0 {
                 idle.idle();

@@ -43,7 +43,7 @@
 use crate::api::{self, delivery_info};
 use crate::conn::{backoff, connect_retrying, Conn, Fail, Server};
 use crate::status::{self, Connector};
-use crate::{names, sleep_unless, wire, Log};
+use crate::{names, sleep_driving, wire, Log};
 use async_nats::StatusCode;
 use futures_util::StreamExt;
 use std::path::PathBuf;
@@ -148,7 +148,7 @@ pub fn import(opts: &ImportOptions, stop: &AtomicBool) -> Result<(), String> {
         imp.open_existing()?;
         importers.push(imp);
     }
-    let rt = crate::runtime()?;
+    let rt = crate::runtime_here()?;
     let Some(conn) = connect_retrying(&rt, &opts.server, "tape nats import", &opts.log, stop)?
     else {
         return Ok(());
@@ -174,16 +174,16 @@ pub fn import(opts: &ImportOptions, stop: &AtomicBool) -> Result<(), String> {
     rt.spawn(status::answer(conn.client.clone(), connectors));
     let quit = AtomicBool::new(false);
     let fatal: Mutex<Option<String>> = Mutex::new(None);
-    let handle = rt.handle().clone();
+    let rt = &rt;
     std::thread::scope(|s| {
         for mut imp in importers {
-            let (quit, fatal, handle, conn) = (&quit, &fatal, handle.clone(), conn.clone());
+            let (quit, fatal, conn) = (&quit, &fatal, conn.clone());
             let started = std::thread::Builder::new()
                 .name(format!("import-{}", imp.replica))
                 .spawn_scoped(s, move || {
-                    let _rt = handle.enter();
+                    let _rt = rt.enter();
                     let stopping = || stop.load(Ordering::Acquire) || quit.load(Ordering::Acquire);
-                    if let Err(err) = imp.run(&handle, &conn, &stopping, stop) {
+                    if let Err(err) = imp.run(rt, &conn, &stopping, stop) {
                         fatal
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -307,7 +307,7 @@ impl Importer {
 
     fn run(
         &mut self,
-        rt: &tokio::runtime::Handle,
+        rt: &tokio::runtime::Runtime,
         conn: &Conn,
         stopping: &dyn Fn() -> bool,
         stop: &AtomicBool,
@@ -334,7 +334,7 @@ impl Importer {
                         (self.opts.log)(&format!("{}: {why}; retrying", self.replica));
                     }
                     quiet = !self.progressed;
-                    sleep_unless(stop, backoff(n));
+                    sleep_driving(rt, stop, backoff(n));
                     n += 1;
                 }
             }
@@ -380,7 +380,7 @@ impl Importer {
 
     fn session(
         &mut self,
-        rt: &tokio::runtime::Handle,
+        rt: &tokio::runtime::Runtime,
         conn: &Conn,
         stopping: &dyn Fn() -> bool,
     ) -> Result<(), Fail> {
@@ -437,7 +437,7 @@ impl Importer {
     #[allow(clippy::too_many_arguments)]
     fn stream(
         &mut self,
-        rt: &tokio::runtime::Handle,
+        rt: &tokio::runtime::Runtime,
         conn: &Conn,
         sub: &mut async_nats::Subscriber,
         expect: &mut Option<u64>,

@@ -5,9 +5,14 @@
 //! The mmap journal stays the nanosecond path on each box; this is the
 //! only crate of tape with an async runtime (tokio, for async-nats). The
 //! journal side of each export and import runs on a plain thread of its
-//! own (the cursor or the writer), which hands each publish to the client
-//! and waits for each message with `Handle::block_on`; the runtime's one
-//! worker drives the connection, the acks and the status answers.
+//! own (the cursor or the writer), and the runtime has no worker of its
+//! own (a current-thread runtime): that thread drives the connection, the
+//! acks and the status answers whenever it is inside `Runtime::block_on`
+//! (waiting for a message; after a burst of publishes, while acks are
+//! due and at least every millisecond). A frame thus goes from the cursor
+//! to the socket, and a message from the socket to the replica's writer,
+//! without waking another thread. Waiting for the journal is
+//! [`Poller`]: short sleeps, never a spinning core.
 //!
 //! # Map
 //!
@@ -82,6 +87,100 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// How a thread waits for the next frame of a journal it polls (the
+/// export's cursor; a reader of a replica may wait the same way), on a box
+/// where more threads wait than there are cores.
+///
+/// The writer is another process and wakes nobody, so a poller must look
+/// again; spinning or `sched_yield` steals the core the writer, the
+/// server and the client's runtime need (with two cores, two hot threads
+/// made every hop wait for a scheduler slice: p50 about 2 ms, issue 14).
+/// So: a few spins, then short sleeps (`SHORT`, 20 µs) for the first
+/// ~20 ms without a frame, so a stream of frames is picked up within
+/// ~25 µs, then sleeps growing to 1 ms while the journal stays quiet.
+/// Call [`low_timer_slack`] once on the polling thread: Linux adds 50 µs
+/// to every sleep by default.
+#[derive(Debug, Clone)]
+pub struct Poller {
+    n: u32,
+}
+
+impl Poller {
+    const SPINS: u32 = 64;
+    const SHORT: Duration = Duration::from_micros(20);
+    const SHORT_SLEEPS: u32 = 1000;
+
+    /// A poller.
+    pub const fn new() -> Poller {
+        Poller { n: 0 }
+    }
+
+    /// Waits a little after an empty poll, longer the longer nothing came.
+    #[inline]
+    pub fn idle(&mut self) {
+        self.n = self.n.saturating_add(1);
+        if self.n <= Self::SPINS {
+            std::hint::spin_loop();
+        } else if self.n <= Self::SPINS + Self::SHORT_SLEEPS {
+            std::thread::sleep(Self::SHORT);
+        } else {
+            let k = (self.n - Self::SPINS - Self::SHORT_SLEEPS).min(20);
+            std::thread::sleep(Duration::from_micros(50 * k as u64));
+        }
+    }
+
+    /// After a frame came.
+    #[inline]
+    pub fn reset(&mut self) {
+        self.n = 0;
+    }
+}
+
+impl Default for Poller {
+    fn default() -> Self {
+        Poller::new()
+    }
+}
+
+/// Makes this thread's sleeps end when asked (timer slack 1 µs instead of
+/// 50 µs); best effort.
+pub fn low_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and touches
+    // only the calling thread's scheduling attributes.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// A runtime without a worker: the connection, its acks and the status
+/// answers run on whichever thread is inside [`Runtime::block_on`]
+/// (`tokio::runtime::Runtime`), the export's or import's own thread. A
+/// message then goes from the socket to the import's writer, and a frame
+/// from the export's cursor to the socket, on one thread: no wake-up of
+/// another thread per message (about 40 µs each here, issue 14). Only
+/// `Runtime::block_on` drives it (`Handle::block_on` would not).
+pub(crate) fn runtime_here() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// [`sleep_unless`] that keeps driving the runtime (the connection's
+/// pings, reconnection, the status answers) while it waits.
+pub(crate) fn sleep_driving(rt: &tokio::runtime::Runtime, stop: &AtomicBool, d: Duration) {
+    let until = Instant::now() + d;
+    rt.block_on(async {
+        while !stop.load(Ordering::Acquire) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(left.min(Duration::from_millis(10))).await;
+        }
+    });
 }
 
 /// Sleeps `d`, waking early when `stop` is set.

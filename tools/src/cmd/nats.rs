@@ -90,8 +90,9 @@ pub struct ExportArgs {
     /// Frames published and not yet acknowledged, at most.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub window: u64,
-    /// Poll the journals without ever sleeping: the lowest latency, at the
-    /// cost of a busy core.
+    /// Poll the journals without ever sleeping: a busy core; lower latency
+    /// only with a core to spare (worse than the default when busy threads
+    /// outnumber the cores).
     #[arg(long)]
     pub busy_poll: bool,
 }
