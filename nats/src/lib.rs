@@ -56,11 +56,13 @@ pub mod export;
 pub mod import;
 pub mod names;
 pub mod status;
+pub mod vars;
 pub mod wire;
 
 pub use conn::{Auth, Server, DEFAULT_SERVER};
 pub use export::{export, ExportOptions};
 pub use import::{import, ImportOptions};
+pub use vars::{mirror, Change, Entry, MirrorOptions, VarError, Vars, VarsOptions};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

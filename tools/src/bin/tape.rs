@@ -192,6 +192,13 @@ enum Command {
     /// Journals across machines on NATS JetStream: export, import, status.
     #[command(subcommand)]
     Nats(cmd::nats::NatsCommand),
+    /// Shared variables across machines (JSON values in a NATS JetStream
+    /// key-value bucket), each change a compare-and-set.
+    ///
+    /// get, del, dict-del, list-pop and list-remove exit 3 when the
+    /// variable (or key, or item) is not there.
+    #[command(subcommand)]
+    Var(cmd::var::VarCommand),
 }
 
 fn main() -> ExitCode {
@@ -205,6 +212,11 @@ fn main() -> ExitCode {
             // NO and TIMEOUT have exit statuses of their own.
             if let Some(u) = e.downcast_ref::<cmd::call::Unanswered>() {
                 ExitCode::from(u.exit_code())
+            } else if matches!(
+                e.downcast_ref::<tape_nats::VarError>(),
+                Some(tape_nats::VarError::Missing(_))
+            ) {
+                ExitCode::from(cmd::call::EXIT_NO)
             } else if e.is::<cmd::online::NotOnline>() {
                 ExitCode::from(cmd::call::EXIT_NO)
             } else {
@@ -312,5 +324,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bridge(c) => cmd::bridge::run(c, &mut stdout.lock()),
         Command::Nats(c) => cmd::nats::run(c, &mut stdout.lock()),
+        Command::Var(c) => cmd::var::run(c, &mut stdout.lock()),
     }
 }

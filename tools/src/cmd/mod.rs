@@ -8,5 +8,6 @@ pub mod online;
 pub mod prune;
 pub mod service;
 pub mod tail;
+pub mod var;
 pub mod verify;
 pub mod write;

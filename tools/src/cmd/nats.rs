@@ -57,7 +57,7 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    fn server(&self) -> Result<Server> {
+    pub fn server(&self) -> Result<Server> {
         let auth = Auth::from_args(self.token_file.as_deref(), self.creds.as_deref())
             .map_err(anyhow::Error::msg)?;
         Ok(Server::resolve(self.server.as_deref(), auth))
