@@ -143,8 +143,7 @@ pub fn check_name(n: &str) -> Result<(), VarError> {
         && !n.starts_with('.')
         && !n.ends_with('.')
         && !n.contains("..")
-        && n
-            .bytes()
+        && n.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"_-/=.".contains(&c));
     if !ok {
         return Err(other(format!(
@@ -418,7 +417,10 @@ impl Vars {
     fn publish_cas(&self, name: &str, expect: u64, step: &Step, id: &str) -> Result<Ack, VarError> {
         let subj = format!("{}{name}", self.prefix);
         let mut h = HeaderMap::new();
-        h.insert("Nats-Expected-Last-Subject-Sequence", expect.to_string().as_str());
+        h.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            expect.to_string().as_str(),
+        );
         h.insert("Nats-Msg-Id", id);
         let payload = match step {
             Step::Put(v) => {
@@ -437,10 +439,10 @@ impl Vars {
             }
         };
         self.retrying(&format!("change {name}"), |v| {
-            let fut = v
-                .conn
-                .client
-                .request_with_headers(subj.clone(), h.clone(), payload.clone().into());
+            let fut =
+                v.conn
+                    .client
+                    .request_with_headers(subj.clone(), h.clone(), payload.clone().into());
             let msg = match v
                 .rt
                 .block_on(async { tokio::time::timeout(Duration::from_secs(3), fut).await })
@@ -449,9 +451,8 @@ impl Vars {
                 Ok(Err(e)) => return Err(Fail::Retry(format!("no answer for {name}: {e}"))),
                 Err(_) => return Err(Fail::Retry(format!("no answer for {name} within 3 s"))),
             };
-            let a: Value = serde_json::from_slice(&msg.payload).map_err(|_| {
-                Fail::Retry(format!("the answer for {name} is not JSON"))
-            })?;
+            let a: Value = serde_json::from_slice(&msg.payload)
+                .map_err(|_| Fail::Retry(format!("the answer for {name} is not JSON")))?;
             if let Some(err) = a.get("error") {
                 let code = err["err_code"].as_u64().unwrap_or(0);
                 let d = err["description"].as_str().unwrap_or("?");
@@ -461,7 +462,9 @@ impl Vars {
                 if err["code"].as_u64() == Some(503) {
                     return Err(Fail::Retry(format!("{name}: {d}")));
                 }
-                return Err(Fail::Fatal(format!("the server refused the change of {name}: {d}")));
+                return Err(Fail::Fatal(format!(
+                    "the server refused the change of {name}: {d}"
+                )));
             }
             Ok(Ack::Stored(a["seq"].as_u64().unwrap_or(0)))
         })
@@ -742,7 +745,10 @@ impl Vars {
                     if n == 0 || n % 20 == 0 {
                         (self.opts.log)(&format!("{e}; watching again"));
                     }
-                    crate::sleep_unless(stop, crate::conn::backoff(n).min(Duration::from_millis(500)));
+                    crate::sleep_unless(
+                        stop,
+                        crate::conn::backoff(n).min(Duration::from_millis(500)),
+                    );
                     n += 1;
                     continue;
                 }
@@ -1108,7 +1114,13 @@ pub fn mirror(opts: &MirrorOptions, stop: &AtomicBool) -> Result<(), VarError> {
         }
     }
     let ready = opts.ready.clone();
-    vars.watch(&opts.pattern, Some(start), stop, &mut || ready(), &mut write)
+    vars.watch(
+        &opts.pattern,
+        Some(start),
+        stop,
+        &mut || ready(),
+        &mut write,
+    )
 }
 
 #[cfg(test)]
@@ -1148,7 +1160,10 @@ mod tests {
 
     #[test]
     fn raw_headers() {
-        assert_eq!(op_of_raw_headers(b"NATS/1.0\r\nKV-Operation: DEL\r\n\r\n"), "del");
+        assert_eq!(
+            op_of_raw_headers(b"NATS/1.0\r\nKV-Operation: DEL\r\n\r\n"),
+            "del"
+        );
         assert_eq!(op_of_raw_headers(b""), "put");
         assert_eq!(
             delivery("$JS.ACK.KV_tape.c.1.42.7.1700000000000000000.3"),

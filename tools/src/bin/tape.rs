@@ -215,9 +215,9 @@ fn main() -> ExitCode {
             } else if matches!(
                 e.downcast_ref::<tape_nats::VarError>(),
                 Some(tape_nats::VarError::Missing(_))
-            ) {
-                ExitCode::from(cmd::call::EXIT_NO)
-            } else if e.is::<cmd::online::NotOnline>() {
+            ) || e.is::<cmd::online::NotOnline>()
+            {
+                // A variable that does not exist, a name not online: 3.
                 ExitCode::from(cmd::call::EXIT_NO)
             } else {
                 ExitCode::FAILURE
