@@ -128,6 +128,31 @@ pub fn backoff(n: usize) -> Duration {
     SCHEDULE.wait_before(n)
 }
 
+/// Answers what a push consumer's idle heartbeat asks for: its
+/// flow-control request (the message's reply subject) and a stalled flow
+/// control it names (`Nats-Consumer-Stalled`). Returns whether `m` was a
+/// heartbeat, which carries nothing else.
+pub fn answer_heartbeat(rt: &tokio::runtime::Runtime, c: &Client, m: &async_nats::Message) -> bool {
+    if m.status != Some(async_nats::StatusCode::IDLE_HEARTBEAT) {
+        return false;
+    }
+    let stalled = m
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Consumer-Stalled"))
+        .map(|v| v.to_string());
+    for to in m
+        .reply
+        .as_ref()
+        .map(|r| r.to_string())
+        .into_iter()
+        .chain(stalled)
+    {
+        let _ = rt.block_on(c.publish(to, bytes::Bytes::new()));
+    }
+    true
+}
+
 /// A connection and what its events tell.
 #[derive(Debug, Clone)]
 pub struct Conn {

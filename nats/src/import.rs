@@ -44,7 +44,6 @@ use crate::api::{self, delivery_info};
 use crate::conn::{backoff, connect_retrying, Conn, Fail, Server};
 use crate::status::{self, Connector};
 use crate::{names, sleep_driving, wire, Log};
-use async_nats::StatusCode;
 use futures_util::StreamExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -467,20 +466,10 @@ impl Importer {
                 Ok(Some(m)) => m,
             };
             last_heard = Instant::now();
+            if crate::conn::answer_heartbeat(rt, c, &m) {
+                continue;
+            }
             if let Some(st) = m.status {
-                if st == StatusCode::IDLE_HEARTBEAT {
-                    // A flow-control request has a reply subject; a
-                    // heartbeat may name a stalled flow control.
-                    let stalled = m
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get("Nats-Consumer-Stalled"))
-                        .map(|v| v.to_string());
-                    for to in m.reply.map(|r| r.to_string()).into_iter().chain(stalled) {
-                        let _ = rt.block_on(c.publish(to, bytes::Bytes::new()));
-                    }
-                    continue;
-                }
                 return Err(Fail::Retry(format!(
                     "the consumer ended ({st}{})",
                     m.description.map(|d| format!(" {d}")).unwrap_or_default()

@@ -49,7 +49,6 @@ use crate::conn::Fail;
 use crate::conn::{connect, Conn, Server};
 use crate::Log;
 use async_nats::header::HeaderMap;
-use async_nats::StatusCode;
 use base64::Engine;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -524,11 +523,7 @@ impl Vars {
     /// Sets `key` of the object `name` (made `{}` when missing).
     pub fn dict_set(&self, name: &str, key: &str, value: &Value) -> Result<u64, VarError> {
         self.update(name, |cur| {
-            let mut m = match cur {
-                None => serde_json::Map::new(),
-                Some(Value::Object(m)) => m.clone(),
-                Some(v) => return Err(not_a(name, "an object", v, "dict-set")),
-            };
+            let mut m = object_of(name, cur, "dict-set", true)?;
             m.insert(key.to_string(), value.clone());
             Ok((Step::Put(Value::Object(m)), ()))
         })
@@ -539,11 +534,7 @@ impl Vars {
     /// not there. Returns the value it had.
     pub fn dict_del(&self, name: &str, key: &str) -> Result<Value, VarError> {
         self.update(name, |cur| {
-            let mut m = match cur {
-                None => return Err(VarError::Missing(format!("there is no variable {name}"))),
-                Some(Value::Object(m)) => m.clone(),
-                Some(v) => return Err(not_a(name, "an object", v, "dict-del")),
-            };
+            let mut m = object_of(name, cur, "dict-del", false)?;
             let old = m
                 .remove(key)
                 .ok_or_else(|| VarError::Missing(format!("{name} has no key {key:?}")))?;
@@ -556,11 +547,7 @@ impl Vars {
     /// the new revision.
     pub fn list_push(&self, name: &str, value: &Value) -> Result<u64, VarError> {
         self.update(name, |cur| {
-            let mut l = match cur {
-                None => Vec::new(),
-                Some(Value::Array(l)) => l.clone(),
-                Some(v) => return Err(not_a(name, "a list", v, "list-push")),
-            };
+            let mut l = list_of(name, cur, "list-push", true)?;
             l.push(value.clone());
             Ok((Step::Put(Value::Array(l)), ()))
         })
@@ -571,11 +558,7 @@ impl Vars {
     /// `None`; negative counts from the end).
     pub fn list_pop(&self, name: &str, index: Option<i64>) -> Result<Value, VarError> {
         self.update(name, |cur| {
-            let mut l = match cur {
-                None => return Err(VarError::Missing(format!("there is no variable {name}"))),
-                Some(Value::Array(l)) => l.clone(),
-                Some(v) => return Err(not_a(name, "a list", v, "list-pop")),
-            };
+            let mut l = list_of(name, cur, "list-pop", false)?;
             if l.is_empty() {
                 return Err(VarError::Missing(format!("the list {name} is empty")));
             }
@@ -598,11 +581,7 @@ impl Vars {
     /// [`VarError::Missing`] when there is none.
     pub fn list_remove(&self, name: &str, value: &Value) -> Result<u64, VarError> {
         self.update(name, |cur| {
-            let mut l = match cur {
-                None => return Err(VarError::Missing(format!("there is no variable {name}"))),
-                Some(Value::Array(l)) => l.clone(),
-                Some(v) => return Err(not_a(name, "a list", v, "list-remove")),
-            };
+            let mut l = list_of(name, cur, "list-remove", false)?;
             let at = l
                 .iter()
                 .position(|x| x == value)
@@ -843,18 +822,10 @@ impl Vars {
                 Ok(Some(m)) => m,
             };
             heard = Instant::now();
+            if crate::conn::answer_heartbeat(&self.rt, c, &m) {
+                continue;
+            }
             if let Some(st) = m.status {
-                if st == StatusCode::IDLE_HEARTBEAT {
-                    let stalled = m
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get("Nats-Consumer-Stalled"))
-                        .map(|v| v.to_string());
-                    for to in m.reply.map(|r| r.to_string()).into_iter().chain(stalled) {
-                        let _ = self.rt.block_on(c.publish(to, bytes::Bytes::new()));
-                    }
-                    continue;
-                }
                 return end(WatchEnd::Retry(format!("the consumer ended ({st})")));
             }
             let Some((ch, _, cseq)) = self.change_of(&m) else {
@@ -886,6 +857,38 @@ impl Vars {
 enum WatchEnd {
     Retry(String),
     Fatal(VarError),
+}
+
+/// The object variable `name` holds (`cur`), copied for `op` to change: an
+/// empty one when it does not exist and `or_empty`, else
+/// [`VarError::Missing`]; an error when it holds something else.
+fn object_of(
+    name: &str,
+    cur: Option<&Value>,
+    op: &str,
+    or_empty: bool,
+) -> Result<serde_json::Map<String, Value>, VarError> {
+    match cur {
+        None if or_empty => Ok(serde_json::Map::new()),
+        None => Err(VarError::Missing(format!("there is no variable {name}"))),
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(v) => Err(not_a(name, "an object", v, op)),
+    }
+}
+
+/// The list variable `name` holds, as [`object_of`] does for objects.
+fn list_of(
+    name: &str,
+    cur: Option<&Value>,
+    op: &str,
+    or_empty: bool,
+) -> Result<Vec<Value>, VarError> {
+    match cur {
+        None if or_empty => Ok(Vec::new()),
+        None => Err(VarError::Missing(format!("there is no variable {name}"))),
+        Some(Value::Array(l)) => Ok(l.clone()),
+        Some(v) => Err(not_a(name, "a list", v, op)),
+    }
 }
 
 fn not_a(name: &str, what: &str, v: &Value, op: &str) -> VarError {
