@@ -141,7 +141,7 @@ impl Puller {
         let mut last_heard = Instant::now();
         let mut next_ack = Instant::now();
         loop {
-            if stop.load(Ordering::Relaxed) {
+            if stop.load(Ordering::Acquire) {
                 return End::Stop;
             }
             let largest = self.replicas.iter().map(|r| r.page_size).max().unwrap_or(0);

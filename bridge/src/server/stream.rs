@@ -166,7 +166,7 @@ impl Subscriber {
         let mut rr = 0usize;
         let n = self.feeds.len();
         loop {
-            if sh.stop.load(Ordering::Relaxed) {
+            if sh.stop.load(Ordering::Acquire) {
                 return "the server is stopping".into();
             }
             let mut sent = false;

@@ -86,7 +86,7 @@ impl<'a> Connection<'a> {
                 }
                 Err(_) => return,
             }
-            if self.shared.stopping.load(Ordering::SeqCst) {
+            if self.shared.stopping.load(Ordering::Acquire) {
                 return;
             }
             let failure = match read_frame(&mut self.stream, MAX_REQUEST, &mut buf) {

@@ -98,7 +98,7 @@ impl Daemon {
     pub(super) fn serve(self, shutdown: &AtomicBool) {
         let shared = Arc::new(Shared::default());
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
-        while !shutdown.load(Ordering::SeqCst) {
+        while !shutdown.load(Ordering::Acquire) {
             let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
             let timeout = PollTimeout::try_from(SHUTDOWN_POLL).unwrap_or(PollTimeout::NONE);
             match nix::poll::poll(&mut fds, timeout) {
@@ -109,7 +109,7 @@ impl Daemon {
                     continue;
                 }
             }
-            if shutdown.load(Ordering::SeqCst) {
+            if shutdown.load(Ordering::Acquire) {
                 break;
             }
             threads.retain(|t| !t.is_finished());
@@ -125,7 +125,7 @@ impl Daemon {
                 Err(_) => std::thread::sleep(SHUTDOWN_POLL),
             }
         }
-        shared.stopping.store(true, Ordering::SeqCst);
+        shared.stopping.store(true, Ordering::Release);
         for conn in shared.lock().conns.values() {
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         }

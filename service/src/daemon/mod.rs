@@ -99,7 +99,7 @@ pub fn shutdown_on_signals() -> Result<&'static AtomicBool, ServiceError> {
     static FLAG: AtomicBool = AtomicBool::new(false);
     extern "C" fn on_signal(_: libc::c_int) {
         // An atomic store is async-signal-safe.
-        FLAG.store(true, Ordering::SeqCst);
+        FLAG.store(true, Ordering::Release);
     }
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
@@ -168,7 +168,7 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.store(true, Ordering::Release);
         // Wake the accept loop at once rather than at its next poll timeout.
         let _ = UnixStream::connect(&self.socket);
         if let Some(t) = self.thread.take() {
