@@ -1,0 +1,602 @@
+//! Files across machines: a JetStream object store (`tape file`,
+//! [`Files`]).
+//!
+//! # Layout (NATS's own object store, spoken over the plain JetStream API)
+//!
+//! Bucket `B` is the stream `OBJ_B` on the subjects `$O.B.C.>` (chunks) and
+//! `$O.B.M.>` (meta records), with roll-ups allowed, direct get, and
+//! discard-new past its limits: what `nats object add` makes. One version
+//! of object `NAME` is a random id (a *nuid*) whose chunks are the
+//! messages of `$O.B.C.<nuid>`, in order; its meta record is the last
+//! message of `$O.B.M.<base64url(NAME)>`, the JSON NATS's object stores
+//! write (`name`, `bucket`, `nuid`, `size`, `chunks`, `mtime`,
+//! `digest: "SHA-256=<base64url>"`, `options.max_chunk_size`). So the
+//! `nats object` tools and the NATS clients read what tape sends, and tape
+//! reads what they put. tape adds, where NATS has nothing: each chunk
+//! carries its index (`Tape-Chunk`) and its own digest
+//! (`Tape-Chunk-Digest`), and the record says so in its `metadata`
+//! (`tape-chunk-digests: sha256`), so that a damaged chunk is named.
+//!
+//! async-nats 0.51's object store (`create_object_store`, `put`, `get`)
+//! does work against nats-server 2.9.10 (checked: create, put, get with
+//! its digest check, list and delete of a 300 kB object), unlike its
+//! key-value store. tape does not use it: it needs the `object-store` and
+//! `ring` features (a second crypto library in the build), its `put`
+//! waits for each chunk's ack before sending the next (one round trip per
+//! chunk), it keeps no digest per chunk, and it publishes the new record
+//! without checking which one it replaces. The layout is the same, so the
+//! two read each other's objects.
+//!
+//! # What a receiver can see
+//!
+//! - **Send**: the chunks go under a new nuid, pipelined ([`FilesOptions::window`]
+//!   chunks in flight at most, each acknowledged by the server). Only
+//!   when every chunk is acknowledged, and the stream holds exactly that
+//!   many on the nuid's subject, is the record published, with a roll-up
+//!   (it replaces the record before) and `Nats-Expected-Last-Subject-Sequence`
+//!   (it replaces the record it read, not one another sender put in
+//!   between: then it reads again). Then the chunks of the version it
+//!   replaced are purged. A send that dies half way has published no
+//!   record: its chunks are invisible, and the object is what it was
+//!   before (absent, or the previous whole version). A send that fails
+//!   without dying purges its own chunks.
+//! - **Receive** reads the record, checks that the stream holds all its
+//!   chunks, and writes them, in order, to a temporary file beside the
+//!   target (`.<file>.tape-part`, locked while written), checking each
+//!   chunk's index and digest as it comes and the size and SHA-256 of the
+//!   whole at the end. Only then is the temporary file synced and renamed
+//!   onto the target: an interrupted or refused receive never leaves a
+//!   wrong file at the target, nor replaces a file that was there. A
+//!   receive killed half way leaves the temporary file, which the next
+//!   receive of that target takes over (truncates) and renames or removes.
+//! - A chunk whose digest does not match, that is missing, or that comes
+//!   where another was expected is refused naming the chunk; nothing is
+//!   written at the target.
+//!
+//! # Memory
+//!
+//! A send holds the chunk it reads plus the chunks in flight (window ×
+//! chunk size: 32 × 128 KiB = 4 MiB by default); a receive holds what
+//! the push consumer's flow control lets the server send ahead (a few
+//! MiB). Neither grows with the file: a 2 GiB file takes no more memory
+//! than a 2 MiB one.
+//!
+//! # Orphans
+//!
+//! A send that was killed leaves its chunks on the server under a nuid no
+//! record names. They are invisible, and [`Files::sweep`] (run after each
+//! successful send) purges those whose last chunk is older than
+//! [`ORPHAN_AGE`], so that a sender still at work is never touched.
+
+mod layout;
+mod recv;
+mod send;
+
+pub use layout::{
+    check_bucket, check_name, chunk_subject, hex, local_name, meta_subject, stream_of, ObjectInfo,
+    CHUNK_DIGESTS_KEY, CHUNK_DIGEST_HEADER, CHUNK_INDEX_HEADER, DEFAULT_BUCKET, DEFAULT_CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+};
+
+use crate::api;
+use crate::conn::{connect, Conn, Fail, Server};
+use crate::Log;
+use async_nats::header::HeaderMap;
+use base64::Engine;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Chunks of no record older than this are purged by [`Files::sweep`].
+pub const ORPHAN_AGE: Duration = Duration::from_secs(15 * 60);
+
+/// Why a file operation failed.
+#[derive(Debug, Clone)]
+pub enum FileError {
+    /// There is no such file in the bucket (`tape file` exits 3).
+    Missing(String),
+    /// What the server holds is not what was sent: a damaged or missing
+    /// chunk, a wrong digest. Nothing was written at the target.
+    Damaged(String),
+    /// Anything else; the text says what to do.
+    Other(String),
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileError::Missing(s) | FileError::Damaged(s) | FileError::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for FileError {}
+
+pub(crate) fn other(s: impl Into<String>) -> FileError {
+    FileError::Other(s.into())
+}
+
+/// How far a send or receive is: bytes done, bytes in all.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// Options of [`Files::open`].
+#[derive(Clone)]
+pub struct FilesOptions {
+    /// The server.
+    pub server: Server,
+    /// The bucket ([`DEFAULT_BUCKET`]).
+    pub bucket: String,
+    /// Bytes per chunk when sending ([`DEFAULT_CHUNK_SIZE`]).
+    pub chunk_size: usize,
+    /// Chunks in flight at most when sending (published, not yet
+    /// acknowledged).
+    pub window: usize,
+    /// How long to keep trying to reach the server, and how long the
+    /// server may stay silent in the middle of a transfer.
+    pub timeout: Duration,
+    /// Log lines (reconnections).
+    pub log: Log,
+}
+
+impl std::fmt::Debug for FilesOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilesOptions")
+            .field("server", &self.server)
+            .field("bucket", &self.bucket)
+            .field("chunk_size", &self.chunk_size)
+            .field("window", &self.window)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl FilesOptions {
+    /// The default bucket, 128 KiB chunks, 32 in flight, a 30 s timeout,
+    /// no log.
+    pub fn new(server: Server) -> FilesOptions {
+        FilesOptions {
+            server,
+            bucket: DEFAULT_BUCKET.to_string(),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            window: 32,
+            timeout: Duration::from_secs(30),
+            log: crate::quiet_log(),
+        }
+    }
+}
+
+/// A connection to one bucket of files. Blocking calls.
+///
+/// ```no_run
+/// use tape_nats::{Auth, Files, FilesOptions, Server};
+/// let files = Files::open(FilesOptions::new(Server::resolve(None, Auth::None)))?;
+/// let sent = files.send(std::path::Path::new("ticks.csv"), "ticks.csv", &mut |_, _| {})?;
+/// let (got, path) = files.recv("ticks.csv", std::path::Path::new("/tmp"), &mut |_, _| {})?;
+/// assert_eq!(sent.sha256, got.sha256);
+/// # Ok::<(), tape_nats::FileError>(())
+/// ```
+pub struct Files {
+    rt: tokio::runtime::Runtime,
+    conn: Conn,
+    opts: FilesOptions,
+    stream: String,
+}
+
+impl std::fmt::Debug for Files {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Files").field("opts", &self.opts).finish()
+    }
+}
+
+/// The answer to a conditional publish of a record.
+enum Cas {
+    Stored(u64),
+    Conflict,
+}
+
+impl Files {
+    /// Connects (retrying until `opts.timeout` while the server cannot be
+    /// reached; refused credentials fail at once). Makes nothing on the
+    /// server: the bucket's stream is made by the first send.
+    pub fn open(opts: FilesOptions) -> Result<Files, FileError> {
+        check_bucket(&opts.bucket)?;
+        if opts.chunk_size == 0 || opts.chunk_size > MAX_CHUNK_SIZE {
+            return Err(other(format!(
+                "a chunk size of {} bytes is not usable: give 1 to {MAX_CHUNK_SIZE}",
+                opts.chunk_size
+            )));
+        }
+        let rt = crate::runtime().map_err(other)?;
+        let until = Instant::now() + opts.timeout;
+        let mut n = 0;
+        let conn = loop {
+            match rt.block_on(connect(&opts.server, "tape file", opts.log.clone())) {
+                Ok(c) => break c,
+                Err(Fail::Fatal(e)) => return Err(other(e)),
+                Err(Fail::Retry(e)) => {
+                    if Instant::now() >= until {
+                        return Err(other(format!("{e}: is nats-server running there?")));
+                    }
+                    std::thread::sleep(crate::conn::backoff(n));
+                    n += 1;
+                }
+            }
+        };
+        Ok(Files {
+            rt,
+            conn,
+            stream: stream_of(&opts.bucket),
+            opts,
+        })
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.opts.bucket
+    }
+
+    /// The connection (for the benchmark and tests).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.conn.client
+    }
+
+    /// Runs `f` until it answers something else than [`Fail::Retry`], or
+    /// the timeout.
+    fn retrying<T>(
+        &self,
+        what: &str,
+        mut f: impl FnMut(&Self) -> Result<T, Fail>,
+    ) -> Result<T, FileError> {
+        let until = Instant::now() + self.opts.timeout;
+        let mut n = 0;
+        loop {
+            match f(self) {
+                Ok(t) => return Ok(t),
+                Err(Fail::Fatal(e)) => return Err(other(e)),
+                Err(Fail::Retry(e)) => {
+                    if Instant::now() >= until {
+                        return Err(other(format!(
+                            "cannot {what} within {} s: {e}",
+                            self.opts.timeout.as_secs()
+                        )));
+                    }
+                    if n == 2 {
+                        (self.opts.log)(&format!("{e}; retrying"));
+                    }
+                    std::thread::sleep(crate::conn::backoff(n).min(Duration::from_millis(500)));
+                    n += 1;
+                }
+            }
+        }
+    }
+
+    /// Makes the bucket's stream when it is missing.
+    async fn ensure_stream(&self) -> Result<(), Fail> {
+        let c = &self.conn.client;
+        if api::stream_info(c, &self.stream).await?.is_some() {
+            return Ok(());
+        }
+        let cfg = layout::stream_config(&self.opts.bucket, None, 1);
+        match api::request(c, format!("$JS.API.STREAM.CREATE.{}", self.stream), &cfg).await? {
+            Ok(_) => Ok(()),
+            // Made by another process at the same moment, or by `nats
+            // object add` with other settings: use it as it is.
+            Err(e) if e.err_code == 10058 => Ok(()),
+            Err(e) => Err(Fail::Fatal(format!(
+                "cannot make the bucket {} (stream {}): {}",
+                self.opts.bucket, self.stream, e.description
+            ))),
+        }
+    }
+
+    /// The last record of `name` (deleted ones too), `None` when it never
+    /// had one or the bucket does not exist.
+    async fn record(&self, name: &str) -> Result<Option<ObjectInfo>, Fail> {
+        let subj = meta_subject(&self.opts.bucket, name);
+        let ans = api::request(
+            &self.conn.client,
+            format!("$JS.API.STREAM.MSG.GET.{}", self.stream),
+            &json!({ "last_by_subj": subj }),
+        )
+        .await?;
+        let v = match ans {
+            Ok(v) => v,
+            Err(e) if e.code == 404 || e.err_code == api::STREAM_NOT_FOUND => return Ok(None),
+            Err(e) => {
+                return Err(Fail::Retry(format!(
+                    "cannot read the record of {name}: {}",
+                    e.description
+                )))
+            }
+        };
+        let m = &v["message"];
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(m["data"].as_str().unwrap_or_default())
+            .map_err(|e| Fail::Retry(format!("{name}: bad base64 from the server ({e})")))?;
+        let rec: Value = serde_json::from_slice(&data).map_err(|e| {
+            Fail::Fatal(format!(
+                "the record of {name} in bucket {} is not JSON ({e}): `tape file rm` it",
+                self.opts.bucket
+            ))
+        })?;
+        let info =
+            ObjectInfo::from_record(&rec, m["seq"].as_u64().unwrap_or(0)).ok_or_else(|| {
+                Fail::Fatal(format!(
+                    "the record of {name} in bucket {} has no name: `tape file rm` it",
+                    self.opts.bucket
+                ))
+            })?;
+        Ok(Some(info))
+    }
+
+    /// How many messages the stream holds on `subject`.
+    async fn count(&self, subject: &str) -> Result<u64, Fail> {
+        let ans = api::request(
+            &self.conn.client,
+            format!("$JS.API.STREAM.INFO.{}", self.stream),
+            &json!({ "subjects_filter": subject }),
+        )
+        .await?;
+        match ans {
+            Ok(v) => Ok(v["state"]["subjects"][subject].as_u64().unwrap_or(0)),
+            Err(e) if e.err_code == api::STREAM_NOT_FOUND => Ok(0),
+            Err(e) => Err(Fail::Retry(format!(
+                "cannot count the messages of {subject}: {}",
+                e.description
+            ))),
+        }
+    }
+
+    /// Publishes record `rec` of `name`, replacing (roll-up) the record at
+    /// revision `expect` (0: there must be none).
+    async fn publish_record(&self, name: &str, rec: &Value, expect: u64) -> Result<Cas, Fail> {
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Rollup", "sub");
+        h.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            expect.to_string().as_str(),
+        );
+        let subj = meta_subject(&self.opts.bucket, name);
+        let body = serde_json::to_vec(rec).unwrap_or_default();
+        let fut = self.conn.client.request_with_headers(subj, h, body.into());
+        let m = match tokio::time::timeout(Duration::from_secs(4), fut).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                return Err(Fail::Retry(format!(
+                    "cannot publish the record of {name}: {e}"
+                )))
+            }
+            Err(_) => {
+                return Err(Fail::Retry(format!(
+                    "no answer to the record of {name} within 4 s"
+                )))
+            }
+        };
+        let v: Value = serde_json::from_slice(&m.payload).map_err(|e| {
+            Fail::Retry(format!(
+                "the answer to the record of {name} is not JSON ({e})"
+            ))
+        })?;
+        if let Some(e) = v.get("error") {
+            if e["err_code"].as_u64() == Some(api::WRONG_LAST_SEQUENCE) {
+                return Ok(Cas::Conflict);
+            }
+            return Err(Fail::Fatal(format!(
+                "the server refused the record of {name}: {}",
+                e["description"].as_str().unwrap_or("?")
+            )));
+        }
+        Ok(Cas::Stored(v["seq"].as_u64().unwrap_or(0)))
+    }
+
+    /// Removes every chunk of version `nuid`.
+    async fn purge_chunks(&self, nuid: &str) -> Result<(), Fail> {
+        if nuid.is_empty() {
+            return Ok(());
+        }
+        let subj = chunk_subject(&self.opts.bucket, nuid);
+        match api::request(
+            &self.conn.client,
+            format!("$JS.API.STREAM.PURGE.{}", self.stream),
+            &json!({ "filter": subj }),
+        )
+        .await?
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.err_code == api::STREAM_NOT_FOUND => Ok(()),
+            Err(e) => Err(Fail::Retry(format!(
+                "cannot purge the chunks {subj}: {}",
+                e.description
+            ))),
+        }
+    }
+
+    /// Publishes `rec` as the record of `name` in place of whatever record
+    /// is there (reading it again when another process replaced it in
+    /// between), then purges the chunks of the version it replaced unless
+    /// that is `keep`. Returns the record replaced (`None`: there was none)
+    /// and the new record's revision. `must_exist`: fail with
+    /// [`FileError::Missing`] when there is no (undeleted) record.
+    fn replace_record(
+        &self,
+        name: &str,
+        rec: &mut dyn FnMut(Option<&ObjectInfo>) -> Value,
+        keep: &str,
+        must_exist: bool,
+    ) -> Result<(Option<ObjectInfo>, u64), FileError> {
+        loop {
+            let old = self.retrying("read the bucket", |f| f.rt.block_on(f.record(name)))?;
+            let live = old.as_ref().filter(|o| !o.deleted);
+            if must_exist && live.is_none() {
+                return Err(self.missing(name));
+            }
+            let r = rec(live);
+            let expect = old.as_ref().map_or(0, |o| o.revision);
+            let cas = self.retrying("publish the record", |f| {
+                f.rt.block_on(f.publish_record(name, &r, expect))
+            })?;
+            match cas {
+                Cas::Conflict => continue,
+                Cas::Stored(seq) => {
+                    if let Some(o) = live.filter(|o| o.nuid != keep) {
+                        self.retrying("purge the replaced chunks", |f| {
+                            f.rt.block_on(f.purge_chunks(&o.nuid))
+                        })?;
+                    }
+                    return Ok((live.cloned(), seq));
+                }
+            }
+        }
+    }
+
+    fn missing(&self, name: &str) -> FileError {
+        FileError::Missing(format!(
+            "there is no file {name} in bucket {} on {} (`tape file ls` lists them; a send that did not finish leaves none)",
+            self.opts.bucket, self.opts.server.url
+        ))
+    }
+
+    /// The record of `name`, `None` when there is no such file.
+    pub fn info(&self, name: &str) -> Result<Option<ObjectInfo>, FileError> {
+        check_name(name)?;
+        let r = self.retrying("read the bucket", |f| f.rt.block_on(f.record(name)))?;
+        Ok(r.filter(|o| !o.deleted))
+    }
+
+    /// Every file of the bucket, by name.
+    pub fn list(&self) -> Result<Vec<ObjectInfo>, FileError> {
+        let subjects = self.retrying("list the bucket", |f| {
+            f.rt.block_on(f.subjects(&layout::meta_wildcard(&f.opts.bucket)))
+        })?;
+        let b64 = base64::engine::general_purpose::URL_SAFE;
+        let mut out = Vec::new();
+        for s in subjects {
+            let Some(enc) = s.rsplit('.').next() else {
+                continue;
+            };
+            let Some(name) = b64.decode(enc).ok().and_then(|b| String::from_utf8(b).ok()) else {
+                continue;
+            };
+            if let Some(i) = self.retrying("read the bucket", |f| f.rt.block_on(f.record(&name)))? {
+                if !i.deleted {
+                    out.push(i);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The subjects matching `filter` that hold messages.
+    async fn subjects(&self, filter: &str) -> Result<Vec<String>, Fail> {
+        let mut out = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            let ans = api::request(
+                &self.conn.client,
+                format!("$JS.API.STREAM.INFO.{}", self.stream),
+                &json!({ "subjects_filter": filter, "offset": offset }),
+            )
+            .await?;
+            let v = match ans {
+                Ok(v) => v,
+                Err(e) if e.err_code == api::STREAM_NOT_FOUND => return Ok(out),
+                Err(e) => {
+                    return Err(Fail::Retry(format!(
+                        "cannot list bucket {}: {}",
+                        self.opts.bucket, e.description
+                    )))
+                }
+            };
+            let page: Vec<String> = v["state"]["subjects"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            let total = v["total"]
+                .as_u64()
+                .or_else(|| v["state"]["num_subjects"].as_u64())
+                .unwrap_or(0);
+            offset += page.len() as u64;
+            let done = page.is_empty() || offset >= total;
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Deletes file `name`: a deletion record in place of its record, then
+    /// its chunks purged. Returns what it was.
+    pub fn remove(&self, name: &str) -> Result<ObjectInfo, FileError> {
+        check_name(name)?;
+        let bucket = self.opts.bucket.clone();
+        let now = tape_journal::clock::now_ns();
+        let (old, _) = self.replace_record(
+            name,
+            &mut |live| {
+                let nuid = live.map_or("", |o| o.nuid.as_str());
+                layout::tombstone(&bucket, name, nuid, now)
+            },
+            "",
+            true,
+        )?;
+        old.ok_or_else(|| self.missing(name))
+    }
+
+    /// Purges the chunks that no record names and whose last chunk is
+    /// older than `min_age` (left by sends that were killed); returns how
+    /// many versions it purged.
+    pub fn sweep(&self, min_age: Duration) -> Result<usize, FileError> {
+        let bucket = self.opts.bucket.clone();
+        let chunks = self.retrying("list the bucket", |f| {
+            f.rt.block_on(f.subjects(&layout::chunk_wildcard(&bucket)))
+        })?;
+        if chunks.is_empty() {
+            return Ok(0);
+        }
+        let named: std::collections::HashSet<String> =
+            self.list()?.into_iter().map(|o| o.nuid).collect();
+        let now = tape_journal::clock::now_ns();
+        let mut purged = 0;
+        for subj in chunks {
+            let Some(nuid) = subj.rsplit('.').next() else {
+                continue;
+            };
+            if named.contains(nuid) {
+                continue;
+            }
+            let t = self.retrying("read the bucket", |f| f.rt.block_on(f.last_time(&subj)))?;
+            let Some(t) = t else { continue };
+            if now.saturating_sub(t) < min_age.as_nanos() as i64 {
+                continue;
+            }
+            // Read the records again: a send may have published its record
+            // since the list above.
+            if self.list()?.iter().any(|o| o.nuid == nuid) {
+                continue;
+            }
+            self.retrying("purge chunks", |f| f.rt.block_on(f.purge_chunks(nuid)))?;
+            purged += 1;
+        }
+        Ok(purged)
+    }
+
+    /// When the last message on `subject` was stored (ns since the epoch).
+    async fn last_time(&self, subject: &str) -> Result<Option<i64>, Fail> {
+        match api::request(
+            &self.conn.client,
+            format!("$JS.API.STREAM.MSG.GET.{}", self.stream),
+            &json!({ "last_by_subj": subject }),
+        )
+        .await?
+        {
+            Ok(v) => Ok(v["message"]["time"]
+                .as_str()
+                .and_then(crate::vars::parse_rfc3339)),
+            Err(e) if e.code == 404 => Ok(None),
+            Err(e) => Err(Fail::Retry(format!(
+                "cannot read {subject}: {}",
+                e.description
+            ))),
+        }
+    }
+}
