@@ -127,8 +127,9 @@ pub struct FilesOptions {
     pub bucket: String,
     /// Bytes per chunk when sending ([`DEFAULT_CHUNK_SIZE`]).
     pub chunk_size: usize,
-    /// Chunks in flight at most when sending (published, not yet
-    /// acknowledged).
+    /// Chunks in flight at most: sent and not yet acknowledged by the
+    /// server (send), or sent by the server and not yet acknowledged by
+    /// the receiver (receive).
     pub window: usize,
     /// How long to keep trying to reach the server, and how long the
     /// server may stay silent in the middle of a transfer.

@@ -302,6 +302,7 @@ impl Files {
         };
         let mut expect_cseq = 1u64;
         let mut heard = Instant::now();
+        let ack_every = (self.opts.window as u64 / 4).max(1);
         let name = &info.name;
         let nowhere = || format!("nothing written at {}", target.display());
         loop {
@@ -334,6 +335,10 @@ impl Files {
                 ))));
             }
             expect_cseq += 1;
+            if sseq <= got.last_sseq {
+                // Sent again (its ack was late): written already.
+                continue;
+            }
             heard = Instant::now();
             let i = got.index;
             if info.chunk_digests {
@@ -375,6 +380,13 @@ impl Files {
             got.bytes += m.payload.len() as u64;
             got.index += 1;
             got.last_sseq = sseq;
+            // Acknowledging a chunk acknowledges all before it, and lets
+            // the server send that many more.
+            if got.index % ack_every == 0 || got.index == info.chunks {
+                if let Some(r) = m.reply.clone() {
+                    let _ = self.rt.block_on(c.publish(r, bytes::Bytes::from_static(b"+ACK")));
+                }
+            }
             progress(got.bytes, info.size);
             if got.index == info.chunks {
                 return end(Ok(End::Done));
@@ -383,14 +395,16 @@ impl Files {
     }
 
     /// An ephemeral push consumer of `subj` after stream seq `after` (0:
-    /// from the first), no acks, flow control, a 1 s heartbeat.
+    /// from the first) that sends at most `window` chunks ahead of the
+    /// last one acknowledged (ack-all), with a 1 s heartbeat.
     async fn chunk_consumer(&self, subj: &str, inbox: &str, after: u64) -> Result<String, Fail> {
         let mut cfg = json!({
             "deliver_subject": inbox,
             "filter_subject": subj,
-            "ack_policy": "none",
+            "ack_policy": "all",
+            "max_ack_pending": self.opts.window.max(1),
+            "ack_wait": 60_000_000_000u64,
             "replay_policy": "instant",
-            "flow_control": true,
             "idle_heartbeat": 1_000_000_000u64,
             "inactive_threshold": 10_000_000_000u64,
             "mem_storage": true,
