@@ -384,7 +384,9 @@ impl Files {
             // the server send that many more.
             if got.index % ack_every == 0 || got.index == info.chunks {
                 if let Some(r) = m.reply.clone() {
-                    let _ = self.rt.block_on(c.publish(r, bytes::Bytes::from_static(b"+ACK")));
+                    let _ = self
+                        .rt
+                        .block_on(c.publish(r, bytes::Bytes::from_static(b"+ACK")));
                 }
             }
             progress(got.bytes, info.size);
