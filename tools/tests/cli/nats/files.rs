@@ -549,3 +549,73 @@ fn on_a_terminal_send_and_recv_draw_a_progress_line() {
     }
     assert_eq!(sha_of(&b.path().join("p.bin")), sha_of(&src));
 }
+
+/// The chunk subjects the bucket's stream holds (one per version).
+fn chunk_subjects(port: u16) -> Vec<String> {
+    let v = js_api(
+        port,
+        "$JS.API.STREAM.INFO.OBJ_tape",
+        r#"{"subjects_filter":"$O.tape.C.>"}"#,
+    );
+    let mut s: Vec<String> = v["state"]["subjects"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    s.sort();
+    s
+}
+
+#[test]
+fn the_chunks_of_a_killed_send_are_swept_once_old_and_a_files_chunks_never() {
+    let a = Root::new();
+    let engine = Engine::start(a.path(), None);
+    let url = engine.url();
+    let small = a.path().join("keep.bin");
+    let sha = random_file(&small, MIB);
+    ok(&mut file(&url, &["send", small.to_str().unwrap()]), b"");
+    let keep = format!("$O.tape.C.{}", listing(&url)[0]["nuid"].as_str().unwrap());
+    let big = a.path().join("big.bin");
+    random_file(&big, 96 * MIB);
+    let before = stream_bytes(engine.port);
+    let mut k = spawn(&url, &["send", big.to_str().unwrap()]);
+    let d = long();
+    while stream_bytes(engine.port) < before + 16 * MIB {
+        assert!(k.exited().is_none(), "the send ended before it was killed");
+        d.check("chunks of the send on the server");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    k.kill9();
+    assert_eq!(
+        chunk_subjects(engine.port).len(),
+        2,
+        "the killed send's chunks"
+    );
+
+    let files = tape_nats::Files::open(tape_nats::FilesOptions::new(tape_nats::Server {
+        url: url.clone(),
+        auth: tape_nats::Auth::None,
+    }))
+    .unwrap();
+    assert_eq!(
+        files.sweep(Duration::from_secs(3600)).unwrap(),
+        0,
+        "younger than the age given: kept (a sender may be at work)"
+    );
+    assert_eq!(chunk_subjects(engine.port).len(), 2);
+    assert_eq!(files.sweep(Duration::ZERO).unwrap(), 1);
+    assert_eq!(
+        chunk_subjects(engine.port),
+        [keep],
+        "only the file's chunks left"
+    );
+    let b = Root::new();
+    ok(
+        &mut file(
+            &url,
+            &["recv", "keep.bin", "-o", b.path().to_str().unwrap()],
+        ),
+        b"",
+    );
+    assert_eq!(sha_of(&b.path().join("keep.bin")), sha);
+    assert_eq!(listing(&url).len(), 1, "the killed send left no file");
+}
