@@ -55,11 +55,22 @@
 //!
 //! # Memory
 //!
-//! A send holds the chunk it reads plus the chunks in flight (window ×
-//! chunk size: 32 × 128 KiB = 4 MiB by default); a receive holds what
-//! the push consumer's flow control lets the server send ahead (a few
-//! MiB). Neither grows with the file: a 2 GiB file takes no more memory
-//! than a 2 MiB one.
+//! Both sides hold at most [`FilesOptions::window`] chunks (32 × 128 KiB
+//! = 4 MiB by default) besides the one they work on: a send waits for the
+//! server's acks once that many are in flight; a receive's consumer is
+//! made with `max_ack_pending` = window (ack-all, acknowledged every
+//! quarter window), so the server sends no further ahead. (Flow control
+//! alone let the server run about 50 MB ahead.) Neither grows with the
+//! file: the tests watch the peak memory of both past the middle of a
+//! 200 MiB file, and a 2 GiB file takes what a 2 MiB one does.
+//!
+//! # When the server goes away
+//!
+//! A receive goes on where it was once the server is back (a new consumer
+//! from the stream sequence after the last chunk written), as long as the
+//! record still names the version it is receiving. A send does not: it
+//! fails, one line, its chunks invisible (purged when the server still
+//! answers, else swept later), and the file on the server is what it was.
 //!
 //! # Orphans
 //!

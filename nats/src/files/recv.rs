@@ -261,7 +261,7 @@ impl Files {
         let held = self.retrying("count the chunks", |f| f.rt.block_on(f.count(subj)))?;
         if held != info.chunks {
             return Err(FileError::Damaged(format!(
-                "chunks of file {name} were removed on the server while it was being received ({held} of {} left): nothing written at {}",
+                "chunks of file {name} are missing on the server (it holds {held} of its {} chunks now; purged, or lost by a server that was killed): nothing written at {}; send it again",
                 info.chunks,
                 target.display()
             )));

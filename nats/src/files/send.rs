@@ -31,13 +31,8 @@ impl Files {
                 path.display()
             )));
         }
-        self.send_from(&mut f, name, Some(meta.len()), progress)
-            .map_err(|e| match e {
-                FileError::Other(s) if s.starts_with("cannot read the input") => {
-                    other(s.replacen("the input", &path.display().to_string(), 1))
-                }
-                e => e,
-            })
+        let what = path.display().to_string();
+        self.send_reading(&mut f, &what, name, Some(meta.len()), progress)
     }
 
     /// Sends what `input` gives until its end as `name`; `size`, when
@@ -50,12 +45,24 @@ impl Files {
         size: Option<u64>,
         progress: Progress<'_>,
     ) -> Result<ObjectInfo, FileError> {
+        self.send_reading(input, "the input", name, size, progress)
+    }
+
+    /// [`Files::send_from`], naming the input `what` in errors.
+    fn send_reading(
+        &self,
+        input: &mut dyn Read,
+        what: &str,
+        name: &str,
+        size: Option<u64>,
+        progress: Progress<'_>,
+    ) -> Result<ObjectInfo, FileError> {
         check_name(name)?;
         self.retrying("make the bucket", |f| f.rt.block_on(f.ensure_stream()))?;
         let nuid = layout::nuid();
         let subject = chunk_subject(&self.opts.bucket, &nuid);
         let sent = self
-            .send_chunks(input, name, &nuid, size, progress)
+            .send_chunks(input, what, name, &nuid, size, progress)
             .and_then(|sent| {
                 // Every chunk acknowledged: check the stream holds them all
                 // before the record makes them the file.
@@ -94,6 +101,7 @@ impl Files {
     fn send_chunks(
         &self,
         input: &mut dyn Read,
+        what: &str,
         name: &str,
         nuid: &str,
         size: Option<u64>,
@@ -163,7 +171,8 @@ impl Files {
                 continue;
             }
             let mut buf = vec![0u8; chunk];
-            let n = read_full(input, &mut buf)?;
+            let n = read_full(input, &mut buf)
+                .map_err(|e| other(format!("cannot read {what}: {e}")))?;
             if n == 0 {
                 eof = true;
                 continue;
@@ -204,7 +213,7 @@ impl Files {
         if let Some(s) = size {
             if s != bytes {
                 return Err(other(format!(
-                    "the input changed size while it was sent ({s} bytes when it was opened, {bytes} read): the file on the server is unchanged; send it again once it is complete"
+                    "{what} changed size while it was sent ({s} bytes when it was opened, {bytes} read): the file on the server is unchanged; send it again once it is complete"
                 )));
             }
         }
@@ -246,14 +255,14 @@ fn check_ack(m: &async_nats::Message, name: &str) -> Result<(), FileError> {
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> Result<usize, FileError> {
+fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match input.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(other(format!("cannot read the input: {e}"))),
+            Err(e) => return Err(e),
         }
     }
     Ok(n)

@@ -619,3 +619,92 @@ fn the_chunks_of_a_killed_send_are_swept_once_old_and_a_files_chunks_never() {
     assert_eq!(sha_of(&b.path().join("keep.bin")), sha);
     assert_eq!(listing(&url).len(), 1, "the killed send left no file");
 }
+
+#[test]
+fn the_server_killed_mid_send_is_one_error_line_and_nothing_visible() {
+    let a = Root::new();
+    let mut engine = Engine::start(a.path(), None);
+    let url = engine.url();
+    let src = a.path().join("big.bin");
+    let sha = random_file(&src, 200 * MIB);
+    let mut send = Kid::spawn(
+        "tape file send",
+        file(&url, &["send", src.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let err = Lines::of(send.child.stderr.take().unwrap());
+    let d = long();
+    while stream_bytes(engine.port) < 16 * MIB {
+        assert!(
+            send.exited().is_none(),
+            "the send ended before the server died"
+        );
+        d.check("chunks of the send on the server");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    engine.kill9();
+    let status = send.wait_until(&long());
+    engine.restart();
+    engine.wait_ready();
+    let mut lines = Vec::new();
+    while let Some(l) = err.next(&Deadline::new(), "the send's stderr") {
+        lines.push(l);
+    }
+    assert_eq!(status.code(), Some(1), "the send failed: {lines:?}");
+    // Before it, the client's own log lines (lost the connection, ...).
+    let last = lines.last().expect("an error line");
+    assert!(
+        last.starts_with("tape: ") && last.contains(&url) && last.contains("send it again"),
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains("panicked")), "{lines:?}");
+    assert_eq!(listing(&url), Vec::<serde_json::Value>::new(), "no file");
+    // Sent again, it is there whole.
+    ok(&mut file(&url, &["send", src.to_str().unwrap()]), b"");
+    assert_eq!(listing(&url)[0]["sha256"], sha.as_str());
+}
+
+#[test]
+fn a_receive_goes_on_where_it_was_when_the_server_is_killed_and_started_again() {
+    let a = Root::new();
+    let b = Root::new();
+    let mut engine = Engine::start(a.path(), None);
+    let url = engine.url();
+    let src = a.path().join("big.bin");
+    let sha = random_file(&src, 200 * MIB);
+    ok(&mut file(&url, &["send", src.to_str().unwrap()]), b"");
+    let part = b.path().join(".big.bin.tape-part");
+    let mut recv = Kid::spawn(
+        "tape file recv",
+        file(&url, &["recv", "big.bin", "-o", b.path().to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let err = Lines::of(recv.child.stderr.take().unwrap());
+    let d = long();
+    while std::fs::metadata(&part).map_or(0, |m| m.len()) < 16 * MIB {
+        assert!(
+            recv.exited().is_none(),
+            "the receive ended before the server died"
+        );
+        d.check("the receive to write 16 MiB");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    engine.kill9();
+    engine.restart();
+    let status = recv.wait_until(&long());
+    let mut lines = Vec::new();
+    while let Some(l) = err.next(&Deadline::new(), "the receive's stderr") {
+        lines.push(l);
+    }
+    assert!(status.success(), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("going on from chunk")),
+        "it went on: {lines:?}"
+    );
+    assert_eq!(sha_of(&b.path().join("big.bin")), sha);
+    assert_eq!(names_in(b.path()), ["big.bin"]);
+}
