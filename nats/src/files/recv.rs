@@ -111,6 +111,11 @@ fn parent_of(p: &Path) -> &Path {
 pub fn target_of(name: &str, out: &Path) -> Result<PathBuf, FileError> {
     let t = if out.is_dir() {
         out.join(local_name(name)?)
+    } else if out.as_os_str().to_string_lossy().ends_with('/') {
+        return Err(other(format!(
+            "cannot write into {}: there is no such folder",
+            out.display()
+        )));
     } else {
         out.to_path_buf()
     };
@@ -467,6 +472,18 @@ mod tests {
             Some((42, 7))
         );
         assert_eq!(sequences("_INBOX.x"), None);
+    }
+
+    #[test]
+    fn targets() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        assert_eq!(target_of("a/b.csv", p).unwrap(), p.join("b.csv"));
+        assert_eq!(target_of("b.csv", &p.join("x")).unwrap(), p.join("x"));
+        assert!(target_of("b.csv", &p.join("nodir/x")).is_err());
+        let slash = format!("{}/nodir/", p.display());
+        assert!(target_of("b.csv", Path::new(&slash)).is_err());
+        assert!(target_of("a/", p).is_err());
     }
 
     #[test]

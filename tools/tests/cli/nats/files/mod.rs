@@ -140,3 +140,35 @@ pub fn chunk_subjects(port: u16) -> Vec<String> {
     s.sort();
     s
 }
+
+#[test]
+fn every_file_subcommand_explains_its_flags() {
+    let cases: [(&[&str], &[&str]); 5] = [
+        (&["file"], &["send", "recv", "ls", "rm", "exit 3"]),
+        (
+            &["file", "send"],
+            &[
+                "--name",
+                "--bucket",
+                "--server",
+                "--token-file",
+                "--creds",
+                "SHA-256",
+            ],
+        ),
+        (
+            &["file", "recv"],
+            &["-o", "--bucket", "--server", "temporary name", "exit 3"],
+        ),
+        (&["file", "ls"], &["--json", "--bucket", "--server"]),
+        (&["file", "rm"], &["--bucket", "--server", "exit 3"]),
+    ];
+    for (verb, flags) in cases {
+        let mut args = verb.to_vec();
+        args.push("--help");
+        let out = String::from_utf8(ok(&mut tape(&args), b"")).unwrap();
+        for f in flags {
+            assert!(out.contains(f), "tape {args:?} mentions {f}:\n{out}");
+        }
+    }
+}
