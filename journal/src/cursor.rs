@@ -437,8 +437,9 @@ impl Cursor {
 
     /// Creates the exchange through which a helper thread maps this
     /// cursor's next pages ahead (pre-faulted when `populate`) and unmaps
-    /// the ones it left; run [`PageExchange::serve`] on that thread.
-    pub fn exchange(&mut self, populate: bool) -> Arc<PageExchange> {
+    /// the ones it left; the [`PageHelper`](crate::PageHelper) thread
+    /// serves it.
+    pub(crate) fn exchange(&mut self, populate: bool) -> Arc<PageExchange> {
         let ex = Arc::new(PageExchange::new(
             self.dir.clone(),
             self.name.clone(),

@@ -35,7 +35,7 @@ struct HelperState {
 /// `retired` slot. The helper's own bookkeeping sits behind a mutex only it
 /// takes.
 #[derive(Debug)]
-pub struct PageExchange {
+pub(crate) struct PageExchange {
     dir: PathBuf,
     name: String,
     page_size: u64,
@@ -206,11 +206,8 @@ impl PageExchange {
     /// earlier would double the memory mapped, and populating page tables
     /// slows the reading thread while it runs). Returns whether it did any
     /// work. Errors are left for the cursor to meet when it gets there.
-    pub fn serve(&self) -> bool {
-        self.serve_paced(Instant::now()).0
-    }
-
-    /// [`serve`](Self::serve), and how long this cursor can wait for the
+    ///
+    /// Also returns how long this cursor can wait for the
     /// next look: an eighth of the time since it last changed page, between
     /// [`MIN_LOOK`] and [`MAX_LOOK`]. A cursor that turns a page every
     /// 10 ms is looked at every millisecond; an idle one 50 times a second.
@@ -308,7 +305,7 @@ impl PageHelper {
             .name(name.into())
             .spawn(move || {
                 if let Some(c) = core {
-                    let _ = pin_thread(c);
+                    let _ = crate::cpu::pin_thread(c);
                 }
                 while !s.stop.load(Ordering::Acquire) {
                     let list = {
@@ -353,21 +350,4 @@ impl Drop for PageHelper {
             let _ = t.join();
         }
     }
-}
-
-/// Pins the calling thread to CPU `core`.
-pub fn pin_thread(core: usize) -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set, CPU_SET
-    // writes inside it (core is checked against the set's size).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if core >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
-            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        libc::CPU_SET(core, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
