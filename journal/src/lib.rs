@@ -84,6 +84,7 @@ compile_error!("tape journals are little-endian and use Linux mmap semantics");
 
 mod appender;
 mod atomics;
+mod bell;
 pub mod clock;
 mod cpu;
 mod cursor;
@@ -103,8 +104,9 @@ pub mod sync;
 mod verify;
 
 pub use appender::{AppendOptions, Appender, Claim, FrameMeta, ReplicaError, WriteError};
+pub use bell::{bell_path, BELL_SUFFIX, NO_BELL_POLL};
 pub use cpu::pin_thread;
-pub use cursor::{Cursor, CursorOptions, Frame, ReadError, Start};
+pub use cursor::{wait_any, Cursor, CursorOptions, Frame, ReadError, Start};
 pub use exchange::{PageHelper, PageHelperHandle, MAX_LOOK, MIN_LOOK};
 pub use files::{
     check_name, journal_dir, list_journals, list_pages, lock_holder, resolve_root, root_of,

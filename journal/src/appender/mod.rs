@@ -2,6 +2,7 @@
 //! involved. Publication follows Aeron's term appender: header and payload
 //! first, then the length word with a Release store.
 
+use crate::bell::{register_writer, Bell};
 use crate::files::{check_name, JournalLock};
 use crate::format::{
     align_frame, checksum, max_payload, valid_page_size, FrameHeader, END_MARKER_ROOM, END_OF_PAGE,
@@ -14,6 +15,7 @@ use crate::prepare::Preparer;
 use crate::publish::store_len;
 use crate::scan::nonzero_end;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 mod claim;
 mod errors;
@@ -64,11 +66,21 @@ pub struct Appender {
     next_base: usize,
     prepare: PrepareOptions,
     preparer: Option<Preparer>,
+    /// The doorbell's `sleepers` word (a static 0 when the journal has no
+    /// doorbell), loaded after each frame.
+    sleepers: *const AtomicU32,
+    /// Fence before that load: the kernel has no membarrier (bell.rs).
+    must_fence: bool,
+    bell: Option<Bell>,
     _lock: JournalLock,
 }
 
+/// `sleepers` of a journal whose doorbell could not be made: nobody.
+static NOBODY: AtomicU32 = AtomicU32::new(0);
+
 // SAFETY: `base` points into `page`'s mapping, which the Appender owns and
-// moves with it; nothing else in the process writes through it.
+// moves with it; nothing else in the process writes through it. `sleepers`
+// points into `bell`'s mapping (owned likewise) or at a static.
 unsafe impl Send for Appender {}
 
 impl Appender {
@@ -138,6 +150,13 @@ impl Appender {
         } else {
             None
         };
+        // The doorbell: readers sleep on it (bell.rs). Without one (a
+        // folder that refuses the file) readers poll; writing goes on.
+        let must_fence = register_writer();
+        let bell = Bell::create(dir, name).ok();
+        let sleepers = bell
+            .as_ref()
+            .map_or(&NOBODY as *const AtomicU32, Bell::sleepers);
         Ok(Appender {
             dir: dir.to_path_buf(),
             name: name.to_string(),
@@ -155,6 +174,9 @@ impl Appender {
             switches: 0,
             prepare: opts.prepare,
             preparer,
+            sleepers,
+            must_fence,
+            bell,
             _lock: lock,
         })
     }
@@ -208,6 +230,21 @@ impl Appender {
             )
         };
         Ok(off)
+    }
+
+    /// After a frame's publication: rings the doorbell if a reader sleeps
+    /// (one plain load when nobody does; see bell.rs for why no fence).
+    #[inline(always)]
+    fn wake_sleepers(&self) {
+        if self.must_fence {
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+        // SAFETY: `sleepers` points at a live atomic (see the Send impl).
+        if unsafe { &*self.sleepers }.load(Ordering::Relaxed) != 0 {
+            if let Some(b) = &self.bell {
+                b.ring();
+            }
+        }
     }
 
     /// Finds room for a frame with `len` payload bytes, switching pages if
@@ -298,6 +335,7 @@ impl Appender {
         self.next_seq = seq + 1;
         self.has_frames = true;
         self.last_time = time;
+        self.wake_sleepers();
     }
 
     /// Near the end of the page: warms the next page's first lines (owned,
