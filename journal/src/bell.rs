@@ -314,11 +314,24 @@ pub(crate) trait Waitable {
     fn ready(&mut self) -> bool;
     /// The journal's doorbell, opened on first use.
     fn bell(&mut self) -> Option<&Bell>;
+    /// It goes to sleep, or wakes: its page helper need not look at it
+    /// meanwhile.
+    fn sleeping(&mut self, asleep: bool);
 }
 
 /// Blocks until one of `items` has a frame ready or `timeout` passes;
 /// returns whether one is ready.
 pub(crate) fn wait_any<W: Waitable>(items: &mut [W], timeout: Duration) -> bool {
+    if items.iter_mut().any(|i| i.ready()) {
+        return true;
+    }
+    items.iter_mut().for_each(|i| i.sleeping(true));
+    let ready = sleep_until_ready(items, timeout);
+    items.iter_mut().for_each(|i| i.sleeping(false));
+    ready
+}
+
+fn sleep_until_ready<W: Waitable>(items: &mut [W], timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     let mut words = Vec::with_capacity(items.len());
     loop {
@@ -348,10 +361,17 @@ pub(crate) fn wait_any<W: Waitable>(items: &mut [W], timeout: Duration) -> bool 
         }
         if words.is_empty() {
             std::thread::sleep(left.min(NO_BELL_POLL));
-        } else if all {
-            sleep_on(&words, left);
-        } else {
-            sleep_on(&words, left.min(NO_BELL_POLL));
+            continue;
+        }
+        sleep_on(&words, if all { left } else { left.min(NO_BELL_POLL) });
+        // SAFETY: each word is in the mapping of a Bell that `items` keeps.
+        let rung = words
+            .iter()
+            .any(|(w, v)| unsafe { &**w }.load(Ordering::Acquire) != *v);
+        if rung {
+            // A frame, or something published where this reader cannot
+            // see it (past a hole: damage): the caller looks.
+            return items.iter_mut().any(|i| i.ready());
         }
     }
 }

@@ -248,6 +248,9 @@ impl Cursor {
 
     /// Blocks until the next frame is published or `timeout` passes, and
     /// returns whether a frame (or an error) is there for [`next`](Self::next).
+    /// It returns `false` early when the writer rang but no frame can be
+    /// read here: something was published past a hole, so this is the
+    /// moment for [`check_stall`](Self::check_stall).
     /// Sleeps on the journal's doorbell (`FORMAT.md`, "The doorbell"): no
     /// CPU while it waits, woken within microseconds of the frame's
     /// publication. A journal without a doorbell (its writer could not make
@@ -534,6 +537,12 @@ impl crate::bell::Waitable for &mut Cursor {
     fn ready(&mut self) -> bool {
         // An error is "ready" too: the caller's next() returns it.
         self.peek().map_or(true, |f| f.is_some())
+    }
+
+    fn sleeping(&mut self, asleep: bool) {
+        if let Some(ex) = &self.exchange {
+            ex.set_asleep(asleep);
+        }
     }
 
     fn bell(&mut self) -> Option<&Bell> {

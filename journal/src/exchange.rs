@@ -10,8 +10,8 @@ use crate::Cursor;
 use std::path::PathBuf;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 /// Retired pages the cursor can hand back before the helper has unmapped
@@ -52,6 +52,11 @@ pub(crate) struct PageExchange {
     /// Pages the cursor left, to unmap.
     retired: [Slot<PageRef>; RETIRED_SLOTS],
     helper: Mutex<HelperState>,
+    /// The cursor sleeps in `Cursor::wait`: it does not move, so the helper
+    /// need not look at it until it wakes (and unparks the helper).
+    asleep: AtomicBool,
+    /// The helper thread serving this exchange, to unpark on waking.
+    helper_thread: OnceLock<Thread>,
 }
 
 /// A slot through which one thread hands a boxed value to another, lock
@@ -145,6 +150,8 @@ impl PageExchange {
             ready: Slot::new(),
             ready_base: AtomicUsize::new(0),
             retired: Default::default(),
+            asleep: AtomicBool::new(false),
+            helper_thread: OnceLock::new(),
             helper: Mutex::new(HelperState {
                 pace: Pace::new(current, Instant::now()),
                 offered: 0,
@@ -195,6 +202,17 @@ impl PageExchange {
         drop(Slot::put_any(&self.retired, page));
     }
 
+    /// Cursor side: it goes to sleep in `Cursor::wait` (`true`) or wakes
+    /// (`false`: the helper is unparked to look at it again).
+    pub(crate) fn set_asleep(&self, asleep: bool) {
+        self.asleep.store(asleep, Ordering::Release);
+        if !asleep {
+            if let Some(t) = self.helper_thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
     /// Cursor side: it reads at offset `off` of its page now.
     #[inline]
     pub(crate) fn progress(&self, off: usize) {
@@ -215,6 +233,9 @@ impl PageExchange {
         let mut worked = false;
         for slot in &self.retired {
             worked |= slot.take().is_some();
+        }
+        if self.asleep.load(Ordering::Acquire) {
+            return (worked, SLEEPING_LOOK);
         }
         let current = self.current.load(Ordering::Acquire);
         let want = current + 1;
@@ -251,6 +272,10 @@ impl PageExchange {
     }
 }
 
+/// How long a helper waits between looks while its cursors sleep (a
+/// waking cursor unparks it at once).
+pub const SLEEPING_LOOK: Duration = Duration::from_secs(1);
+
 /// Shortest wait between a helper's looks at a cursor.
 pub const MIN_LOOK: Duration = Duration::from_millis(1);
 /// Longest wait between a helper's looks at a cursor: a cursor that was
@@ -263,6 +288,8 @@ struct HelperShared {
     exchanges: Mutex<Vec<Arc<PageExchange>>>,
     /// A stop flag: Release/Acquire (crate docs, "Stop flags").
     stop: AtomicBool,
+    /// The helper thread, once spawned.
+    thread: OnceLock<Thread>,
 }
 
 impl HelperShared {
@@ -291,6 +318,10 @@ impl PageHelperHandle {
     /// dropped.
     pub fn add(&self, cursor: &mut Cursor) {
         let ex = cursor.exchange(true);
+        if let Some(t) = self.0.thread.get() {
+            let _ = ex.helper_thread.set(t.clone());
+            t.unpark();
+        }
         self.0.list().push(ex);
     }
 }
@@ -315,7 +346,7 @@ impl PageHelper {
                         l.clone()
                     };
                     let now = Instant::now();
-                    let (worked, wait) = list.iter().fold((false, MAX_LOOK), |(w, d), ex| {
+                    let (worked, wait) = list.iter().fold((false, SLEEPING_LOOK), |(w, d), ex| {
                         let (worked, wait) = ex.serve_paced(now);
                         (w | worked, d.min(wait))
                     });
@@ -324,6 +355,7 @@ impl PageHelper {
                     }
                 }
             })?;
+        let _ = shared.thread.set(thread.thread().clone());
         Ok(PageHelper {
             shared,
             thread: Some(thread),

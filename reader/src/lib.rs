@@ -59,6 +59,7 @@ mod merge;
 
 use merge::Merge;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use tape_journal::{Cursor, CursorOptions, OpenError, PageHelper, ReadError};
 use tape_service::{ReaderLease, RegisterError};
 
@@ -247,6 +248,9 @@ impl<'a> std::ops::Deref for ReaderFrame<'a> {
         &self.frame
     }
 }
+
+/// How often [`Reader::wait`] looks for a journal that does not exist yet.
+pub const JOURNAL_APPEARS_POLL: Duration = Duration::from_millis(10);
 
 /// How many empty polls pass between the housekeeping steps (retrying
 /// journals that do not exist yet, mapping next pages ahead).
@@ -439,6 +443,58 @@ impl Reader {
             }
         }
         Ok(())
+    }
+
+    /// Blocks until [`next`](Self::next) has a frame (or an error) to
+    /// return, or `timeout` passes; returns whether it has. Sleeps on the
+    /// doorbells of all the reader's journals at once (no CPU while it
+    /// waits; woken within microseconds of a frame's publication in any of
+    /// them). A journal that does not exist yet is looked for every
+    /// [`JOURNAL_APPEARS_POLL`] meanwhile.
+    ///
+    /// ```no_run
+    /// # let mut r = tape_reader::Reader::create("strategy").unwrap();
+    /// loop {
+    ///     while let Some(f) = r.next().unwrap() {
+    ///         println!("{}", f.seq());
+    ///     }
+    ///     r.wait(std::time::Duration::from_secs(1));
+    /// }
+    /// ```
+    pub fn wait(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let waiting = |r: &Reader| r.sources.iter().any(|s| matches!(s.state, State::Waiting));
+            if waiting(self) {
+                self.housekeeping();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let slice = if waiting(self) {
+                left.min(JOURNAL_APPEARS_POLL)
+            } else {
+                left
+            };
+            let mut cursors: Vec<&mut Cursor> = self
+                .sources
+                .iter_mut()
+                .filter_map(|s| match &mut s.state {
+                    State::Open { cursor } => Some(cursor),
+                    State::Waiting => None,
+                })
+                .collect();
+            let ready = if cursors.is_empty() {
+                std::thread::sleep(slice);
+                false
+            } else {
+                tape_journal::wait_any(&mut cursors, slice)
+            };
+            if ready {
+                return true;
+            }
+            if slice >= left {
+                return false;
+            }
+        }
     }
 
     /// Opens journals that appeared since they were added and maps next
