@@ -100,7 +100,7 @@ fn idle_follow_sleeps_and_wakes_on_the_next_frame() {
     let before = cpu_ticks(tail.pid());
     std::thread::sleep(std::time::Duration::from_secs(10));
     let used = cpu_ticks(tail.pid()) - before;
-    // SAFETY-free libc call: sysconf has no preconditions.
+    // SAFETY: sysconf takes a constant and reads no memory of ours.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     assert!(
         used * 1000 <= hz * 10,
