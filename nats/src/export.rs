@@ -263,7 +263,11 @@ async fn acks(mut sub: async_nats::Subscriber, shared: Arc<Shared>) {
     }
 }
 
-/// How the export waits for the journal: [`crate::Poller`], or spinning
+/// The longest the export sleeps on the journal's doorbell with nothing in
+/// flight before it drives the connection again.
+const IDLE_WAIT: Duration = Duration::from_millis(2);
+
+/// How the export waits while acks are due: [`crate::Poller`], or spinning
 /// with `--busy-poll`.
 enum Wait {
     Poll(crate::Poller),
@@ -616,7 +620,15 @@ impl Exporter {
                 rt.block_on(tokio::task::yield_now());
                 driven = Instant::now();
             }
-            if sent == 0 {
+            if sent == 0 && inflight == 0 && !self.opts.busy_poll {
+                // Nothing to send, nothing to hear back: asleep on the
+                // journal's doorbell, woken by the writer's next frame;
+                // back within IDLE_WAIT to drive the connection (pings,
+                // status answers).
+                cursor.wait(IDLE_WAIT);
+                // The next turn drives the connection, whatever it sends.
+                driven = Instant::now() - Duration::from_millis(2);
+            } else if sent == 0 {
                 idle.idle();
             } else {
                 idle.reset();
