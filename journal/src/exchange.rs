@@ -55,7 +55,10 @@ pub(crate) struct PageExchange {
     /// The cursor sleeps in `Cursor::wait`: it does not move, so the helper
     /// need not look at it until it wakes (and unparks the helper).
     asleep: AtomicBool,
-    /// The helper thread serving this exchange, to unpark on waking.
+    /// The helper looks at this cursor only every [`SLEEPING_LOOK`] since
+    /// it found it asleep; the cursor unparks it when it moves on.
+    napping: AtomicBool,
+    /// The helper thread serving this exchange, to unpark then.
     helper_thread: OnceLock<Thread>,
 }
 
@@ -151,6 +154,7 @@ impl PageExchange {
             ready_base: AtomicUsize::new(0),
             retired: Default::default(),
             asleep: AtomicBool::new(false),
+            napping: AtomicBool::new(false),
             helper_thread: OnceLock::new(),
             helper: Mutex::new(HelperState {
                 pace: Pace::new(current, Instant::now()),
@@ -203,20 +207,29 @@ impl PageExchange {
     }
 
     /// Cursor side: it goes to sleep in `Cursor::wait` (`true`) or wakes
-    /// (`false`: the helper is unparked to look at it again).
+    /// (`false`). Waking does not unpark the helper (a system call, and a
+    /// thread competing for the core, on every wake-up): the cursor's next
+    /// [`progress`](Self::progress) does, once it reads on.
     pub(crate) fn set_asleep(&self, asleep: bool) {
         self.asleep.store(asleep, Ordering::Release);
-        if !asleep {
-            if let Some(t) = self.helper_thread.get() {
-                t.unpark();
-            }
-        }
     }
 
     /// Cursor side: it reads at offset `off` of its page now.
     #[inline]
     pub(crate) fn progress(&self, off: usize) {
         self.pos.store(off, Ordering::Relaxed);
+        if self.napping.load(Ordering::Relaxed) {
+            self.wake_helper();
+        }
+    }
+
+    #[cold]
+    fn wake_helper(&self) {
+        if self.napping.swap(false, Ordering::Relaxed) {
+            if let Some(t) = self.helper_thread.get() {
+                t.unpark();
+            }
+        }
     }
 
     /// Helper side: unmaps retired pages and, once the cursor is half way
@@ -235,6 +248,7 @@ impl PageExchange {
             worked |= slot.take().is_some();
         }
         if self.asleep.load(Ordering::Acquire) {
+            self.napping.store(true, Ordering::Relaxed);
             return (worked, SLEEPING_LOOK);
         }
         let current = self.current.load(Ordering::Acquire);
