@@ -88,6 +88,7 @@ mod bell;
 pub mod clock;
 mod cpu;
 mod cursor;
+mod dirwatch;
 mod exchange;
 pub mod files;
 pub mod format;
@@ -107,6 +108,7 @@ pub use appender::{AppendOptions, Appender, Claim, FrameMeta, ReplicaError, Writ
 pub use bell::{bell_path, BELL_SUFFIX, NO_BELL_POLL};
 pub use cpu::pin_thread;
 pub use cursor::{wait_any, Cursor, CursorOptions, Frame, ReadError, Start};
+pub use dirwatch::{wait_any_dir, DirWatch};
 pub use exchange::{PageHelper, PageHelperHandle, MAX_LOOK, MIN_LOOK};
 pub use files::{
     check_name, journal_dir, list_journals, list_pages, lock_holder, resolve_root, root_of,
