@@ -39,11 +39,11 @@
 //! the first frame after a reader went to sleep: the swap clears the flag,
 //! so the frames after it cost nothing until a reader sleeps again.
 
-use crate::atomics::fence;
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::fence;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
