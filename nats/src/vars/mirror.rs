@@ -64,6 +64,8 @@ fn mirrored_revision(root: &Path, journal: &str, next_seq: u64) -> Result<u64, V
 pub fn mirror(opts: &MirrorOptions, stop: &AtomicBool) -> Result<(), VarError> {
     check_pattern(&opts.pattern)?;
     let journal = mirror_journal(&opts.vars.bucket);
+    // The server first: refused credentials leave no journal behind.
+    let vars = Vars::open(opts.vars.clone())?;
     let mut w = tape_writer::Writer::builder(&journal)
         .root(&opts.root)
         .page_size(1 << 20)
@@ -75,7 +77,6 @@ pub fn mirror(opts: &MirrorOptions, stop: &AtomicBool) -> Result<(), VarError> {
             ))
         })?;
     let from = mirrored_revision(&opts.root, &journal, w.next_seq())?;
-    let vars = Vars::open(opts.vars.clone())?;
     let mut write = |ch: &Change| -> Result<bool, VarError> {
         let payload = serde_json::to_vec(ch).unwrap_or_default();
         let meta = tape_journal::FrameMeta {
