@@ -23,6 +23,10 @@ MIRROR_MSG_TYPE = 0x7661
 MAX_VALUE = 1 << 20
 
 _WRONG_LAST_SEQUENCE = 10071
+#: One request's wait for its answer, s.
+_ANSWER = 3.0
+#: How long a watch waits for anything (a heartbeat comes every second).
+_QUIET = 4.0
 _STREAM_NOT_FOUND = 10059
 _STREAM_NAME_IN_USE = 10058
 
@@ -186,6 +190,11 @@ def _delivery(reply: str) -> Optional[Tuple[int, int, int, int]]:
         return int(t[o]), int(t[o + 1]), int(t[o + 2]), int(t[o + 3])
     except ValueError:
         return None
+
+
+def _backoff(n: int, cap: float = 0.5) -> float:
+    """The pause before try ``n`` (0, 1, ...): 50 ms doubling to ``cap``."""
+    return float(min(0.05 * (2 ** min(n, 10)), cap))
 
 
 class _Retry(Exception):
