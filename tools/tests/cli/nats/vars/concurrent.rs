@@ -106,6 +106,38 @@ fn two_processes_setting_keys_of_one_dict_at_once_keep_every_key() {
     }
 }
 
+#[test]
+fn one_library_connection_shared_by_four_threads_pushing_at_once_loses_nothing() {
+    let a = Side::new();
+    let engine = Engine::start(a.root.path(), None);
+    let url = engine.url();
+    let vars = Arc::new(open(&url, "tape"));
+    let go = Arc::new(Barrier::new(4));
+    let hs: Vec<_> = (0..4)
+        .map(|w| {
+            let (vars, go) = (Arc::clone(&vars), Arc::clone(&go));
+            std::thread::spawn(move || {
+                go.wait();
+                for i in 0..100 {
+                    vars.list_push("jobs", &json!(format!("t{w}-{i}"))).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().expect("a pushing thread failed");
+    }
+    let items = vars.get("jobs").unwrap().expect("jobs").value;
+    let set: BTreeSet<String> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(items.as_array().unwrap().len(), 400);
+    assert_eq!(set.len(), 400, "each item once");
+}
+
 /// A pusher role process and what it said.
 struct Pusher {
     kid: Kid,
