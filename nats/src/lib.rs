@@ -25,6 +25,7 @@
 //! | [`status`] | streams, and the running exports' and imports' lag |
 //! | [`api`] | the JetStream API requests used, and why these |
 //! | [`conn`] | server address, credentials, reconnection |
+//! | [`vars`] | shared variables on a key-value bucket (`tape var`) |
 //!
 //! # What async-nats is used for (and what not), against nats-server 2.9.10
 //!

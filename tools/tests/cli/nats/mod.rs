@@ -14,3 +14,4 @@ mod dest;
 mod kills;
 mod refuse;
 mod replicate;
+mod vars;
