@@ -90,6 +90,9 @@ pub const HISTORY: i64 = 16;
 /// The stream's duplicate window: how long the server remembers an
 /// operation's id (2 minutes, as NATS's key-value store).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// The longest an operation keeps retrying ([`VarsOptions::timeout`] is
+/// cut to it): well within [`DUPLICATE_WINDOW`].
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(100);
 /// Message type of the frames [`mirror()`] writes.
 pub const MIRROR_MSG_TYPE: u32 = 0x7661;
 /// Largest value accepted (the server's default maximum payload is 1 MiB).
@@ -154,7 +157,8 @@ pub struct VarsOptions {
     pub server: Server,
     /// The bucket ([`DEFAULT_BUCKET`]).
     pub bucket: String,
-    /// How long one operation may keep retrying (server away, conflicts).
+    /// How long one operation may keep retrying (server away, conflicts);
+    /// at most [`MAX_TIMEOUT`].
     pub timeout: Duration,
     /// Log lines (reconnections).
     pub log: Log,
@@ -218,8 +222,11 @@ impl std::fmt::Debug for Vars {
 impl Vars {
     /// Connects (retrying until `opts.timeout` while the server cannot be
     /// reached) and makes the bucket's stream when it is missing.
-    pub fn open(opts: VarsOptions) -> Result<Vars, VarError> {
+    pub fn open(mut opts: VarsOptions) -> Result<Vars, VarError> {
         check_bucket(&opts.bucket)?;
+        // A change sent again after the server forgot its id (the
+        // duplicate window) could be applied twice: resend within it.
+        opts.timeout = opts.timeout.min(MAX_TIMEOUT);
         let rt = crate::runtime_here().map_err(other)?;
         let until = Instant::now() + opts.timeout;
         let mut n = 0;

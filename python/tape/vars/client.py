@@ -22,6 +22,7 @@ from .common import (
     DEFAULT_SERVER,
     DUPLICATE_WINDOW_NS,
     HISTORY,
+    MAX_TIMEOUT,
     MAX_VALUE,
     Entry,
     VarError,
@@ -87,7 +88,7 @@ class Vars(_Following):
     :param token: the server's token; or ``token_file``, a file holding it;
         or ``creds``, a NATS credentials file (not with a token).
     :param timeout: how long one operation keeps retrying while the server
-        is away or the key keeps changing, s.
+        is away or the key keeps changing, s (at most 100).
     :param log: called with a line on reconnections (default: nothing).
 
     Connects (retrying until ``timeout`` while the server cannot be
@@ -127,7 +128,9 @@ class Vars(_Following):
         self.bucket = bucket
         self.stream = f"KV_{bucket}"
         self.prefix = f"$KV.{bucket}."
-        self.timeout = float(timeout)
+        # Resend a change only while the server remembers its id (the
+        # duplicate window, 2 minutes), as the Rust side does.
+        self.timeout = min(float(timeout), MAX_TIMEOUT)
         self._log = log or (lambda line: None)
         self._token = token
         self._creds = creds

@@ -19,6 +19,8 @@ HISTORY = 16
 DUPLICATE_WINDOW_NS = 120_000_000_000
 #: Message type of the frames :meth:`Vars.mirror` writes.
 MIRROR_MSG_TYPE = 0x7661
+#: The longest an operation keeps retrying, s (within the duplicate window).
+MAX_TIMEOUT = 100.0
 #: Largest value accepted.
 MAX_VALUE = 1 << 20
 

@@ -146,7 +146,8 @@ pub struct Common {
     #[command(flatten)]
     pub server: ServerArgs,
     /// Give up an operation after this many seconds of server away or
-    /// conflicts.
+    /// conflicts (at most 100: within the server's 2-minute memory of an
+    /// operation's id).
     #[arg(long, value_name = "S", default_value_t = 30)]
     pub timeout: u64,
 }
