@@ -328,8 +328,8 @@ fn tape_live(port: u16, n: u64, pace: Option<Duration>, busy: bool) -> (f64, Vec
     let mut lat = Vec::new();
     let mut c = Cursor::open(&bdir, name, Start::Seq(2), CursorOptions::default()).unwrap();
     let mut seen = 1u64;
-    tape_nats::low_timer_slack();
-    let mut idle = tape_nats::Poller::new();
+    // The replica's reader as a strategy reads it: asleep on the
+    // journal's doorbell between frames.
     while seen < total {
         if let Some(f) = c.next().unwrap() {
             let now = tape_journal::clock::now_ns();
@@ -338,9 +338,8 @@ fn tape_live(port: u16, n: u64, pace: Option<Duration>, busy: bool) -> (f64, Vec
             if paced {
                 lat.push((now - f.time_ns()).max(0) as u64);
             }
-            idle.reset();
         } else {
-            idle.idle();
+            c.wait(Duration::from_millis(100));
         }
     }
     let secs = start.elapsed().as_secs_f64();

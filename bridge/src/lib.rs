@@ -127,9 +127,10 @@ pub fn quiet_log() -> Log {
 /// How a subscriber's thread waits for new frames in its journals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Polling {
-    /// Spin, then yield, then sleep 50 µs growing to 200 µs: an idle
-    /// subscriber costs little CPU, and a frame after a quiet spell waits
-    /// up to about 0.2 ms before it leaves.
+    /// Spin briefly, then sleep on the journals' doorbells until a frame
+    /// is published (journal/FORMAT.md, "The doorbell"): an idle
+    /// subscriber costs no CPU, and a frame after a quiet spell leaves
+    /// within a wake-up (tens of µs here).
     #[default]
     Backoff,
     /// Spin, then yield the CPU, never sleep: the lowest latency, at the
@@ -140,7 +141,7 @@ pub enum Polling {
 impl Polling {
     fn idle(self) -> tape_reader::Idle {
         match self {
-            Polling::Backoff => tape_reader::Idle::with(1000, 100, Duration::from_micros(200)),
+            Polling::Backoff => tape_reader::Idle::with(1000, 0, Duration::from_micros(200)),
             Polling::Busy => tape_reader::Idle::with(1000, u32::MAX - 1000, Duration::ZERO),
         }
     }

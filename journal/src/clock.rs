@@ -73,8 +73,20 @@ pub fn is_tsc() -> bool {
     shared().and_then(Shared::now).is_some()
 }
 
+/// Whether this process is the keeper of the shared clock (its keeper
+/// thread publishes the parameters).
+pub fn keeps() -> bool {
+    shared().is_some_and(|s| s.keeper.load(Ordering::Acquire))
+}
+
 /// Path of the shared parameters.
 pub const SHARED_PATH: &str = "/dev/shm/tape-clock.v1";
+
+/// Names another file for the shared parameters, read once when the
+/// process first reads the clock. Only processes given the same file
+/// agree on times, so this is for tests that need a clock no other
+/// process on the box keeps; a trading box leaves it unset.
+pub const SHARED_PATH_ENV: &str = "TAPE_CLOCK_FILE";
 
 const MAGIC: u64 = u64::from_le_bytes(*b"TAPECLK1");
 /// How often the keeper publishes a fresh anchor.
@@ -262,6 +274,7 @@ fn open_shared() -> Option<Shared> {
         return None;
     }
     use std::os::unix::fs::OpenOptionsExt;
+    let path = std::env::var_os(SHARED_PATH_ENV).unwrap_or_else(|| SHARED_PATH.into());
     let open = |write: bool| {
         std::fs::OpenOptions::new()
             .read(true)
@@ -270,7 +283,7 @@ fn open_shared() -> Option<Shared> {
             .truncate(false)
             .mode(0o644)
             .custom_flags(libc::O_CLOEXEC)
-            .open(SHARED_PATH)
+            .open(&path)
     };
     let (file, writable) = match open(true) {
         Ok(f) => (f, true),

@@ -2,6 +2,7 @@
 //! read-only mappings, following page switches. No service involved: it
 //! reads journal files directly (live, replay or analysis alike).
 
+use crate::bell::Bell;
 use crate::exchange::PageExchange;
 use crate::format::{FrameHeader, END_OF_PAGE, FRAME_HEADER_LEN, PAGE_HEADER_LEN};
 use crate::hint::{prefetch_read, WARM_SHIFT};
@@ -11,6 +12,7 @@ use crate::publish::load_len;
 use crate::scan::{frame_end, hole_damage, published_past_hole, Damage};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Where a cursor starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +147,8 @@ pub struct Cursor {
     /// log2 of an eighth of the page size: the cursor reports its progress
     /// to the exchange each time it crosses such a boundary.
     progress_shift: u32,
+    /// The journal's doorbell, opened by the first [`Cursor::wait`].
+    bell: Option<Bell>,
 }
 
 impl Cursor {
@@ -188,6 +192,7 @@ impl Cursor {
                 opts,
                 exchange: None,
                 progress_shift: pages.page_size.trailing_zeros() - 3,
+                bell: None,
             })
         };
         match start {
@@ -239,6 +244,20 @@ impl Cursor {
     #[inline]
     pub fn peek(&mut self) -> Result<Option<Frame<'_>>, ReadError> {
         self.fetch(false)
+    }
+
+    /// Blocks until the next frame is published or `timeout` passes, and
+    /// returns whether a frame (or an error) is there for [`next`](Self::next).
+    /// It returns `false` early when the writer rang but no frame can be
+    /// read here: something was published past a hole, so this is the
+    /// moment for [`check_stall`](Self::check_stall).
+    /// Sleeps on the journal's doorbell (`FORMAT.md`, "The doorbell"): no
+    /// CPU while it waits, woken within microseconds of the frame's
+    /// publication. A journal without a doorbell (its writer could not make
+    /// one, or this process may not write it) is looked at every
+    /// [`NO_BELL_POLL`](crate::NO_BELL_POLL).
+    pub fn wait(&mut self, timeout: Duration) -> bool {
+        crate::bell::wait_any(&mut [self], timeout)
     }
 
     #[inline(always)]
@@ -437,8 +456,9 @@ impl Cursor {
 
     /// Creates the exchange through which a helper thread maps this
     /// cursor's next pages ahead (pre-faulted when `populate`) and unmaps
-    /// the ones it left; run [`PageExchange::serve`] on that thread.
-    pub fn exchange(&mut self, populate: bool) -> Arc<PageExchange> {
+    /// the ones it left; the [`PageHelper`](crate::PageHelper) thread
+    /// serves it.
+    pub(crate) fn exchange(&mut self, populate: bool) -> Arc<PageExchange> {
         let ex = Arc::new(PageExchange::new(
             self.dir.clone(),
             self.name.clone(),
@@ -511,4 +531,31 @@ impl Cursor {
     pub fn page_first_frame(&self) -> Option<(u64, i64)> {
         first_frame(&self.page)
     }
+}
+
+impl crate::bell::Waitable for &mut Cursor {
+    fn ready(&mut self) -> bool {
+        // An error is "ready" too: the caller's next() returns it.
+        self.peek().map_or(true, |f| f.is_some())
+    }
+
+    fn sleeping(&mut self, asleep: bool) {
+        if let Some(ex) = &self.exchange {
+            ex.set_asleep(asleep);
+        }
+    }
+
+    fn bell(&mut self) -> Option<&Bell> {
+        if self.bell.is_none() {
+            self.bell = Bell::open(&self.dir, &self.name);
+        }
+        self.bell.as_ref()
+    }
+}
+
+/// Blocks until one of `cursors` has its next frame published or `timeout`
+/// passes; returns whether one has (see [`Cursor::wait`]). For a merge over
+/// many journals: one sleep on all their doorbells at once (`futex_waitv`).
+pub fn wait_any(cursors: &mut [&mut Cursor], timeout: Duration) -> bool {
+    crate::bell::wait_any(cursors, timeout)
 }

@@ -10,8 +10,8 @@ use crate::Cursor;
 use std::path::PathBuf;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 /// Retired pages the cursor can hand back before the helper has unmapped
@@ -35,7 +35,7 @@ struct HelperState {
 /// `retired` slot. The helper's own bookkeeping sits behind a mutex only it
 /// takes.
 #[derive(Debug)]
-pub struct PageExchange {
+pub(crate) struct PageExchange {
     dir: PathBuf,
     name: String,
     page_size: u64,
@@ -52,6 +52,14 @@ pub struct PageExchange {
     /// Pages the cursor left, to unmap.
     retired: [Slot<PageRef>; RETIRED_SLOTS],
     helper: Mutex<HelperState>,
+    /// The cursor sleeps in `Cursor::wait`: it does not move, so the helper
+    /// need not look at it until it wakes (and unparks the helper).
+    asleep: AtomicBool,
+    /// The helper looks at this cursor only every [`SLEEPING_LOOK`] since
+    /// it found it asleep; the cursor unparks it when it moves on.
+    napping: AtomicBool,
+    /// The helper thread serving this exchange, to unpark then.
+    helper_thread: OnceLock<Thread>,
 }
 
 /// A slot through which one thread hands a boxed value to another, lock
@@ -145,6 +153,9 @@ impl PageExchange {
             ready: Slot::new(),
             ready_base: AtomicUsize::new(0),
             retired: Default::default(),
+            asleep: AtomicBool::new(false),
+            napping: AtomicBool::new(false),
+            helper_thread: OnceLock::new(),
             helper: Mutex::new(HelperState {
                 pace: Pace::new(current, Instant::now()),
                 offered: 0,
@@ -195,10 +206,30 @@ impl PageExchange {
         drop(Slot::put_any(&self.retired, page));
     }
 
+    /// Cursor side: it goes to sleep in `Cursor::wait` (`true`) or wakes
+    /// (`false`). Waking does not unpark the helper (a system call, and a
+    /// thread competing for the core, on every wake-up): the cursor's next
+    /// [`progress`](Self::progress) does, once it reads on.
+    pub(crate) fn set_asleep(&self, asleep: bool) {
+        self.asleep.store(asleep, Ordering::Release);
+    }
+
     /// Cursor side: it reads at offset `off` of its page now.
     #[inline]
     pub(crate) fn progress(&self, off: usize) {
         self.pos.store(off, Ordering::Relaxed);
+        if self.napping.load(Ordering::Relaxed) {
+            self.wake_helper();
+        }
+    }
+
+    #[cold]
+    fn wake_helper(&self) {
+        if self.napping.swap(false, Ordering::Relaxed) {
+            if let Some(t) = self.helper_thread.get() {
+                t.unpark();
+            }
+        }
     }
 
     /// Helper side: unmaps retired pages and, once the cursor is half way
@@ -206,11 +237,8 @@ impl PageExchange {
     /// earlier would double the memory mapped, and populating page tables
     /// slows the reading thread while it runs). Returns whether it did any
     /// work. Errors are left for the cursor to meet when it gets there.
-    pub fn serve(&self) -> bool {
-        self.serve_paced(Instant::now()).0
-    }
-
-    /// [`serve`](Self::serve), and how long this cursor can wait for the
+    ///
+    /// Also returns how long this cursor can wait for the
     /// next look: an eighth of the time since it last changed page, between
     /// [`MIN_LOOK`] and [`MAX_LOOK`]. A cursor that turns a page every
     /// 10 ms is looked at every millisecond; an idle one 50 times a second.
@@ -218,6 +246,10 @@ impl PageExchange {
         let mut worked = false;
         for slot in &self.retired {
             worked |= slot.take().is_some();
+        }
+        if self.asleep.load(Ordering::Acquire) {
+            self.napping.store(true, Ordering::Relaxed);
+            return (worked, SLEEPING_LOOK);
         }
         let current = self.current.load(Ordering::Acquire);
         let want = current + 1;
@@ -254,6 +286,10 @@ impl PageExchange {
     }
 }
 
+/// How long a helper waits between looks while its cursors sleep (a
+/// waking cursor unparks it at once).
+pub const SLEEPING_LOOK: Duration = Duration::from_secs(1);
+
 /// Shortest wait between a helper's looks at a cursor.
 pub const MIN_LOOK: Duration = Duration::from_millis(1);
 /// Longest wait between a helper's looks at a cursor: a cursor that was
@@ -266,6 +302,8 @@ struct HelperShared {
     exchanges: Mutex<Vec<Arc<PageExchange>>>,
     /// A stop flag: Release/Acquire (crate docs, "Stop flags").
     stop: AtomicBool,
+    /// The helper thread, once spawned.
+    thread: OnceLock<Thread>,
 }
 
 impl HelperShared {
@@ -294,6 +332,10 @@ impl PageHelperHandle {
     /// dropped.
     pub fn add(&self, cursor: &mut Cursor) {
         let ex = cursor.exchange(true);
+        if let Some(t) = self.0.thread.get() {
+            let _ = ex.helper_thread.set(t.clone());
+            t.unpark();
+        }
         self.0.list().push(ex);
     }
 }
@@ -308,7 +350,7 @@ impl PageHelper {
             .name(name.into())
             .spawn(move || {
                 if let Some(c) = core {
-                    let _ = pin_thread(c);
+                    let _ = crate::cpu::pin_thread(c);
                 }
                 while !s.stop.load(Ordering::Acquire) {
                     let list = {
@@ -318,7 +360,7 @@ impl PageHelper {
                         l.clone()
                     };
                     let now = Instant::now();
-                    let (worked, wait) = list.iter().fold((false, MAX_LOOK), |(w, d), ex| {
+                    let (worked, wait) = list.iter().fold((false, SLEEPING_LOOK), |(w, d), ex| {
                         let (worked, wait) = ex.serve_paced(now);
                         (w | worked, d.min(wait))
                     });
@@ -327,6 +369,7 @@ impl PageHelper {
                     }
                 }
             })?;
+        let _ = shared.thread.set(thread.thread().clone());
         Ok(PageHelper {
             shared,
             thread: Some(thread),
@@ -353,21 +396,4 @@ impl Drop for PageHelper {
             let _ = t.join();
         }
     }
-}
-
-/// Pins the calling thread to CPU `core`.
-pub fn pin_thread(core: usize) -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set, CPU_SET
-    // writes inside it (core is checked against the set's size).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if core >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
-            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        libc::CPU_SET(core, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }

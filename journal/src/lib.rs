@@ -16,7 +16,7 @@
 //! - [`Appender`]: write a frame, or [`claim`](Appender::claim) room, fill
 //!   it in place and commit. Sequence numbers run 1, 2, 3, ... across pages.
 //!   The next page (or the next N, [`AppendOptions::pages_ahead`]) is made
-//!   ready by a background [`Preparer`]. Frames are stamped by
+//!   ready by a background preparer thread. Frames are stamped by
 //!   [`clock::now_ns`], a TSC clock shared by the box's tape processes
 //!   where the machine has an invariant TSC, else `clock_gettime`.
 //! - [`Cursor`]: read frames in order, borrowed from a read-only mapping,
@@ -25,7 +25,7 @@
 //!   so that a page switch on the reading thread is a pointer swap.
 //! - [`prune`]: delete a journal's oldest pages by a [`PruneRule`], never
 //!   one that a reader or the writer has mapped (each holds a shared
-//!   `flock` on the pages it maps; see [`page`]).
+//!   `flock` on the pages it maps).
 //!
 //! ## Memory ordering
 //!
@@ -84,8 +84,11 @@ compile_error!("tape journals are little-endian and use Linux mmap semantics");
 
 mod appender;
 mod atomics;
+mod bell;
 pub mod clock;
+mod cpu;
 mod cursor;
+mod dirwatch;
 mod exchange;
 pub mod files;
 pub mod format;
@@ -93,7 +96,7 @@ mod hint;
 mod idle;
 mod locate;
 mod pace;
-pub mod page;
+mod page;
 mod prepare;
 mod prune;
 mod publish;
@@ -102,8 +105,11 @@ pub mod sync;
 mod verify;
 
 pub use appender::{AppendOptions, Appender, Claim, FrameMeta, ReplicaError, WriteError};
-pub use cursor::{Cursor, CursorOptions, Frame, ReadError, Start};
-pub use exchange::{pin_thread, PageExchange, PageHelper, PageHelperHandle, MAX_LOOK, MIN_LOOK};
+pub use bell::{bell_path, BELL_SUFFIX, NO_BELL_POLL};
+pub use cpu::pin_thread;
+pub use cursor::{wait_any, Cursor, CursorOptions, Frame, ReadError, Start};
+pub use dirwatch::{wait_any_dir, DirWatch};
+pub use exchange::{PageHelper, PageHelperHandle, MAX_LOOK, MIN_LOOK};
 pub use files::{
     check_name, journal_dir, list_journals, list_pages, lock_holder, resolve_root, root_of,
     JournalLock, LockError,
@@ -111,7 +117,6 @@ pub use files::{
 pub use idle::Idle;
 pub use locate::{page_starts, stats, JournalStats, OpenError, PageStart};
 pub use page::{PageError, PrepareOptions};
-pub use prepare::Preparer;
 pub use prune::{prune, InUse, PruneError, PruneReport, PruneRule};
 pub use scan::Damage;
 pub use verify::{verify, VerifyReport};

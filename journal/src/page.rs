@@ -498,19 +498,8 @@ impl PageMut {
 
     /// Start of the mapping.
     #[inline(always)]
-    pub fn base(&self) -> *mut u8 {
+    pub(crate) fn base(&self) -> *mut u8 {
         self.map.as_ptr() as *mut u8
-    }
-
-    /// Size of the mapping (the page size).
-    #[inline(always)]
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Always false: a page is never empty.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// The mapped bytes, for reading.
@@ -521,10 +510,5 @@ impl PageMut {
     /// Page number.
     pub fn page_no(&self) -> u64 {
         self.page_no
-    }
-
-    /// The page file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }

@@ -63,7 +63,7 @@ struct Shared {
 /// Handle to the preparer thread of one appender; dropping it stops the
 /// thread (and unmaps what it holds).
 #[derive(Debug)]
-pub struct Preparer {
+pub(crate) struct Preparer {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -87,7 +87,7 @@ impl Preparer {
             .spawn(move || {
                 if let Some(c) = core {
                     // Best effort: an unpinned helper still works.
-                    let _ = crate::exchange::pin_thread(c);
+                    let _ = crate::cpu::pin_thread(c);
                 }
                 run(&s, &dir, &name, page_size, opts)
             })?;

@@ -244,3 +244,39 @@ fn retired_slots_full() {
         assert_eq!(drops.load(Ordering::Relaxed), 3);
     });
 }
+
+// ---- The doorbell's handshake (journal/FORMAT.md, "The doorbell") ----
+
+/// The Dekker pair of the doorbell, as the protocol (the bell's file is a
+/// mapping, which loom's atomics cannot live in, so this models the steps
+/// rather than driving bell.rs). The writer's `fence` stands for the
+/// barrier the reader's `membarrier(GLOBAL_EXPEDITED)` runs on the
+/// writer's CPU (and is the fence a writer without membarrier runs). The
+/// reader sleeps on the ring value it read when its second look finds no
+/// frame; a lost wake-up is that value still in the ring once the writer
+/// is done (nobody will ring again).
+#[test]
+fn doorbell_loses_no_wake_up() {
+    use loom::sync::atomic::{fence, AtomicU32};
+    model(|| {
+        let len = Arc::new(AtomicU32::new(0));
+        let sleepers = Arc::new(AtomicU32::new(0));
+        let ring = Arc::new(AtomicU32::new(0));
+        let (l2, s2, r2) = (Arc::clone(&len), Arc::clone(&sleepers), Arc::clone(&ring));
+        let writer = loom::thread::spawn(move || {
+            l2.store(1, Ordering::Release);
+            fence(Ordering::SeqCst);
+            if s2.load(Ordering::Relaxed) != 0 && s2.swap(0, Ordering::AcqRel) != 0 {
+                r2.fetch_add(1, Ordering::Release);
+            }
+        });
+        sleepers.store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let v = ring.load(Ordering::Acquire);
+        let seen = len.load(Ordering::Acquire) != 0;
+        writer.join().unwrap();
+        if !seen {
+            assert_ne!(ring.load(Ordering::Relaxed), v, "a lost wake-up");
+        }
+    });
+}

@@ -26,6 +26,7 @@
 //! | [`files`], [`Files`] | files in a JetStream object store (`tape file`) |
 //! | [`api`] | the JetStream API requests used, and why these |
 //! | [`conn`] | server address, credentials, reconnection |
+//! | [`vars`] | shared variables on a key-value bucket (`tape var`) |
 //!
 //! # What async-nats is used for (and what not), against nats-server 2.9.10
 //!

@@ -55,6 +55,8 @@ def _metadata():
         "License: MIT OR Apache-2.0",
         "Provides-Extra: fast",
         "Requires-Dist: crc32c; extra == \"fast\"",
+        "Provides-Extra: nats",
+        "Requires-Dist: nats-py; extra == \"nats\"",
     ]
     readme = os.path.join(HERE, "README.md")
     text = ""

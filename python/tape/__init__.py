@@ -13,6 +13,9 @@ and it reads what the Rust ``Writer`` writes. x86-64 Linux, Python 3.8+.
   unread frame with the smallest write time, as a :class:`Frame` whose
   ``payload`` is a ``memoryview`` of the mapping.
 - :class:`Connection`: ask the service who is online.
+- :class:`Vars` (the optional extra ``pip install './python[nats]'``, on
+  nats-py): shared variables across machines, the same as ``tape var``;
+  loaded on first use, so importing :mod:`tape` does not need nats-py.
 
 ::
 
@@ -41,6 +44,16 @@ from .service import (
 from .writer import Claim, Writer
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # tape.Vars needs nats-py: loaded when first asked for, not on import.
+    if name in ("Vars", "VarError", "VarMissing"):
+        from . import vars as _vars
+
+        return getattr(_vars, name)
+    raise AttributeError(f"module 'tape' has no attribute {name!r}")
+
 
 __all__ = [
     "ACCELERATED",

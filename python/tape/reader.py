@@ -29,6 +29,7 @@ import platform
 import time
 from typing import Callable, Iterator, List, Optional, Tuple, Union
 
+from .bell import Bell, barrier, sleep_on
 from .checksum import crc32c
 from .format import (
     END_OF_PAGE,
@@ -168,7 +169,7 @@ class _Cursor:
 
     __slots__ = (
         "dir", "name", "index", "verify_crc", "start", "page", "page_size", "off", "seq", "head", "head_len",
-        "next_look",
+        "next_look", "bell",
     )
 
     def __init__(self, directory: str, name: str, index: int, start: Start, verify_crc: bool) -> None:
@@ -185,6 +186,8 @@ class _Cursor:
         self.head: Optional[Frame] = None
         self.head_len = 0
         self.next_look = 0.0
+        #: The journal's doorbell, opened by the first wait.
+        self.bell: Optional[Bell] = None
         self._open()
 
     def _path(self, page_no: int) -> str:
@@ -468,18 +471,49 @@ class Reader:
         best.advance()
         return f
 
-    def wait(self, timeout: Optional[float] = None, pause: float = 0.0) -> Optional[Frame]:
-        """:meth:`next`, polling until a frame comes or ``timeout`` seconds
-        pass (``None``: forever). ``pause`` seconds are slept between polls
+    def wait(self, timeout: Optional[float] = None, pause: Optional[float] = None) -> Optional[Frame]:
+        """:meth:`next`, waiting until a frame comes or ``timeout`` seconds
+        pass (``None``: forever). By default it sleeps on the journals'
+        doorbells (``journal/FORMAT.md``, "The doorbell"): no CPU while it
+        waits, woken by the writer's next frame, Rust's or Python's. With
+        ``pause`` it polls instead, sleeping ``pause`` seconds between polls
         (0: spin, yielding the GIL)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             f = self.next()
             if f is not None:
                 return f
-            if deadline is not None and time.monotonic() >= deadline:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
                 return None
-            time.sleep(pause)
+            if pause is not None:
+                time.sleep(pause)
+                continue
+            self._sleep(1.0 if deadline is None else deadline - now)
+
+    def _sleep(self, left: float) -> None:
+        """Sleeps on every journal's doorbell at once, at most ``left`` s;
+        in 1 ms steps while a journal has no page or no doorbell yet."""
+        bells: List[Bell] = []
+        all_bells = True
+        for c in self._cursors:
+            if c.bell is None and c.page is not None:
+                c.bell = Bell.open(c.dir, c.name)
+            if c.bell is None:
+                all_bells = False
+            else:
+                bells.append(c.bell)
+        if not bells:
+            time.sleep(min(left, 0.001))
+            return
+        for b in bells:
+            b.flag()
+        fenced = barrier()
+        values = [b.ring_value() for b in bells]
+        if any(c.poll() is not None for c in self._cursors):
+            return
+        step = left if all_bells and fenced else min(left, 0.001)
+        sleep_on(bells, values, step)
 
     def __iter__(self) -> Iterator[Frame]:
         """The frames there are now, until none is left (does not wait)."""

@@ -44,6 +44,7 @@ import threading
 import time
 from typing import Optional, Tuple, Union
 
+from .bell import Bell, register_writer
 from .checksum import crc32c
 from .format import (
     DEFAULT_PAGE_SIZE,
@@ -232,6 +233,7 @@ class Writer:
         self._lock_fd = -1
         self._page: Optional[_Page] = None
         self._claim: Optional[Claim] = None
+        self._bell: Optional[Bell] = None
         self._next: Optional[threading.Thread] = None
         self._closed = False
         try:
@@ -240,6 +242,12 @@ class Writer:
             os.makedirs(self.dir, exist_ok=True)
             self._lock()
             self._recover(page_size, recover_crc)
+            register_writer()
+            try:
+                self._bell = Bell.create(self.dir, name)
+            except OSError:
+                self._bell = None  # readers poll: FORMAT.md, "The doorbell"
+
         except BaseException:
             self.close()
             raise
@@ -473,6 +481,8 @@ class Writer:
         self._off = off + align8(ln)
         self._seq = seq + 1
         self._last_time = t
+        if self._bell is not None:
+            self._bell.after_publish()
         return seq
 
     def _prepare(self, page_no: int) -> None:
@@ -527,6 +537,9 @@ class Writer:
         if self._page is not None:
             self._page.release()
             self._page = None
+        if self._bell is not None:
+            self._bell.close()
+            self._bell = None
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1

@@ -183,13 +183,13 @@ class Lines:
 
         threading.Thread(target=pump, daemon=True).start()
 
-    def next(self, what: str) -> bytes:
-        """The next line without its newline; fails as hung after the
-        watchdog, or when the output ended."""
+    def next(self, what: str, timeout: float = WATCHDOG) -> bytes:
+        """The next line without its newline; fails as hung after
+        ``timeout`` (the watchdog), or when the output ended."""
         import queue
 
         try:
-            line = self.q.get(timeout=WATCHDOG)
+            line = self.q.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError(f"watchdog: gave up waiting for {what}") from None
         if not line:

@@ -56,13 +56,15 @@
 #![warn(missing_docs)]
 
 mod merge;
+mod wait;
 
 use merge::Merge;
 use std::path::{Path, PathBuf};
-use tape_journal::{Cursor, CursorOptions, OpenError, PageHelper, ReadError};
+use tape_journal::{Cursor, CursorOptions, DirWatch, OpenError, PageHelper, ReadError};
 use tape_service::{ReaderLease, RegisterError};
 
 pub use tape_journal::{Frame, Idle, Start};
+pub use wait::JOURNAL_APPEARS_POLL;
 
 /// Whether a reader registers with the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -208,6 +210,8 @@ impl ReaderBuilder {
             last: None,
             idle: 0,
             helper,
+            watches: Vec::new(),
+            looks: 0,
         })
     }
 }
@@ -274,6 +278,11 @@ pub struct Reader {
     last: Option<usize>,
     idle: u32,
     helper: Option<PageHelper>,
+    /// inotify watches on the folders of journals not there yet, made by
+    /// the first [`Reader::wait`] that has such a journal.
+    watches: Vec<(PathBuf, DirWatch)>,
+    /// Looks for journals not there yet (each lists a folder).
+    looks: u64,
 }
 
 impl Reader {
@@ -448,6 +457,7 @@ impl Reader {
         for (i, src) in self.sources.iter_mut().enumerate() {
             match &mut src.state {
                 State::Waiting => {
+                    self.looks += 1;
                     if let Ok(mut cursor) =
                         Cursor::open(&src.dir, &src.name, Start::First, self.opts)
                     {

@@ -105,6 +105,20 @@ fn child_role() {
                 .unwrap();
             Box::new(c)
         }
+        // The clock keeper: Service::start must make this process keep
+        // the shared clock, as `tape service` does. The process has a
+        // clock file of its own (TAPE_CLOCK_FILE), so no other process on
+        // the box keeps it; "clock-control" starts no service.
+        "clock-service" | "clock-control" => {
+            use tape_journal::clock;
+            let svc = (role == "clock-service").then(|| Service::start(&root).unwrap());
+            let keeps = clock::keeps();
+            let shared = clock::keep();
+            println!("CLOCK keeps={keeps} shared={shared}");
+            std::io::stdout().flush().unwrap();
+            drop(svc);
+            return;
+        }
         other => panic!("unknown role {other}"),
     };
     println!("READY");
@@ -738,4 +752,48 @@ fn killed_endpoint_goes_down_for_watchers() {
 fn python_endpoints_from_protocol_md() {
     let _w = watchdog("python_endpoints");
     run_protocol_script("protocol_endpoints.py");
+}
+
+/// `Service::start` in-process keeps the shared clock, as `tape service`
+/// does: without it the first writer finds the clock stale and stamps with
+/// the vDSO until it has made itself the keeper from inside `write()`.
+#[test]
+fn in_process_service_keeps_the_clock() {
+    let _w = watchdog("service_keeps_clock");
+    let run = |role: &str| {
+        let root = tempfile::tempdir().unwrap();
+        let clock = root.path().join("clock");
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["child_role", "--exact", "--nocapture", "--test-threads=1"])
+            .env(ROLE_ENV, role)
+            .env(ROOT_ENV, root.path())
+            .env(tape_journal::clock::SHARED_PATH_ENV, &clock)
+            .env_remove("TAPE_CLOCK")
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{role} failed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find_map(|l| l.split_once("CLOCK ").map(|(_, r)| r.to_string()))
+            .unwrap_or_else(|| panic!("{role} printed no CLOCK line: {text}"));
+        (line.contains("keeps=true"), line.contains("shared=true"))
+    };
+    let (control_keeps, shared) = run("clock-control");
+    assert!(
+        !control_keeps,
+        "a process with no service is not the keeper"
+    );
+    let (service_keeps, _) = run("clock-service");
+    if shared {
+        assert!(
+            service_keeps,
+            "Service::start did not make its process the clock's keeper"
+        );
+    } else {
+        // No invariant TSC (or a vDSO clock source): there is no shared
+        // clock to keep, and every process stamps with the vDSO.
+        assert!(!service_keeps);
+    }
 }

@@ -5,7 +5,9 @@
 //! with Rust writers both ways. Each Python test starts its own `tape
 //! service` on its own temporary root.
 //!
-//! Needs `python3` (3.8 or later, standard library only) on the PATH.
+//! Needs `python3` (3.8 or later) on the PATH; the tests of `tape.Vars`
+//! (`python/tests/test_vars.py`) also need nats-py and `nats-server`, which
+//! `./test.sh` installs when missing (they fail without them, never skip).
 
 use std::io::Read;
 use std::path::Path;

@@ -10,6 +10,7 @@ use crate::wire::{
     ack_limit, decode_ack, encode_heartbeat, encode_opened, encode_subscribed, BatchBuilder,
     JournalState, Kind, Subscribe, BATCH_TARGET,
 };
+use crate::Polling;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -155,6 +156,29 @@ impl Subscriber {
         Ok(me)
     }
 
+    /// Asleep on the doorbells of the subscriber's journals until one has a
+    /// frame or the chores are due (every 10 ms at most while a journal
+    /// does not exist yet).
+    fn sleep_until_frame(&mut self, chores_at: Instant) {
+        let mut missing = false;
+        let mut cursors: Vec<&mut Cursor> = Vec::with_capacity(self.feeds.len());
+        for f in self.feeds.iter_mut() {
+            match f.cursor.as_mut() {
+                Some(c) => cursors.push(c),
+                None => missing = true,
+            }
+        }
+        let mut left = chores_at.saturating_duration_since(Instant::now());
+        if missing {
+            left = left.min(Duration::from_millis(10));
+        }
+        if cursors.is_empty() {
+            std::thread::sleep(left);
+        } else {
+            tape_journal::wait_any(&mut cursors, left);
+        }
+    }
+
     /// Streams until the connection ends; returns why it ended.
     pub(super) fn stream(&mut self, sh: &Shared, s: &TcpStream) -> String {
         tight_timer_slack();
@@ -184,6 +208,10 @@ impl Subscriber {
                 let now = Instant::now();
                 last_sent = now;
                 now
+            } else if sh.opts.polling == Polling::Backoff && idle.is_parking() {
+                self.sleep_until_frame(next_chores);
+                idle.reset();
+                Instant::now()
             } else {
                 idle.idle();
                 Instant::now()

@@ -9,6 +9,7 @@
 #[global_allocator]
 static ALLOC: tape_testkit::alloc::Counting = tape_testkit::alloc::Counting;
 
+mod bell;
 mod common;
 mod damage;
 mod exchange;

@@ -339,7 +339,7 @@ impl Files {
         {
             Ok(v) => Ok(v["message"]["time"]
                 .as_str()
-                .and_then(crate::vars::parse_rfc3339)),
+                .and_then(crate::vars::text::parse_rfc3339)),
             Err(e) if e.code == 404 => Ok(None),
             Err(e) => Err(Fail::Retry(format!(
                 "cannot read {subject}: {}",

@@ -490,7 +490,7 @@ impl Requester {
     }
 
     /// Polls `dests[d]`'s journal for reply `corr` until `deadline`,
-    /// spinning, then yielding, then parking.
+    /// spinning, then yielding, then asleep on the journal's doorbell.
     fn wait_for(
         &mut self,
         d: usize,
@@ -502,7 +502,7 @@ impl Requester {
         if kept && self.waiting.get(&corr).is_some_and(|w| w.reply.is_some()) {
             return Ok(self.take_kept(corr));
         }
-        let mut idle = Idle::new();
+        let mut idle = Idle::with(1000, 100, Duration::ZERO);
         let mut empty = 0u32;
         loop {
             match self.step(d, corr)? {
@@ -528,7 +528,16 @@ impl Requester {
                             after: timeout,
                         });
                     }
-                    idle.idle();
+                    if idle.is_parking() {
+                        // Asleep on the responder journal's doorbell until
+                        // its next frame (or the deadline).
+                        if let Some(c) = self.dests[d].cursor.as_mut() {
+                            c.wait(deadline.left());
+                        }
+                        idle.reset();
+                    } else {
+                        idle.idle();
+                    }
                 }
             }
         }
@@ -557,6 +566,14 @@ impl Deadline {
         match *self {
             Deadline::At(t) => now >= t,
             Deadline::After { .. } => unreachable!("turned into At above"),
+        }
+    }
+
+    /// Time left (after [`passed`](Self::passed) turned it into an instant).
+    fn left(&self) -> Duration {
+        match *self {
+            Deadline::At(t) => t.saturating_duration_since(Instant::now()),
+            Deadline::After { timeout, .. } => timeout,
         }
     }
 }

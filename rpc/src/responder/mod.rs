@@ -32,6 +32,7 @@ pub use request::{ReplyError, Request, Respond};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tape_journal::{
     clock::now_ns, Appender, Cursor, CursorOptions, FrameMeta, OpenError, Start, WriteError,
@@ -71,6 +72,11 @@ impl std::fmt::Debug for Shared {
         f.debug_struct("Shared").finish_non_exhaustive()
     }
 }
+
+/// How long [`Responder::run`] sleeps at most while idle: the delay of a
+/// new requester's first request (an idle responder's requests already
+/// known wake it at once).
+pub const NEW_REQUESTER_LOOK: Duration = Duration::from_millis(1);
 
 /// A requester journal opened by the registration thread.
 struct NewSource {
@@ -269,8 +275,23 @@ impl Responder {
         Ok(progressed)
     }
 
+    /// Sleeps until a request is published in a requester journal (on
+    /// their doorbells) or `timeout` passes; returns whether one was. A
+    /// requester that registers meanwhile is seen at the next
+    /// [`poll`](Self::poll) after the sleep.
+    pub fn wait(&mut self, timeout: Duration) -> bool {
+        let mut cursors: Vec<&mut Cursor> =
+            self.sources.iter_mut().map(|s| &mut s.cursor).collect();
+        if cursors.is_empty() {
+            std::thread::sleep(timeout);
+            return false;
+        }
+        tape_journal::wait_any(&mut cursors, timeout)
+    }
+
     /// Serves until `stop` is set: [`poll`](Self::poll) in a loop, spinning,
-    /// then yielding, then parking while idle. A requester journal that
+    /// then yielding, then asleep on the requester journals' doorbells
+    /// (at most [`NEW_REQUESTER_LOOK`] at a time, to take in new requesters). A requester journal that
     /// cannot be read is reported on stderr and the others are served; an
     /// error writing a reply ends the loop.
     pub fn run<F>(&mut self, stop: &AtomicBool, mut handler: F) -> Result<(), ServeError>
@@ -281,6 +302,10 @@ impl Responder {
         while !stop.load(Ordering::Acquire) {
             match self.poll(&mut handler) {
                 Ok(true) => idle.reset(),
+                Ok(false) if idle.is_parking() => {
+                    self.wait(NEW_REQUESTER_LOOK);
+                    idle.reset();
+                }
                 Ok(false) => idle.idle(),
                 Err(e @ ServeError::Requester { .. }) => eprintln!("tape-rpc: {}: {e}", self.name),
                 Err(e) => return Err(e),

@@ -304,7 +304,14 @@ fn reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report
     let mut expected = 1u64;
     let mut received = 0u64;
     let mut start = 0i64;
-    let mut idle = Idle::new();
+    // Readers beyond the cores: a short spin (no yields: with more
+    // processes than cores a yield gives the core to another reader, not
+    // the writer), then the doorbell.
+    let mut idle = if role.idle {
+        Idle::with(200, 0, std::time::Duration::from_millis(1))
+    } else {
+        Idle::new()
+    };
     let mut writer_done = false;
     let debug = std::env::var_os("JOURNAL_BENCH_DEBUG").is_some();
     let mut stalls: Vec<(i64, i64)> = Vec::with_capacity(1 << 16);
@@ -350,7 +357,15 @@ fn reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report
                 }
                 writer_done = ctl.get(Line::Done) != 0;
                 if role.idle {
-                    idle.idle();
+                    // More processes than cores: spin and yield a little,
+                    // then sleep on the journal's doorbell until the next
+                    // frame (the writer rings only while one sleeps).
+                    if idle.is_parking() {
+                        r.wait(std::time::Duration::from_millis(10));
+                        idle.reset();
+                    } else {
+                        idle.idle();
+                    }
                 } else {
                     // As the floor's reader does: a busy spin, with the
                     // pause hint between looks.

@@ -61,13 +61,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(spec) = &args.role_spec {
-        return match bench::roles::run(spec) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("journal-bench: {}", tape_tools::message(&e));
-                ExitCode::FAILURE
-            }
-        };
+        return tape_tools::exit_with("journal-bench", bench::roles::run(spec));
     }
     let cfg = bench::Config {
         frames: args.frames,

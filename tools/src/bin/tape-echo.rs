@@ -14,7 +14,6 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tape_rpc::Responder;
 
 /// An example responder: replies to each request with its own type and
 /// data.
@@ -37,24 +36,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match serve(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tape-echo: {}", tape_tools::message(&e));
-            ExitCode::FAILURE
-        }
-    }
+    tape_tools::exit_with("tape-echo", serve(&Args::parse()))
 }
 
 fn serve(args: &Args) -> anyhow::Result<()> {
     let stop = tape_service::shutdown_on_signals()?;
     let root = tape_journal::resolve_root(args.root.as_deref());
-    let mut b = Responder::builder(&args.name).root(&root);
-    if let Some(p) = args.page_size {
-        b = b.page_size(p);
-    }
-    let mut r = b.create()?;
+    let mut r = tape_tools::demo_responder(Some(&root), &args.name, args.page_size)?;
     if let Some(c) = args.core {
         tape_journal::pin_thread(c)?;
     }

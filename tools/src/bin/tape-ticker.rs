@@ -18,7 +18,6 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tape_reader::Idle;
-use tape_rpc::Responder;
 
 /// Message type of the tick events.
 const TICK: u32 = 1;
@@ -43,24 +42,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match serve(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tape-ticker: {}", tape_tools::message(&e));
-            ExitCode::FAILURE
-        }
-    }
+    tape_tools::exit_with("tape-ticker", serve(&Args::parse()))
 }
 
 fn serve(args: &Args) -> anyhow::Result<()> {
     let stop = tape_service::shutdown_on_signals()?;
     let root = tape_journal::resolve_root(args.root.as_deref());
-    let mut b = Responder::builder(&args.name).root(&root);
-    if let Some(p) = args.page_size {
-        b = b.page_size(p);
-    }
-    let mut r = b.create()?;
+    let mut r = tape_tools::demo_responder(Some(&root), &args.name, args.page_size)?;
     eprintln!(
         "tape-ticker: ticking as {} every {} ms (pid {})",
         args.name,

@@ -4,12 +4,14 @@
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
-use tape_reader::{Idle, Reader, ReaderFrame, ServiceMode, Start};
+use std::time::Duration;
+use tape_reader::{Reader, ReaderFrame, ServiceMode, Start};
 
 /// How long `tape tail --follow` waits with nothing new before it checks
 /// whether a journal is stuck at damage.
 const STALL_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// The longest a quiet `tape tail --follow` goes between looks for damage.
+const STALL_CHECK_MAX: Duration = Duration::from_secs(64);
 
 /// Output format of `tape tail`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -94,32 +96,32 @@ pub fn run(
             dir.display()
         );
     }
-    let mut idle = Idle::new();
     let mut line = Vec::with_capacity(256);
-    let mut quiet_since = Instant::now();
+    // Quiet for this long: look for damage (each look reads the rest of a
+    // page, tens of ms for a large one).
+    let mut stall_check = STALL_CHECK_EVERY;
     loop {
         match reader.next()? {
             Some(f) => {
-                idle.reset();
+                stall_check = STALL_CHECK_EVERY;
                 line.clear();
                 format_frame(&f, opts.format, &mut line);
                 out.write_all(&line)?;
             }
             None if !opts.follow => break,
             None => {
-                if !idle.is_parking() {
-                    out.flush()?;
-                    quiet_since = Instant::now();
-                }
-                idle.idle();
-                if idle.is_parking() {
-                    reader.housekeeping();
+                // Asleep on the journals' doorbells until the next frame:
+                // no CPU while nothing comes.
+                out.flush()?;
+                if !reader.wait(stall_check) {
                     // A journal quiet for a while may be stuck at damage.
-                    if quiet_since.elapsed() >= STALL_CHECK_EVERY {
-                        quiet_since = Instant::now();
-                        out.flush()?;
-                        reader.check_stalled()?;
-                    }
+                    reader.housekeeping();
+                    reader.check_stalled()?;
+                    // Looked once: from now on the writer's doorbell wakes
+                    // this reader early for whatever it publishes where the
+                    // reader cannot read (wait() is false then), so the
+                    // periodic look is only a backstop.
+                    stall_check = STALL_CHECK_MAX;
                 }
             }
         }

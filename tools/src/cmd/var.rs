@@ -17,6 +17,7 @@ pub enum VarCommand {
         /// Variable name: words of A-Z a-z 0-9 _ - / = separated by dots.
         name: String,
         /// The value, as JSON (a string needs its quotes: '"text"').
+        #[arg(allow_hyphen_values = true)]
         json: String,
         #[command(flatten)]
         common: Common,
@@ -86,6 +87,7 @@ pub enum VarCommand {
         /// Key in the object.
         key: String,
         /// The value, as JSON.
+        #[arg(allow_hyphen_values = true)]
         json: String,
         #[command(flatten)]
         common: Common,
@@ -106,6 +108,7 @@ pub enum VarCommand {
         /// Variable name.
         name: String,
         /// The item, as JSON.
+        #[arg(allow_hyphen_values = true)]
         json: String,
         #[command(flatten)]
         common: Common,
@@ -127,6 +130,7 @@ pub enum VarCommand {
         /// Variable name.
         name: String,
         /// The item, as JSON.
+        #[arg(allow_hyphen_values = true)]
         json: String,
         #[command(flatten)]
         common: Common,
@@ -142,7 +146,8 @@ pub struct Common {
     #[command(flatten)]
     pub server: ServerArgs,
     /// Give up an operation after this many seconds of server away or
-    /// conflicts.
+    /// conflicts (at most 100: within the server's 2-minute memory of an
+    /// operation's id).
     #[arg(long, value_name = "S", default_value_t = 30)]
     pub timeout: u64,
 }

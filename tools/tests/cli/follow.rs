@@ -67,3 +67,47 @@ fn late_readers_start_at_a_sequence_or_a_time() {
     by_seq.kill9();
     by_time.kill9();
 }
+
+/// CPU time (user + system) of process `pid` so far, in clock ticks
+/// (fields 14 and 15 of /proc/<pid>/stat).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// An idle `tape tail --follow` sleeps on the journal's doorbell: under
+/// 0.1 % of a core over 10 s (10 ms of CPU; a clock tick is 10 ms, so at
+/// most one tick), and it still prints the next frame when it comes.
+#[test]
+fn idle_follow_sleeps_and_wakes_on_the_next_frame() {
+    let root = Root::new();
+    let _service = Service::start(&root);
+    let mut w = LiveWriter::start(&root, "md");
+    w.send(&lines(1..=10));
+    wait_until("10 frames", || {
+        ls_entry(&root, "md").is_some_and(|e| e["last_seq"] == 10)
+    });
+    let mut tail = spawn_tail(&root, &["--follow", "--from", "start", "md"]);
+    let out = Counter::of(tail.child.stdout.take().unwrap(), 1);
+    out.wait_for(10, "tail --follow of the first 10 frames");
+    // Settled: start-up, the page helper's first looks, and the one look
+    // for damage after 2 s of quiet (later ones are 64 s apart, or when
+    // the writer rings with nothing readable).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let before = cpu_ticks(tail.pid());
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    let used = cpu_ticks(tail.pid()) - before;
+    // SAFETY: sysconf takes a constant and reads no memory of ours.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    assert!(
+        used * 1000 <= hz * 10,
+        "an idle tail --follow used {used} ticks ({hz}/s) in 10 s: over 0.1 % of a core"
+    );
+    w.send(&lines(11..=11));
+    out.wait_for(11, "the frame written after 10 s of quiet");
+    w.finish();
+    tail.kill9();
+}

@@ -15,3 +15,4 @@ mod files;
 mod kills;
 mod refuse;
 mod replicate;
+mod vars;

@@ -2,57 +2,29 @@
 //! involved. Publication follows Aeron's term appender: header and payload
 //! first, then the length word with a Release store.
 
+use crate::bell::{register_writer, Bell};
 use crate::files::{check_name, JournalLock};
 use crate::format::{
-    align_frame, checksum, max_payload, valid_page_size, FrameHeader, DEFAULT_PAGE_SIZE,
-    END_MARKER_ROOM, END_OF_PAGE, FRAME_HEADER_LEN, PAGE_HEADER_LEN,
+    align_frame, checksum, max_payload, valid_page_size, FrameHeader, END_MARKER_ROOM, END_OF_PAGE,
+    FRAME_HEADER_LEN, PAGE_HEADER_LEN,
 };
 use crate::hint::{prefetch_write, WARM_BLOCK, WARM_SHIFT};
 use crate::locate::{locate_tail, pages, OpenError};
-use crate::page::{PageError, PageMut, PrepareOptions};
+use crate::page::{PageMut, PrepareOptions};
 use crate::prepare::Preparer;
 use crate::publish::store_len;
 use crate::scan::nonzero_end;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-/// How an [`Appender`] opens its journal.
-#[derive(Debug, Clone, Copy)]
-pub struct AppendOptions {
-    /// Page size for a journal that does not exist yet (an existing journal
-    /// keeps its own). A power of two from 1 MiB to 1 GiB.
-    pub page_size: u64,
-    /// Make the next page ready on a background thread (the normal case).
-    /// Without it a page switch creates the page on the caller's thread.
-    pub background: bool,
-    /// How pages are made ready.
-    pub prepare: PrepareOptions,
-    /// Pin the background thread to this CPU (e.g. the writer's own core,
-    /// so its work never preempts a reader pinned elsewhere).
-    pub helper_core: Option<usize>,
-    /// How many pages the background thread keeps ready past the current
-    /// one (at least 1). More than one lets a writer that outruns the
-    /// making of pages (fresh memory runs at 1-2 GB/s on a small VM) write
-    /// a burst at full speed; making the day's pages at start-up, as
-    /// Chronicle's pretoucher and Aeron's pre-allocated terms do, is this
-    /// with a large count. Each ready page holds `page_size` bytes of
-    /// memory.
-    pub pages_ahead: u32,
-}
+mod claim;
+mod errors;
+mod options;
+mod replica;
 
-impl Default for AppendOptions {
-    fn default() -> Self {
-        AppendOptions {
-            page_size: DEFAULT_PAGE_SIZE,
-            background: true,
-            prepare: PrepareOptions {
-                prefault: true,
-                mlock: false,
-            },
-            helper_core: None,
-            pages_ahead: 1,
-        }
-    }
-}
+pub use claim::Claim;
+pub use errors::{ReplicaError, WriteError};
+pub use options::{AppendOptions, FrameMeta};
 
 /// A frame's write time: read from the clock at publication, or given (a
 /// replicated frame keeps its source's).
@@ -60,117 +32,6 @@ impl Default for AppendOptions {
 enum Stamp {
     Now,
     Given(i64),
-}
-
-/// The fields of a frame header the application chooses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FrameMeta {
-    /// Message type.
-    pub msg_type: u32,
-    /// Source id.
-    pub source: u32,
-    /// Destination id, 0 for everyone.
-    pub dest: u32,
-    /// Correlation id, 0 for none.
-    pub corr: u64,
-}
-
-/// Why a frame was not written. Nothing was written when this is returned.
-#[derive(Debug)]
-pub enum WriteError {
-    /// The payload does not fit in one page.
-    TooLarge {
-        /// Payload length asked for.
-        len: usize,
-        /// Largest payload a page of this journal holds.
-        max: usize,
-    },
-    /// The next page could not be made (a full disk, a permission); the
-    /// frames already written are intact and a later write retries.
-    NewPage(PageError),
-}
-
-impl std::fmt::Display for WriteError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WriteError::TooLarge { len, max } => write!(
-                f,
-                "frame payload of {len} bytes is larger than the {max} bytes a page holds: use a larger page size"
-            ),
-            WriteError::NewPage(e) => write!(f, "cannot make the next page: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for WriteError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            WriteError::NewPage(e) => Some(e),
-            WriteError::TooLarge { .. } => None,
-        }
-    }
-}
-
-/// Why a frame replicated from another journal was not written (a bridge's
-/// or a NATS import's replica). Nothing was written when this is returned.
-#[derive(Debug)]
-pub enum ReplicaError {
-    /// Writing failed as a plain write can ([`WriteError`]).
-    Write(WriteError),
-    /// A frame copied from another journal does not match its own header
-    /// (length or CRC32C): it was damaged on the way.
-    Corrupt {
-        /// Sequence number in its header.
-        seq: u64,
-    },
-    /// A replicated frame does not continue the journal.
-    OutOfOrder {
-        /// Sequence number the journal expects next.
-        expected_seq: u64,
-        /// Sequence number given.
-        seq: u64,
-        /// Time of the last frame.
-        last_time_ns: i64,
-        /// Time given.
-        time_ns: i64,
-    },
-}
-
-impl From<WriteError> for ReplicaError {
-    fn from(e: WriteError) -> Self {
-        ReplicaError::Write(e)
-    }
-}
-
-impl std::fmt::Display for ReplicaError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReplicaError::Write(e) => e.fmt(f),
-            ReplicaError::Corrupt { seq } => write!(
-                f,
-                "copied frame seq {seq} does not match its checksum or length: it was damaged on the way"
-            ),
-            ReplicaError::OutOfOrder {
-                expected_seq,
-                seq,
-                last_time_ns,
-                time_ns,
-            } => write!(
-                f,
-                "replicated frame seq {seq} time {time_ns} does not follow seq {} time {last_time_ns}",
-                expected_seq.saturating_sub(1)
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ReplicaError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ReplicaError::Write(e) => Some(e),
-            _ => None,
-        }
-    }
 }
 
 /// How far from the end of its page the writer starts warming the next
@@ -205,11 +66,21 @@ pub struct Appender {
     next_base: usize,
     prepare: PrepareOptions,
     preparer: Option<Preparer>,
+    /// The doorbell's `sleepers` word (a static 0 when the journal has no
+    /// doorbell), loaded after each frame.
+    sleepers: *const AtomicU32,
+    /// Fence before that load: the kernel has no membarrier (bell.rs).
+    must_fence: bool,
+    bell: Option<Bell>,
     _lock: JournalLock,
 }
 
+/// `sleepers` of a journal whose doorbell could not be made: nobody.
+static NOBODY: AtomicU32 = AtomicU32::new(0);
+
 // SAFETY: `base` points into `page`'s mapping, which the Appender owns and
-// moves with it; nothing else in the process writes through it.
+// moves with it; nothing else in the process writes through it. `sleepers`
+// points into `bell`'s mapping (owned likewise) or at a static.
 unsafe impl Send for Appender {}
 
 impl Appender {
@@ -279,6 +150,13 @@ impl Appender {
         } else {
             None
         };
+        // The doorbell: readers sleep on it (bell.rs). Without one (a
+        // folder that refuses the file) readers poll; writing goes on.
+        let must_fence = register_writer();
+        let bell = Bell::create(dir, name).ok();
+        let sleepers = bell
+            .as_ref()
+            .map_or(&NOBODY as *const AtomicU32, Bell::sleepers);
         Ok(Appender {
             dir: dir.to_path_buf(),
             name: name.to_string(),
@@ -296,6 +174,9 @@ impl Appender {
             switches: 0,
             prepare: opts.prepare,
             preparer,
+            sleepers,
+            must_fence,
+            bell,
             _lock: lock,
         })
     }
@@ -351,96 +232,19 @@ impl Appender {
         Ok(off)
     }
 
-    /// Appends a frame copied from another journal, keeping its sequence
-    /// number and write time (the bridge's replicas). `seq` must be the
-    /// next sequence number (any, for a journal with no frame yet) and
-    /// `time_ns` no older than the last frame.
-    pub fn write_replica(
-        &mut self,
-        seq: u64,
-        time_ns: i64,
-        meta: &FrameMeta,
-        payload: &[u8],
-    ) -> Result<(), ReplicaError> {
-        if (self.has_frames && seq != self.next_seq) || seq == 0 || time_ns < self.last_time {
-            return Err(ReplicaError::OutOfOrder {
-                expected_seq: self.next_seq,
-                seq,
-                last_time_ns: self.last_time,
-                time_ns,
-            });
+    /// After a frame's publication: rings the doorbell if a reader sleeps
+    /// (one plain load when nobody does; see bell.rs for why no fence).
+    #[inline(always)]
+    fn wake_sleepers(&self) {
+        if self.must_fence {
+            std::sync::atomic::fence(Ordering::SeqCst);
         }
-        let off = self.copy_in(payload)?;
-        self.publish(
-            off,
-            meta,
-            payload.len(),
-            checksum(payload),
-            seq,
-            Stamp::Given(time_ns),
-        );
-        Ok(())
-    }
-
-    /// Appends a frame copied whole from another journal (the bridge's
-    /// replicas): every header field of `header` is kept (sequence number,
-    /// write time, type, source, destination, correlation id, checksum and
-    /// flags), so the stored frame is byte-identical to the original.
-    /// `header.len` must be 48 + `payload.len()`, and `header.crc` the
-    /// payload's CRC32C (else [`ReplicaError::Corrupt`], nothing written);
-    /// sequence and time follow the rules of
-    /// [`write_replica`](Self::write_replica).
-    pub fn write_replica_frame(
-        &mut self,
-        header: &FrameHeader,
-        payload: &[u8],
-    ) -> Result<(), ReplicaError> {
-        let seq = header.seq;
-        if header.len as usize != FRAME_HEADER_LEN + payload.len()
-            || checksum(payload) != header.crc
-        {
-            return Err(ReplicaError::Corrupt { seq });
+        // SAFETY: `sleepers` points at a live atomic (see the Send impl).
+        if unsafe { &*self.sleepers }.load(Ordering::Relaxed) != 0 {
+            if let Some(b) = &self.bell {
+                b.ring();
+            }
         }
-        if (self.has_frames && seq != self.next_seq) || seq == 0 || header.time_ns < self.last_time
-        {
-            return Err(ReplicaError::OutOfOrder {
-                expected_seq: self.next_seq,
-                seq,
-                last_time_ns: self.last_time,
-                time_ns: header.time_ns,
-            });
-        }
-        let meta = FrameMeta {
-            msg_type: header.msg_type,
-            source: header.source,
-            dest: header.dest,
-            corr: header.corr,
-        };
-        let off = self.copy_in(payload)?;
-        self.publish_flags(
-            off,
-            &meta,
-            payload.len(),
-            header.crc,
-            seq,
-            Stamp::Given(header.time_ns),
-            header.flags,
-        );
-        Ok(())
-    }
-
-    /// Claims room for a payload of `len` bytes in the journal, to be
-    /// filled in place and published with [`Claim::commit`]. Dropping the
-    /// claim without committing publishes nothing.
-    #[inline]
-    pub fn claim(&mut self, len: usize) -> Result<Claim<'_>, WriteError> {
-        let off = self.reserve(len)?;
-        Ok(Claim {
-            app: self,
-            off,
-            len,
-            committed: false,
-        })
     }
 
     /// Finds room for a frame with `len` payload bytes, switching pages if
@@ -531,6 +335,7 @@ impl Appender {
         self.next_seq = seq + 1;
         self.has_frames = true;
         self.last_time = time;
+        self.wake_sleepers();
     }
 
     /// Near the end of the page: warms the next page's first lines (owned,
@@ -650,72 +455,5 @@ impl Appender {
         self.preparer
             .as_ref()
             .is_some_and(|p| p.is_ready(self.page.page_no() + 1))
-    }
-}
-
-/// Room for one frame, claimed in the journal and filled in place.
-#[derive(Debug)]
-pub struct Claim<'a> {
-    app: &'a mut Appender,
-    off: usize,
-    len: usize,
-    committed: bool,
-}
-
-impl Claim<'_> {
-    /// Publishes the frame with `msg_type` and the appender's source and
-    /// destination; returns its sequence number.
-    #[inline]
-    pub fn commit(self, msg_type: u32) -> u64 {
-        let meta = FrameMeta {
-            msg_type,
-            source: self.app.source,
-            dest: self.app.dest,
-            corr: 0,
-        };
-        self.commit_meta(&meta)
-    }
-
-    /// Publishes the frame with every header field chosen.
-    #[inline]
-    pub fn commit_meta(mut self, meta: &FrameMeta) -> u64 {
-        let crc = checksum(&self);
-        let seq = self.app.next_seq;
-        self.app
-            .publish(self.off, meta, self.len, crc, seq, Stamp::Now);
-        self.committed = true;
-        seq
-    }
-}
-
-impl std::ops::Deref for Claim<'_> {
-    type Target = [u8];
-    #[inline]
-    fn deref(&self) -> &[u8] {
-        // SAFETY: reserve() gave room for len payload bytes after the header
-        // inside the mapping; the claim borrows the appender mutably, so only
-        // this claim touches these bytes.
-        unsafe {
-            std::slice::from_raw_parts(self.app.base.add(self.off + FRAME_HEADER_LEN), self.len)
-        }
-    }
-}
-
-impl std::ops::DerefMut for Claim<'_> {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in deref; unpublished bytes that no reader reads.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.app.base.add(self.off + FRAME_HEADER_LEN), self.len)
-        }
-    }
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        if !self.committed {
-            // Leave zeros past the tail, as recovery would.
-            self.fill(0);
-        }
     }
 }

@@ -1,269 +1,22 @@
-//! `tape nats export`: each journal becomes a stream whose sequence is the
-//! journal's seq.
-//!
-//! # The resume rule
-//!
-//! Frame `s` is published with `Nats-Expected-Last-Sequence: s − 1`: the
-//! server stores it only if the stream's last sequence is `s − 1`, so it
-//! gets sequence `s`, and a frame can neither be skipped nor stored twice,
-//! whatever died when. Each time the export (re)starts, and each time a
-//! publish fails or the connection is made again, it reads the stream's
-//! last sequence `L` and goes on from journal frame `L + 1`.
-//!
-//! - Up to `window` frames (default 4096) are in flight, their acks
-//!   coming back on one wildcard subscription (`<inbox>.<round>.<seq>`).
-//!   When one publish fails, every later pipelined one fails too (each
-//!   expected the one before): the export stops, reads `L` again and
-//!   resumes. An ack that does not come within 3 s counts as a failure.
-//! - Before resuming after `L`, message `L` of the stream is compared with
-//!   frame `L` of the journal, byte for byte (while both still hold it): a
-//!   stream written from another journal of the same name, or by another
-//!   publisher, is refused rather than continued.
-//! - A stream that never held a message starts at the journal's first
-//!   frame on disk. When old pages were pruned before the export first
-//!   ran, that is not seq 1 but `F`: the export publishes `F − 1` empty
-//!   placeholders (which no import writes: they are not frames) and purges
-//!   the stream below `F` (`$JS.API.STREAM.PURGE` with `seq`), so the
-//!   stream's first sequence is `F` and stream and journal sequences stay
-//!   equal. (Purging the empty stream below `F` alone sets its first
-//!   sequence too, but 2.9.10 then compares `Nats-Expected-Last-Sequence`
-//!   with a counter left at 0, and every publish fails.)
-//! - A journal whose frames after `L` were pruned before they were
-//!   exported (the export was stopped too long) is refused: those frames
-//!   are gone, and a stream with a hole would break the rule above.
+//! The export's loop: frames from the cursor to the server, the
+//! journal waited for on its doorbell.
 
-use crate::api::{self, StreamLimits, StreamState};
-use crate::conn::{backoff, connect_retrying, Conn, Fail, Server};
-use crate::status::{self, Connector};
-use crate::{names, sleep_driving, Log};
+use crate::api::{self, StreamState};
+use crate::conn::{backoff, Conn, Fail};
+use crate::sleep_driving;
 use async_nats::{HeaderMap, Subject};
-use futures_util::StreamExt;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tape_journal::{Cursor, CursorOptions, OpenError, ReadError, Start};
 
-/// How `tape nats export` exports.
-#[derive(Clone)]
-pub struct ExportOptions {
-    /// The local root holding the journals.
-    pub root: PathBuf,
-    /// The server and credentials.
-    pub server: Server,
-    /// The journals to export.
-    pub journals: Vec<String>,
-    /// Replication and limits of the streams the export creates.
-    pub limits: StreamLimits,
-    /// Frames in flight at most (published, not yet acknowledged).
-    pub window: u64,
-    /// Poll the journals without ever sleeping.
-    pub busy_poll: bool,
-    /// Where log lines go.
-    pub log: Log,
-}
+use super::{acks::Shared, Either, ExportOptions};
 
-impl std::fmt::Debug for ExportOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExportOptions")
-            .field("root", &self.root)
-            .field("server", &self.server)
-            .field("journals", &self.journals)
-            .finish_non_exhaustive()
-    }
-}
+/// The longest the export sleeps on the journal's doorbell with nothing in
+/// flight before it drives the connection again.
+const IDLE_WAIT: Duration = Duration::from_millis(2);
 
-impl ExportOptions {
-    /// Defaults: a window of 4096, backoff polling, log to stderr.
-    pub fn new(root: impl Into<PathBuf>, server: Server) -> ExportOptions {
-        ExportOptions {
-            root: root.into(),
-            server,
-            journals: Vec::new(),
-            limits: StreamLimits::default(),
-            window: 4096,
-            busy_poll: false,
-            log: crate::stderr_log("tape nats export"),
-        }
-    }
-}
-
-/// What one journal's export shares with its ack task and the status
-/// responder.
-#[derive(Debug, Default)]
-struct Shared {
-    round: AtomicU64,
-    acked: AtomicU64,
-    failed: AtomicBool,
-    why: Mutex<String>,
-}
-
-impl Shared {
-    fn fail(&self, why: String) {
-        if !self.failed.swap(true, Ordering::AcqRel) {
-            *tape_journal::sync::lock(&self.why) = why;
-        }
-    }
-}
-
-/// Exports until `stop` becomes true (`Ok`) or something retrying cannot
-/// mend happens (the error, one sentence).
-pub fn export(opts: &ExportOptions, stop: &AtomicBool) -> Result<(), String> {
-    if opts.journals.is_empty() {
-        return Err("no journal to export: name at least one".into());
-    }
-    for (i, j) in opts.journals.iter().enumerate() {
-        tape_journal::check_name(j).map_err(|e| e.to_string())?;
-        if opts.journals[..i].contains(j) {
-            return Err(format!("journal {j} is named twice"));
-        }
-    }
-    if opts.limits.replicas > 5 {
-        return Err(format!(
-            "--replicas {}: JetStream keeps 1 to 5 replicas",
-            opts.limits.replicas
-        ));
-    }
-    opts.server.addrs()?;
-    let rt = crate::runtime_here()?;
-    let Some(conn) = connect_retrying(&rt, &opts.server, "tape nats export", &opts.log, stop)?
-    else {
-        return Ok(());
-    };
-    let quit = AtomicBool::new(false);
-    let fatal: Mutex<Option<String>> = Mutex::new(None);
-    let mut exporters = Vec::new();
-    for j in &opts.journals {
-        let shared = Arc::new(Shared::default());
-        let inbox = conn.client.new_inbox();
-        let sub = rt
-            .block_on(conn.client.subscribe(format!("{inbox}.>")))
-            .map_err(|e| format!("cannot subscribe to the acks on {}: {e}", opts.server.url))?;
-        rt.spawn(acks(sub, Arc::clone(&shared)));
-        exporters.push(Exporter {
-            opts: opts.clone(),
-            conn: conn.clone(),
-            journal: j.clone(),
-            stream: names::stream_of(j),
-            subject: Subject::from(names::subject_of(j)),
-            inbox,
-            shared,
-            cursor: None,
-            round: 0,
-            progressed: false,
-            said_limits: false,
-        });
-    }
-    let connectors: Vec<Connector> = exporters
-        .iter()
-        .map(|e| {
-            let shared = Arc::clone(&e.shared);
-            let dir = tape_journal::journal_dir(&opts.root);
-            let journal = e.journal.clone();
-            Connector::new(
-                "export",
-                &e.journal,
-                &e.journal,
-                &e.stream,
-                None,
-                move || {
-                    let acked = shared.acked.load(Ordering::Acquire);
-                    let last = tape_journal::stats(&dir, &journal).map_or(0, |s| s.last_seq);
-                    (acked, last, last.saturating_sub(acked))
-                },
-            )
-        })
-        .collect();
-    rt.spawn(status::answer(conn.client.clone(), connectors));
-    let rt = &rt;
-    std::thread::scope(|s| {
-        for mut e in exporters {
-            let (quit, fatal) = (&quit, &fatal);
-            std::thread::Builder::new()
-                .name(format!("export-{}", e.journal))
-                .spawn_scoped(s, move || {
-                    let _rt = rt.enter();
-                    let either = Either(stop, quit);
-                    if let Err(err) = e.run(rt, &either) {
-                        fatal
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_or_insert(err);
-                        quit.store(true, Ordering::Release);
-                    }
-                })
-                .map(|_| ())
-                .unwrap_or_else(|err| {
-                    fatal
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert(format!("cannot start a thread: {err}"));
-                    quit.store(true, Ordering::Release);
-                });
-        }
-    });
-    let fatal = fatal.into_inner().unwrap_or_else(|p| p.into_inner());
-    rt.block_on(async {
-        let _ = tokio::time::timeout(Duration::from_secs(1), conn.client.flush()).await;
-    });
-    match fatal {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-/// Stops when either flag is set.
-struct Either<'a>(&'a AtomicBool, &'a AtomicBool);
-
-impl Either<'_> {
-    fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire) || self.1.load(Ordering::Acquire)
-    }
-}
-
-/// Reads the acks of one journal's publishes: reply subject
-/// `<inbox>.<round>.<seq>`; a JSON `{"stream":..,"seq":N}` or an error.
-async fn acks(mut sub: async_nats::Subscriber, shared: Arc<Shared>) {
-    #[derive(serde::Deserialize)]
-    struct Ack {
-        #[serde(default)]
-        seq: u64,
-        #[serde(default)]
-        error: Option<serde_json::Value>,
-    }
-    while let Some(m) = sub.next().await {
-        let mut t = m.subject.rsplit('.');
-        let (Some(seq), Some(round)) = (t.next(), t.next()) else {
-            continue;
-        };
-        let (Ok(seq), Ok(round)) = (seq.parse::<u64>(), round.parse::<u64>()) else {
-            continue;
-        };
-        if round != shared.round.load(Ordering::Acquire) {
-            continue;
-        }
-        if let Some(st) = m.status {
-            shared.fail(format!("publishing seq {seq} got status {st}"));
-            continue;
-        }
-        match serde_json::from_slice::<Ack>(&m.payload) {
-            Ok(Ack { error: Some(e), .. }) => {
-                let d = e["description"].as_str().unwrap_or("an error");
-                shared.fail(format!("the server refused seq {seq}: {d}"));
-            }
-            Ok(a) if a.seq == seq => {
-                shared.acked.fetch_max(seq, Ordering::AcqRel);
-            }
-            Ok(a) => shared.fail(format!(
-                "the server stored frame {seq} at stream seq {}",
-                a.seq
-            )),
-            Err(e) => shared.fail(format!("the ack of seq {seq} is not JSON ({e})")),
-        }
-    }
-}
-
-/// How the export waits for the journal: [`crate::Poller`], or spinning
+/// How the export waits while acks are due: [`crate::Poller`], or spinning
 /// with `--busy-poll`.
 enum Wait {
     Poll(crate::Poller),
@@ -294,22 +47,26 @@ impl Wait {
     }
 }
 
-struct Exporter {
-    opts: ExportOptions,
-    conn: Conn,
-    journal: String,
-    stream: String,
-    subject: Subject,
-    inbox: String,
-    shared: Arc<Shared>,
-    cursor: Option<Cursor>,
-    round: u64,
-    progressed: bool,
-    said_limits: bool,
+pub(super) struct Exporter {
+    pub(super) opts: ExportOptions,
+    pub(super) conn: Conn,
+    pub(super) journal: String,
+    pub(super) stream: String,
+    pub(super) subject: Subject,
+    pub(super) inbox: String,
+    pub(super) shared: Arc<Shared>,
+    pub(super) cursor: Option<Cursor>,
+    pub(super) round: u64,
+    pub(super) progressed: bool,
+    pub(super) said_limits: bool,
 }
 
 impl Exporter {
-    fn run(&mut self, rt: &tokio::runtime::Runtime, stop: &Either<'_>) -> Result<(), String> {
+    pub(super) fn run(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        stop: &Either<'_>,
+    ) -> Result<(), String> {
         let mut n = 0;
         let mut quiet = false;
         loop {
@@ -616,7 +373,15 @@ impl Exporter {
                 rt.block_on(tokio::task::yield_now());
                 driven = Instant::now();
             }
-            if sent == 0 {
+            if sent == 0 && inflight == 0 && !self.opts.busy_poll {
+                // Nothing to send, nothing to hear back: asleep on the
+                // journal's doorbell, woken by the writer's next frame;
+                // back within IDLE_WAIT to drive the connection (pings,
+                // status answers).
+                cursor.wait(IDLE_WAIT);
+                // The next turn drives the connection, whatever it sends.
+                driven = Instant::now() - Duration::from_millis(2);
+            } else if sent == 0 {
                 idle.idle();
             } else {
                 idle.reset();

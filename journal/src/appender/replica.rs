@@ -1,0 +1,86 @@
+//! Frames copied from another journal (a bridge's or a NATS import's
+//! replica): their sequence numbers and write times are kept, so the
+//! order is checked here before anything is written.
+
+use super::{Appender, FrameMeta, ReplicaError, Stamp};
+use crate::format::{checksum, FrameHeader, FRAME_HEADER_LEN};
+
+impl Appender {
+    /// Appends a frame copied from another journal, keeping its sequence
+    /// number and write time (the bridge's replicas). `seq` must be the
+    /// next sequence number (any, for a journal with no frame yet) and
+    /// `time_ns` no older than the last frame.
+    pub fn write_replica(
+        &mut self,
+        seq: u64,
+        time_ns: i64,
+        meta: &FrameMeta,
+        payload: &[u8],
+    ) -> Result<(), ReplicaError> {
+        self.check_order(seq, time_ns)?;
+        let off = self.copy_in(payload)?;
+        self.publish(
+            off,
+            meta,
+            payload.len(),
+            checksum(payload),
+            seq,
+            Stamp::Given(time_ns),
+        );
+        Ok(())
+    }
+
+    /// Appends a frame copied whole from another journal (the bridge's
+    /// replicas): every header field of `header` is kept (sequence number,
+    /// write time, type, source, destination, correlation id, checksum and
+    /// flags), so the stored frame is byte-identical to the original.
+    /// `header.len` must be 48 + `payload.len()`, and `header.crc` the
+    /// payload's CRC32C (else [`ReplicaError::Corrupt`], nothing written);
+    /// sequence and time follow the rules of
+    /// [`write_replica`](Self::write_replica).
+    pub fn write_replica_frame(
+        &mut self,
+        header: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), ReplicaError> {
+        let seq = header.seq;
+        if header.len as usize != FRAME_HEADER_LEN + payload.len()
+            || checksum(payload) != header.crc
+        {
+            return Err(ReplicaError::Corrupt { seq });
+        }
+        self.check_order(seq, header.time_ns)?;
+        let meta = FrameMeta {
+            msg_type: header.msg_type,
+            source: header.source,
+            dest: header.dest,
+            corr: header.corr,
+        };
+        let off = self.copy_in(payload)?;
+        self.publish_flags(
+            off,
+            &meta,
+            payload.len(),
+            header.crc,
+            seq,
+            Stamp::Given(header.time_ns),
+            header.flags,
+        );
+        Ok(())
+    }
+
+    /// A replicated frame must carry the next sequence number (any but 0
+    /// for a journal with no frame yet) and a time no older than the last
+    /// frame's.
+    fn check_order(&self, seq: u64, time_ns: i64) -> Result<(), ReplicaError> {
+        if (self.has_frames && seq != self.next_seq) || seq == 0 || time_ns < self.last_time {
+            return Err(ReplicaError::OutOfOrder {
+                expected_seq: self.next_seq,
+                seq,
+                last_time_ns: self.last_time,
+                time_ns,
+            });
+        }
+        Ok(())
+    }
+}
