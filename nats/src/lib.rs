@@ -23,6 +23,7 @@
 //! | [`export()`], [`ExportOptions`] | journal → stream; the resume rule |
 //! | [`import()`], [`ImportOptions`] | stream → replica journal; `--dest` |
 //! | [`status`] | streams, and the running exports' and imports' lag |
+//! | [`files`], [`Files`] | files in a JetStream object store (`tape file`) |
 //! | [`api`] | the JetStream API requests used, and why these |
 //! | [`conn`] | server address, credentials, reconnection |
 //! | [`vars`] | shared variables on a key-value bucket (`tape var`) |
@@ -54,6 +55,7 @@
 pub mod api;
 pub mod conn;
 pub mod export;
+pub mod files;
 pub mod import;
 pub mod names;
 pub mod status;
@@ -62,6 +64,7 @@ pub mod wire;
 
 pub use conn::{Auth, Server, DEFAULT_SERVER};
 pub use export::{export, ExportOptions};
+pub use files::{FileError, Files, FilesOptions, ObjectInfo};
 pub use import::{import, ImportOptions};
 pub use vars::{mirror, Change, Entry, MirrorOptions, VarError, Vars, VarsOptions};
 

@@ -199,6 +199,12 @@ enum Command {
     /// variable (or key, or item) is not there.
     #[command(subcommand)]
     Var(cmd::var::VarCommand),
+    /// Files across machines (a NATS JetStream object store): send, recv,
+    /// ls, rm; each chunk and the whole file checked with SHA-256.
+    ///
+    /// recv and rm exit 3 when there is no such file.
+    #[command(subcommand)]
+    File(cmd::file::FileCommand),
 }
 
 fn main() -> ExitCode {
@@ -218,6 +224,12 @@ fn main() -> ExitCode {
             ) || e.is::<cmd::online::NotOnline>()
             {
                 // A variable that does not exist, a name not online: 3.
+                ExitCode::from(cmd::call::EXIT_NO)
+            } else if matches!(
+                e.downcast_ref::<tape_nats::FileError>(),
+                Some(tape_nats::FileError::Missing(_))
+            ) {
+                // A file that is not in the bucket: 3.
                 ExitCode::from(cmd::call::EXIT_NO)
             } else {
                 ExitCode::FAILURE
@@ -325,5 +337,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bridge(c) => cmd::bridge::run(c, &mut stdout.lock()),
         Command::Nats(c) => cmd::nats::run(c, &mut stdout.lock()),
         Command::Var(c) => cmd::var::run(c, &mut stdout.lock()),
+        Command::File(c) => cmd::file::run(c, &mut stdout.lock()),
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod bridge;
 pub mod call;
+pub mod file;
 pub mod ls;
 pub mod nats;
 pub mod online;

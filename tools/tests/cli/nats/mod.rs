@@ -11,6 +11,7 @@ pub mod engine;
 
 mod cluster;
 mod dest;
+mod files;
 mod kills;
 mod refuse;
 mod replicate;
