@@ -25,6 +25,7 @@
 //! | [`status`] | streams, and the running exports' and imports' lag |
 //! | [`api`] | the JetStream API requests used, and why these |
 //! | [`conn`] | server address, credentials, reconnection |
+//! | [`remote`] | remote calls: `tape rpc expose`, [`RemoteRequester`], who exposes what |
 //!
 //! # What async-nats is used for (and what not), against nats-server 2.9.10
 //!
@@ -55,6 +56,7 @@ pub mod conn;
 pub mod export;
 pub mod import;
 pub mod names;
+pub mod remote;
 pub mod status;
 pub mod vars;
 pub mod wire;
@@ -62,6 +64,7 @@ pub mod wire;
 pub use conn::{Auth, Server, DEFAULT_SERVER};
 pub use export::{export, ExportOptions};
 pub use import::{import, ImportOptions};
+pub use remote::{RemoteError, RemoteReply, RemoteRequester};
 pub use vars::{mirror, Change, Entry, MirrorOptions, VarError, Vars, VarsOptions};
 
 use std::sync::atomic::{AtomicBool, Ordering};
