@@ -13,4 +13,6 @@ mod cluster;
 mod dest;
 mod kills;
 mod refuse;
+mod remote;
+pub mod remote_roles;
 mod replicate;
