@@ -63,6 +63,10 @@ const BATCH: usize = 256;
 /// How long a stopping exposer still forwards the replies of calls in
 /// flight.
 const GRACE: Duration = Duration::from_secs(1);
+/// How long the exposer keeps looking (journals and connection, without
+/// sleeping) after a call came or a reply went, before it sleeps between
+/// looks: a local responder that is awake answers within microseconds.
+const BUSY: Duration = Duration::from_micros(200);
 /// The longest local deadline a request may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
@@ -181,6 +185,11 @@ impl Forwarder {
     fn run(&mut self, stop: &AtomicBool) -> Result<(), String> {
         crate::low_timer_slack();
         let mut idle = Poller::new();
+        let busy = std::env::var("TAPE_EXPOSE_BUSY_US")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(BUSY, Duration::from_micros);
+        let mut busy_until = Instant::now();
         let mut batch = Vec::with_capacity(BATCH);
         while !stop.load(Ordering::Acquire) {
             if self.watch.shared.version() != self.seen {
@@ -208,7 +217,8 @@ impl Forwarder {
             let replied = self.poll_tracked();
             if took || replied || block {
                 idle.reset();
-            } else {
+                busy_until = Instant::now() + busy;
+            } else if Instant::now() >= busy_until {
                 idle.idle();
             }
         }

@@ -1,0 +1,272 @@
+//! A remote call's round trip through one local nats-server, beside a bare
+//! async-nats request/reply through the same server, in the same run.
+//!
+//! - **tape**: [`RemoteRequester::call`] (64-byte payload) → nats-server →
+//!   an exposer process (`tape_nats::remote::expose`, what `tape rpc
+//!   expose` runs) → a local rpc call → a responder process that echoes
+//!   → back the same way.
+//! - **bare**: async-nats `Client::request` (64 bytes) → nats-server → a
+//!   responder process that publishes the payload back to the reply
+//!   subject.
+//!
+//! One call in flight at a time; the two alternate in rounds (5 by
+//! default), the first calls of each round not recorded; each reply is
+//! checked to be the payload sent. Both callers drive a runtime without a
+//! worker thread on the calling thread; the bare responder runs a
+//! current-thread runtime. The tape responder keeps polling for 200 µs
+//! after each request (`REMOTE_BENCH_BUSY_US`), then waits with
+//! [`tape_nats::Poller`] (spins, then 20 µs sleeps), as the exposer does:
+//! a responder that sleeps between calls adds its wake-up to every call.
+//!
+//! ```sh
+//! cargo bench -p tape-benches --bench remote                     # 5 rounds of 20,000 calls each
+//! REMOTE_BENCH_ROUNDS=1 REMOTE_BENCH_CALLS=5000 cargo bench -p tape-benches --bench remote
+//! ```
+
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+use tape_benches::{fmt_ns, hist_from};
+use tape_nats::remote::{expose, ExposeOptions, RemoteRequester};
+use tape_nats::{Auth, Server};
+use tape_rpc::Responder;
+
+const ROLE: &str = "TAPE_REMOTE_BENCH_ROLE";
+const SIZE: usize = 64;
+const WARMUP: u64 = 1000;
+const NAME: &str = "bench-echo";
+const BARE: &str = "bench.bare";
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn env_or(k: &str, d: u64) -> u64 {
+    std::env::var(k)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(d)
+}
+
+fn role(name: &str, root: &std::path::Path, url: &str) -> Kill {
+    let exe = std::env::current_exe().unwrap();
+    Kill(
+        Command::new(exe)
+            .env(ROLE, name)
+            .env("TAPE_ROOT", root)
+            .env("REMOTE_BENCH_URL", url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The responder: echoes, waiting with the crate's poller.
+fn responder(root: &std::path::Path) {
+    tape_nats::low_timer_slack();
+    let mut r = Responder::builder(NAME)
+        .root(root)
+        .page_size(16 << 20)
+        .create()
+        .expect("responder");
+    let mut idle = tape_nats::Poller::new();
+    let busy = Duration::from_micros(env_or("REMOTE_BENCH_BUSY_US", 200));
+    let mut busy_until = Instant::now();
+    loop {
+        match r.poll(|req, out| {
+            let _ = out.reply(req.msg_type(), req.data());
+        }) {
+            Ok(true) => {
+                idle.reset();
+                busy_until = Instant::now() + busy;
+            }
+            Ok(false) if Instant::now() < busy_until => std::hint::spin_loop(),
+            Ok(false) => idle.idle(),
+            Err(e) => eprintln!("responder: {e}"),
+        }
+    }
+}
+
+/// The exposer, as `tape rpc expose bench-echo` runs it.
+fn exposer(root: &std::path::Path, url: &str) {
+    let opts = ExposeOptions {
+        root: root.to_path_buf(),
+        server: Server::resolve(Some(url), Auth::None),
+        names: vec![NAME.to_string()],
+        log: tape_nats::quiet_log(),
+    };
+    static STOP: AtomicBool = AtomicBool::new(false);
+    expose(&opts, &STOP).expect("expose");
+}
+
+/// The bare responder: publishes each request's payload back.
+fn bare_responder(url: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = async_nats::connect(url).await.unwrap();
+        let mut sub = c.subscribe(BARE).await.unwrap();
+        while let Some(m) = sub.next().await {
+            if let Some(r) = m.reply {
+                c.publish(r, m.payload).await.unwrap();
+            }
+        }
+    });
+}
+
+fn record(h: &mut Histogram<u64>, i: u64, t: Instant) {
+    if i >= WARMUP {
+        h.record(t.elapsed().as_nanos() as u64).unwrap();
+    }
+}
+
+fn round_tape(r: &mut RemoteRequester, calls: u64) -> Histogram<u64> {
+    let mut h = hist_from(1000);
+    let mut payload = [7u8; SIZE];
+    for i in 0..calls + WARMUP {
+        payload[..8].copy_from_slice(&i.to_le_bytes());
+        let t = Instant::now();
+        let rep = r
+            .call(NAME, 1, &payload, Duration::from_secs(5))
+            .expect("tape call");
+        record(&mut h, i, t);
+        assert_eq!(rep.data, payload, "tape reply");
+    }
+    h
+}
+
+fn round_bare(rt: &tokio::runtime::Runtime, c: &async_nats::Client, calls: u64) -> Histogram<u64> {
+    let mut h = hist_from(1000);
+    let mut payload = [7u8; SIZE];
+    for i in 0..calls + WARMUP {
+        payload[..8].copy_from_slice(&i.to_le_bytes());
+        let body = bytes::Bytes::copy_from_slice(&payload);
+        let t = Instant::now();
+        let m = rt.block_on(c.request(BARE, body)).expect("bare request");
+        record(&mut h, i, t);
+        assert_eq!(&m.payload[..], &payload[..], "bare reply");
+    }
+    h
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if let Ok(r) = std::env::var(ROLE) {
+        // SAFETY: PR_SET_PDEATHSIG takes one integer argument and only
+        // sets this process's own death signal.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        let root = std::path::PathBuf::from(std::env::var("TAPE_ROOT").unwrap());
+        let url = std::env::var("REMOTE_BENCH_URL").unwrap();
+        match r.as_str() {
+            "responder" => responder(&root),
+            "exposer" => exposer(&root, &url),
+            "bare" => bare_responder(&url),
+            other => panic!("unknown role {other}"),
+        }
+        return;
+    }
+    let rounds = env_or("REMOTE_BENCH_ROUNDS", 5);
+    let calls = env_or("REMOTE_BENCH_CALLS", 20_000);
+    let port = free_port();
+    let store = tempfile::tempdir().unwrap();
+    let _nats = Kill(
+        Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (apt-get install nats-server)"),
+    );
+    let url = format!("nats://127.0.0.1:{port}");
+    let root = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+    let _service = tape_service::Service::start(root.path()).expect("service");
+    let _responder = role("responder", root.path(), &url);
+    let server = Server::resolve(Some(&url), Auth::None);
+    // Connect (the server may still be starting), then wait for both
+    // responders to answer.
+    let t = Instant::now();
+    let mut r = loop {
+        match RemoteRequester::connect(&server) {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(t.elapsed() < Duration::from_secs(20), "{e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    let _exposer = role("exposer", root.path(), &url);
+    let _bare = role("bare", root.path(), &url);
+    while r.call(NAME, 1, b"up", Duration::from_secs(5)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(30), "the exposer never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = rt.block_on(async_nats::connect(&url)).unwrap();
+    while rt.block_on(c.request(BARE, "up".into())).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(30), "the bare responder never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mut b50, mut t50, mut b99, mut t99) = (vec![], vec![], vec![], vec![]);
+    for k in 1..=rounds {
+        let hb = round_bare(&rt, &c, calls);
+        let ht = round_tape(&mut r, calls);
+        let (pb, pt) = (hb.value_at_quantile(0.5), ht.value_at_quantile(0.5));
+        let (qb, qt) = (hb.value_at_quantile(0.99), ht.value_at_quantile(0.99));
+        println!(
+            "round {k}: {calls} calls of {SIZE} B each; p50 bare {} tape {} ({:.2}x); p99 bare {} tape {}; p99.9 bare {} tape {}",
+            fmt_ns(pb),
+            fmt_ns(pt),
+            pt as f64 / pb as f64,
+            fmt_ns(qb),
+            fmt_ns(qt),
+            fmt_ns(hb.value_at_quantile(0.999)),
+            fmt_ns(ht.value_at_quantile(0.999)),
+        );
+        b50.push(pb as f64);
+        t50.push(pt as f64);
+        b99.push(qb as f64);
+        t99.push(qt as f64);
+    }
+    let (b, t) = (median(b50), median(t50));
+    println!(
+        "median of {rounds}: round trip p50 bare {} tape {} ({:.2}x; goal 1.3x); p99 bare {} tape {}",
+        fmt_ns(b as u64),
+        fmt_ns(t as u64),
+        t / b,
+        fmt_ns(median(b99) as u64),
+        fmt_ns(median(t99) as u64),
+    );
+    let s = r.stats();
+    assert_eq!(s.late + s.stray, 0, "unmatched replies: {s:?}");
+}
