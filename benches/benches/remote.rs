@@ -225,7 +225,10 @@ fn main() {
     let _exposer = role("exposer", root.path(), &url);
     let _bare = role("bare", root.path(), &url);
     while r.call(NAME, 1, b"up", Duration::from_secs(5)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(30), "the exposer never answered");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the exposer never answered"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -234,7 +237,10 @@ fn main() {
         .unwrap();
     let c = rt.block_on(async_nats::connect(&url)).unwrap();
     while rt.block_on(c.request(BARE, "up".into())).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(30), "the bare responder never answered");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the bare responder never answered"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let (mut b50, mut t50, mut b99, mut t99) = (vec![], vec![], vec![], vec![]);

@@ -105,7 +105,7 @@ fn watch(root: &Path) -> Result<Watching, String> {
 }
 
 fn is_exposed(names: &[String], p: &Peer) -> bool {
-    p.kind == PeerKind::Responder && names.iter().any(|n| *n == p.name)
+    p.kind == PeerKind::Responder && names.contains(&p.name)
 }
 
 fn run(shared: &Shared, root: &Path, names: &[String], mut first: Option<Watching>) {
