@@ -11,6 +11,11 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// Most requests sent with [`RemoteRequester::send_nowait`] whose replies
+/// are not taken yet; those past their deadline are forgotten to make
+/// room.
+pub const MAX_WAITING: usize = 65536;
+
 /// A reply that came.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteReply {
@@ -173,6 +178,15 @@ impl RemoteRequester {
         timeout: Duration,
     ) -> Result<RemotePending, RemoteError> {
         check_name(dest)?;
+        if self.waiting.len() >= MAX_WAITING {
+            let now = Instant::now();
+            self.waiting.retain(|_, w| w.deadline > now);
+            if self.waiting.len() >= MAX_WAITING {
+                return Err(RemoteError::Other(format!(
+                    "{MAX_WAITING} requests are waiting for replies: take some replies before sending more"
+                )));
+            }
+        }
         let id = self.next;
         self.next += 1;
         let mut h = HeaderMap::new();

@@ -505,3 +505,92 @@ fn a_wrong_token_is_one_line_and_changes_nothing() {
         "nothing reached the responder"
     );
 }
+
+/// Sends one request with raw NATS headers `hdrs` (and a reply subject)
+/// to `subject`; returns the reply's header block as text.
+fn raw_request(port: u16, subject: &str, hdrs: &[(&str, &str)], body: &[u8]) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut raw = Raw::connect(port, None).expect("raw connection");
+    let mut h = String::from("NATS/1.0\r\n");
+    for (k, v) in hdrs {
+        h.push_str(&format!("{k}: {v}\r\n"));
+    }
+    h.push_str("\r\n");
+    let mut m = format!(
+        "SUB _T.bad 9\r\nHPUB {subject} _T.bad {} {}\r\n",
+        h.len(),
+        h.len() + body.len()
+    )
+    .into_bytes();
+    m.extend_from_slice(h.as_bytes());
+    m.extend_from_slice(body);
+    m.extend_from_slice(b"\r\n");
+    raw.s.write_all(&m).unwrap();
+    raw.s
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut r = BufReader::new(raw.s.try_clone().unwrap());
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "closed before a reply");
+        if line.starts_with("PING") {
+            raw.s.write_all(b"PONG\r\n").unwrap();
+            continue;
+        }
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if parts.first() != Some(&"HMSG") {
+            continue;
+        }
+        let hlen: usize = parts[parts.len() - 2].parse().unwrap();
+        let total: usize = parts[parts.len() - 1].parse().unwrap();
+        let mut b = vec![0u8; total + 2];
+        r.read_exact(&mut b).unwrap();
+        return String::from_utf8_lossy(&b[..hlen]).into_owned();
+    }
+}
+
+#[test]
+fn a_malformed_request_gets_error_and_a_server_restart_is_ridden_out() {
+    let a = Side::new();
+    let mut engine = Engine::start(a.root.path(), None);
+    let url = engine.url();
+    let _echo = start_echo(&a, "echo");
+    let mut x = expose(&a, &url, &["echo"], &[]);
+    wait_exposed(&url, &a, "echo", true);
+    let subject = tape_nats::remote::subject_of("echo");
+    for hdrs in [
+        vec![("Tape-Type", "1"), ("Tape-Timeout-Us", "1000000")],
+        vec![
+            ("Tape-Id", "1"),
+            ("Tape-Type", "x"),
+            ("Tape-Timeout-Us", "1"),
+        ],
+        vec![("Tape-Id", "2"), ("Tape-Type", "1")],
+        vec![("Tape-Id", "3"), ("Tape-Timeout-Us", "0")],
+    ] {
+        let got = raw_request(engine.port, &subject, &hdrs, b"junk");
+        assert!(got.contains("Tape-Outcome: ERROR"), "{hdrs:?}: {got}");
+        assert!(got.contains("Tape-Error: "), "{got}");
+    }
+    assert_eq!(a.last_seq("rpc.tape-expose"), 0, "nothing was forwarded");
+    assert!(x.kid.exited().is_none(), "the exposer is still up");
+    // The server killed: the caller says so in one line; the exposer waits.
+    engine.kill9();
+    let o = run(&mut tape(&["call", "echo", "x", "--server", &url]), b"");
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr_lines(&o).len(), 1, "{:?}", stderr_lines(&o));
+    engine.restart();
+    engine.wait_ready();
+    wait_exposed(&url, &a, "echo", true);
+    let out = eventually("a call after the server's restart", || {
+        let o = run(&mut tape(&["call", "echo", "again", "--server", &url]), b"");
+        o.status.success().then_some(o.stdout)
+    });
+    assert_eq!(out, b"again\n");
+    assert!(x.kid.exited().is_none(), "the exposer rode it out");
+    assert!(
+        x.log.count(|l| l.contains("panicked")) == 0,
+        "{:?}",
+        x.log.all()
+    );
+}
