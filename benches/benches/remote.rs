@@ -8,6 +8,10 @@
 //! - **bare**: async-nats `Client::request` (64 bytes) → nats-server → a
 //!   responder process that publishes the payload back to the reply
 //!   subject.
+//! - **no hop** (where the time goes): `RemoteRequester::call` to a
+//!   process that answers on a name's subject at once with the tape reply
+//!   headers: the caller's side and the headers, without the exposer's
+//!   loop and the local rpc hop.
 //!
 //! One call in flight at a time; the two alternate in rounds (5 by
 //! default), the first calls of each round not recorded; each reply is
@@ -39,6 +43,7 @@ const SIZE: usize = 64;
 const WARMUP: u64 = 1000;
 const NAME: &str = "bench-echo";
 const BARE: &str = "bench.bare";
+const FAKE: &str = "bench-fake";
 
 struct Kill(Child);
 
@@ -107,12 +112,9 @@ fn responder(root: &std::path::Path) {
 
 /// The exposer, as `tape rpc expose bench-echo` runs it.
 fn exposer(root: &std::path::Path, url: &str) {
-    let opts = ExposeOptions {
-        root: root.to_path_buf(),
-        server: Server::resolve(Some(url), Auth::None),
-        names: vec![NAME.to_string()],
-        log: tape_nats::quiet_log(),
-    };
+    let server = Server::resolve(Some(url), Auth::None);
+    let mut opts = ExposeOptions::new(root, server, vec![NAME.to_string()]);
+    opts.busy = Duration::from_micros(env_or("REMOTE_BENCH_EXPOSER_BUSY_US", 200));
     static STOP: AtomicBool = AtomicBool::new(false);
     expose(&opts, &STOP).expect("expose");
 }
@@ -134,20 +136,48 @@ fn bare_responder(url: &str) {
     });
 }
 
+/// The exposer's protocol without the local hop: answers each call on
+/// `tape.rpc.bench-fake` at once with the tape reply headers.
+fn fake_exposer(url: &str) {
+    use tape_nats::remote::header;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = async_nats::connect(url).await.unwrap();
+        let mut sub = c
+            .subscribe(tape_nats::remote::subject_of(FAKE))
+            .await
+            .unwrap();
+        while let Some(m) = sub.next().await {
+            let (Some(r), Some(h)) = (m.reply, m.headers) else {
+                continue;
+            };
+            let mut out = async_nats::HeaderMap::new();
+            out.insert(header::ID, h.get(header::ID).unwrap().as_str());
+            out.insert(header::OUTCOME, "OK");
+            out.insert(header::TYPE, "1");
+            out.insert(header::HOST, "fake");
+            c.publish_with_headers(r, out, m.payload).await.unwrap();
+        }
+    });
+}
+
 fn record(h: &mut Histogram<u64>, i: u64, t: Instant) {
     if i >= WARMUP {
         h.record(t.elapsed().as_nanos() as u64).unwrap();
     }
 }
 
-fn round_tape(r: &mut RemoteRequester, calls: u64) -> Histogram<u64> {
+fn round_tape(r: &mut RemoteRequester, name: &str, calls: u64) -> Histogram<u64> {
     let mut h = hist_from(1000);
     let mut payload = [7u8; SIZE];
     for i in 0..calls + WARMUP {
         payload[..8].copy_from_slice(&i.to_le_bytes());
         let t = Instant::now();
         let rep = r
-            .call(NAME, 1, &payload, Duration::from_secs(5))
+            .call(name, 1, &payload, Duration::from_secs(5))
             .expect("tape call");
         record(&mut h, i, t);
         assert_eq!(rep.data, payload, "tape reply");
@@ -188,6 +218,7 @@ fn main() {
             "responder" => responder(&root),
             "exposer" => exposer(&root, &url),
             "bare" => bare_responder(&url),
+            "fake" => fake_exposer(&url),
             other => panic!("unknown role {other}"),
         }
         return;
@@ -224,6 +255,14 @@ fn main() {
     };
     let _exposer = role("exposer", root.path(), &url);
     let _bare = role("bare", root.path(), &url);
+    let _fake = role("fake", root.path(), &url);
+    while r.call(FAKE, 1, b"up", Duration::from_secs(5)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the fake exposer never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     while r.call(NAME, 1, b"up", Duration::from_secs(5)).is_err() {
         assert!(
             t.elapsed() < Duration::from_secs(30),
@@ -243,34 +282,43 @@ fn main() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (mut b50, mut t50, mut b99, mut t99) = (vec![], vec![], vec![], vec![]);
+    let (mut b50, mut t50, mut f50) = (vec![], vec![], vec![]);
+    let (mut b99, mut t99, mut f99) = (vec![], vec![], vec![]);
     for k in 1..=rounds {
         let hb = round_bare(&rt, &c, calls);
-        let ht = round_tape(&mut r, calls);
-        let (pb, pt) = (hb.value_at_quantile(0.5), ht.value_at_quantile(0.5));
-        let (qb, qt) = (hb.value_at_quantile(0.99), ht.value_at_quantile(0.99));
+        let hf = round_tape(&mut r, FAKE, calls);
+        let ht = round_tape(&mut r, NAME, calls);
+        let q = |h: &Histogram<u64>, x| h.value_at_quantile(x);
         println!(
-            "round {k}: {calls} calls of {SIZE} B each; p50 bare {} tape {} ({:.2}x); p99 bare {} tape {}; p99.9 bare {} tape {}",
-            fmt_ns(pb),
-            fmt_ns(pt),
-            pt as f64 / pb as f64,
-            fmt_ns(qb),
-            fmt_ns(qt),
-            fmt_ns(hb.value_at_quantile(0.999)),
-            fmt_ns(ht.value_at_quantile(0.999)),
+            "round {k}: {calls} calls of {SIZE} B; p50/p99/p99.9 bare {}/{}/{}, no hop {}/{}/{}, tape {}/{}/{}; p50 tape/bare {:.2}x",
+            fmt_ns(q(&hb, 0.5)),
+            fmt_ns(q(&hb, 0.99)),
+            fmt_ns(q(&hb, 0.999)),
+            fmt_ns(q(&hf, 0.5)),
+            fmt_ns(q(&hf, 0.99)),
+            fmt_ns(q(&hf, 0.999)),
+            fmt_ns(q(&ht, 0.5)),
+            fmt_ns(q(&ht, 0.99)),
+            fmt_ns(q(&ht, 0.999)),
+            q(&ht, 0.5) as f64 / q(&hb, 0.5) as f64,
         );
-        b50.push(pb as f64);
-        t50.push(pt as f64);
-        b99.push(qb as f64);
-        t99.push(qt as f64);
+        b50.push(q(&hb, 0.5) as f64);
+        f50.push(q(&hf, 0.5) as f64);
+        t50.push(q(&ht, 0.5) as f64);
+        b99.push(q(&hb, 0.99) as f64);
+        f99.push(q(&hf, 0.99) as f64);
+        t99.push(q(&ht, 0.99) as f64);
     }
-    let (b, t) = (median(b50), median(t50));
+    let (b, f, t) = (median(b50), median(f50), median(t50));
     println!(
-        "median of {rounds}: round trip p50 bare {} tape {} ({:.2}x; goal 1.3x); p99 bare {} tape {}",
+        "median of {rounds}: round trip p50 bare {} | no hop {} ({:.2}x) | tape {} ({:.2}x; goal 1.3x); p99 bare {} | no hop {} | tape {}",
         fmt_ns(b as u64),
+        fmt_ns(f as u64),
+        f / b,
         fmt_ns(t as u64),
         t / b,
         fmt_ns(median(b99) as u64),
+        fmt_ns(median(f99) as u64),
         fmt_ns(median(t99) as u64),
     );
     let s = r.stats();

@@ -9,7 +9,10 @@
 //! it alternates between the connection (taking what came, writing what
 //! was published) and the responders' journals (taking replies), so a
 //! request goes from the socket into the journal, and a reply from the
-//! journal to the socket, without waking another thread.
+//! journal to the socket, without waking another thread. For
+//! [`ExposeOptions::busy`] (200 µs) after each call or reply it looks
+//! again at once; then it sleeps 20 µs between looks ([`Poller`]) while
+//! calls are in flight, and waits inside the runtime when none is.
 
 use super::presence::{ExposedName, Exposer};
 use super::watch::Watcher;
@@ -39,6 +42,26 @@ pub struct ExposeOptions {
     pub names: Vec<String>,
     /// Where log lines go.
     pub log: Log,
+    /// How long to keep looking at the journals and the connection without
+    /// sleeping after a call came or a reply went ([`BUSY`] by default):
+    /// an awake responder answers within microseconds, and a sleeping
+    /// look adds its wake-up to the call. Longer costs a busier core under
+    /// steady load; zero sleeps 20 µs between looks at once.
+    pub busy: Duration,
+}
+
+impl ExposeOptions {
+    /// Exposing `names` of `root` through `server`, logging to standard
+    /// error, with the default [`BUSY`].
+    pub fn new(root: impl Into<PathBuf>, server: Server, names: Vec<String>) -> ExposeOptions {
+        ExposeOptions {
+            root: root.into(),
+            server,
+            names,
+            log: crate::stderr_log("tape rpc expose"),
+            busy: BUSY,
+        }
+    }
 }
 
 impl std::fmt::Debug for ExposeOptions {
@@ -47,6 +70,7 @@ impl std::fmt::Debug for ExposeOptions {
             .field("root", &self.root)
             .field("server", &self.server)
             .field("names", &self.names)
+            .field("busy", &self.busy)
             .finish()
     }
 }
@@ -66,7 +90,7 @@ const GRACE: Duration = Duration::from_secs(1);
 /// How long the exposer keeps looking (journals and connection, without
 /// sleeping) after a call came or a reply went, before it sleeps between
 /// looks: a local responder that is awake answers within microseconds.
-const BUSY: Duration = Duration::from_micros(200);
+pub const BUSY: Duration = Duration::from_micros(200);
 /// The longest local deadline a request may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
@@ -123,6 +147,7 @@ pub fn expose(opts: &ExposeOptions, stop: &AtomicBool) -> Result<(), String> {
         online: HashMap::new(),
         tracked: Vec::new(),
         log: opts.log.clone(),
+        busy: opts.busy,
         warned_no_reply: false,
     };
     let r = f.run(stop);
@@ -178,6 +203,7 @@ struct Forwarder {
     online: HashMap<String, Peer>,
     tracked: Vec<Track>,
     log: Log,
+    busy: Duration,
     warned_no_reply: bool,
 }
 
@@ -185,10 +211,7 @@ impl Forwarder {
     fn run(&mut self, stop: &AtomicBool) -> Result<(), String> {
         crate::low_timer_slack();
         let mut idle = Poller::new();
-        let busy = std::env::var("TAPE_EXPOSE_BUSY_US")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map_or(BUSY, Duration::from_micros);
+        let busy = self.busy;
         let mut busy_until = Instant::now();
         let mut batch = Vec::with_capacity(BATCH);
         while !stop.load(Ordering::Acquire) {

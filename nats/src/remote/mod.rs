@@ -87,7 +87,7 @@ mod presence;
 mod requester;
 mod watch;
 
-pub use expose::{expose, ExposeOptions};
+pub use expose::{expose, ExposeOptions, BUSY, REQUESTER};
 pub use presence::{online, Exposed, Exposer};
 pub use requester::{RemotePending, RemoteReply, RemoteRequester, RemoteStats};
 

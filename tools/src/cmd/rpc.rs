@@ -43,12 +43,8 @@ pub fn run(c: RpcCommand) -> Result<()> {
     match c {
         RpcCommand::Expose(a) => {
             let stop = tape_service::shutdown_on_signals()?;
-            let opts = ExposeOptions {
-                root: tape_journal::resolve_root(a.root.as_deref()),
-                server: a.server.server()?,
-                names: a.names,
-                log: tape_nats::stderr_log("tape rpc expose"),
-            };
+            let root = tape_journal::resolve_root(a.root.as_deref());
+            let opts = ExposeOptions::new(root, a.server.server()?, a.names);
             expose(&opts, stop).map_err(anyhow::Error::msg)
         }
     }
