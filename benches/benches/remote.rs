@@ -18,7 +18,8 @@
 //! checked to be the payload sent. Both callers drive a runtime without a
 //! worker thread on the calling thread; the bare responder runs a
 //! current-thread runtime. The tape responder keeps polling for 200 µs
-//! after each request (`REMOTE_BENCH_BUSY_US`), then waits with
+//! after each request (`REMOTE_BENCH_BUSY_US`), yielding the core between
+//! polls, then waits with
 //! [`tape_nats::Poller`] (spins, then 20 µs sleeps), as the exposer does:
 //! a responder that sleeps between calls adds its wake-up to every call.
 //!
@@ -103,7 +104,7 @@ fn responder(root: &std::path::Path) {
                 idle.reset();
                 busy_until = Instant::now() + busy;
             }
-            Ok(false) if Instant::now() < busy_until => std::hint::spin_loop(),
+            Ok(false) if Instant::now() < busy_until => std::thread::yield_now(),
             Ok(false) => idle.idle(),
             Err(e) => eprintln!("responder: {e}"),
         }

@@ -11,8 +11,9 @@
 //! request goes from the socket into the journal, and a reply from the
 //! journal to the socket, without waking another thread. For
 //! [`ExposeOptions::busy`] (200 µs) after each call or reply it looks
-//! again at once; then it sleeps 20 µs between looks ([`Poller`]) while
-//! calls are in flight, and waits inside the runtime when none is.
+//! again at once, yielding the core between looks; then it sleeps 20 µs
+//! between looks ([`Poller`]) while calls are in flight, and waits inside
+//! the runtime when none is.
 
 use super::presence::{ExposedName, Exposer};
 use super::watch::Watcher;
@@ -243,6 +244,12 @@ impl Forwarder {
                 busy_until = Instant::now() + busy;
             } else if Instant::now() >= busy_until {
                 idle.idle();
+            } else {
+                // Busy, but giving way at once to any thread that waits
+                // for this core (the server's, the responder's): two
+                // spinning threads on two cores made every hop wait for a
+                // scheduler slice (p99 1.5 ms against 0.2 ms, issue 15).
+                std::thread::yield_now();
             }
         }
         Ok(())
