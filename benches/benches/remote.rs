@@ -13,6 +13,10 @@
 //!   headers: the caller's side and the headers, without the exposer's
 //!   loop and the local rpc hop.
 //!
+//! After the last round, the calls of its tape series are split into
+//! legs by the shared clock (the caller's readings, the write times of
+//! the exposer's request frame and of the responder's reply frame).
+//!
 //! One call in flight at a time; the two alternate in rounds (5 by
 //! default), the first calls of each round not recorded; each reply is
 //! checked to be the payload sent. Both callers drive a runtime without a
@@ -171,19 +175,68 @@ fn record(h: &mut Histogram<u64>, i: u64, t: Instant) {
     }
 }
 
-fn round_tape(r: &mut RemoteRequester, name: &str, calls: u64) -> Histogram<u64> {
+/// Caller-side clock readings of one call: (i, sent, replied), ns.
+type Stamps = Vec<(u64, i64, i64)>;
+
+fn round_tape(
+    r: &mut RemoteRequester,
+    name: &str,
+    round: u64,
+    calls: u64,
+    stamps: &mut Stamps,
+) -> Histogram<u64> {
     let mut h = hist_from(1000);
     let mut payload = [7u8; SIZE];
+    payload[8..16].copy_from_slice(&round.to_le_bytes());
     for i in 0..calls + WARMUP {
         payload[..8].copy_from_slice(&i.to_le_bytes());
         let t = Instant::now();
+        let t0 = tape_journal::clock::now_ns();
         let rep = r
             .call(name, 1, &payload, Duration::from_secs(5))
             .expect("tape call");
         record(&mut h, i, t);
+        if i >= WARMUP {
+            stamps.push((i, t0, tape_journal::clock::now_ns()));
+        }
         assert_eq!(rep.data, payload, "tape reply");
     }
     h
+}
+
+/// Where a tape call's time goes, from the shared clock: caller → the
+/// exposer's request frame (its write time), → the responder's reply
+/// frame, → the caller again. Medians over the calls of round `round`.
+fn legs(root: &std::path::Path, round: u64, stamps: &Stamps) -> (u64, u64, u64) {
+    use tape_journal::{Cursor, CursorOptions, Start};
+    let dir = tape_journal::journal_dir(root);
+    let open = |j: &str| Cursor::open(&dir, j, Start::First, CursorOptions::default()).unwrap();
+    // Request frames: payload = timeout (8 bytes), then the call's data.
+    let mut req: std::collections::HashMap<u64, (u64, i64)> = Default::default();
+    let mut c = open("rpc.tape-expose");
+    while let Some(f) = c.next().unwrap() {
+        let p = f.payload();
+        if p.len() >= 24 && u64::from_le_bytes(p[16..24].try_into().unwrap()) == round {
+            let i = u64::from_le_bytes(p[8..16].try_into().unwrap());
+            req.insert(i, (f.seq(), f.time_ns()));
+        }
+    }
+    let mut rep: std::collections::HashMap<u64, i64> = Default::default();
+    let mut c = open(&format!("rpc.{NAME}"));
+    while let Some(f) = c.next().unwrap() {
+        rep.insert(f.corr(), f.time_ns());
+    }
+    let (mut a, mut b, mut z) = (vec![], vec![], vec![]);
+    for &(i, t0, t3) in stamps {
+        let Some(&(seq, t1)) = req.get(&i) else {
+            continue;
+        };
+        let Some(&t2) = rep.get(&seq) else { continue };
+        a.push((t1 - t0).max(0) as f64);
+        b.push((t2 - t1).max(0) as f64);
+        z.push((t3 - t2).max(0) as f64);
+    }
+    (median(a) as u64, median(b) as u64, median(z) as u64)
 }
 
 fn round_bare(rt: &tokio::runtime::Runtime, c: &async_nats::Client, calls: u64) -> Histogram<u64> {
@@ -285,10 +338,12 @@ fn main() {
     }
     let (mut b50, mut t50, mut f50) = (vec![], vec![], vec![]);
     let (mut b99, mut t99, mut f99) = (vec![], vec![], vec![]);
+    let mut stamps = Stamps::new();
     for k in 1..=rounds {
         let hb = round_bare(&rt, &c, calls);
-        let hf = round_tape(&mut r, FAKE, calls);
-        let ht = round_tape(&mut r, NAME, calls);
+        let hf = round_tape(&mut r, FAKE, k, calls, &mut Vec::new());
+        stamps.clear();
+        let ht = round_tape(&mut r, NAME, k, calls, &mut stamps);
         let q = |h: &Histogram<u64>, x| h.value_at_quantile(x);
         println!(
             "round {k}: {calls} calls of {SIZE} B; p50/p99/p99.9 bare {}/{}/{}, no hop {}/{}/{}, tape {}/{}/{}; p50 tape/bare {:.2}x",
@@ -321,6 +376,13 @@ fn main() {
         fmt_ns(median(b99) as u64),
         fmt_ns(median(f99) as u64),
         fmt_ns(median(t99) as u64),
+    );
+    let (a, b, z) = legs(root.path(), rounds, &stamps);
+    println!(
+        "where a tape call's time goes (round {rounds}, medians, shared clock): caller -> exposer's request frame {} | local hop to the reply frame {} | reply frame -> caller {}",
+        fmt_ns(a),
+        fmt_ns(b),
+        fmt_ns(z)
     );
     let s = r.stats();
     assert_eq!(s.late + s.stray, 0, "unmatched replies: {s:?}");
