@@ -15,6 +15,7 @@
 //! between looks ([`Poller`]) while calls are in flight, and waits inside
 //! the runtime when none is.
 
+use super::inbound::{gather, Inbound, BATCH};
 use super::presence::{ExposedName, Exposer};
 use super::watch::Watcher;
 use super::{check_name, header, subject_of, ONLINE_SUBJECT, QUEUE_GROUP};
@@ -27,7 +28,6 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tape_rpc::{CallError, EndpointCreateError, Pending, Requester};
 use tape_service::Peer;
@@ -81,10 +81,6 @@ impl std::fmt::Debug for ExposeOptions {
 pub const REQUESTER: &str = "tape-expose";
 /// Most exposers on one root.
 const MAX_EXPOSERS: u32 = 16;
-/// How often an idle exposer looks at the stop flag.
-const TICK: Duration = Duration::from_millis(50);
-/// Most messages taken from the connection at once.
-const BATCH: usize = 256;
 /// How long a stopping exposer still forwards the replies of calls in
 /// flight.
 const GRACE: Duration = Duration::from_secs(1);
@@ -182,11 +178,6 @@ struct Track {
     pending: Pending,
     reply: Subject,
     id: String,
-}
-
-enum Inbound {
-    Call(usize, Message),
-    Presence(Message),
 }
 
 struct Forwarder {
@@ -505,83 +496,6 @@ fn parse_call(
 /// `s` on one line (header values cannot hold a line break).
 fn one_line(s: &str) -> String {
     s.replace(['\r', '\n'], " ")
-}
-
-/// Takes what the connection has for this exposer: waiting for something
-/// (or a change of state, or the tick) when `block`, else only what is
-/// there after letting the connection read and write. Returns whether the
-/// connection was closed.
-async fn gather(
-    subs: &mut [Option<Subscriber>],
-    online: &mut Subscriber,
-    notify: &tokio::sync::Notify,
-    block: bool,
-    out: &mut Vec<Inbound>,
-) -> bool {
-    let mut closed = false;
-    if block {
-        let ready = std::future::poll_fn(|cx| {
-            closed |= drain(subs, online, cx, out);
-            if out.is_empty() && !closed {
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            }
-        });
-        tokio::select! {
-            biased;
-            _ = ready => {}
-            _ = notify.notified() => {}
-            _ = tokio::time::sleep(TICK) => {}
-        }
-    } else {
-        // The first yield lets the runtime poll the socket, the second
-        // lets the connection task handle what it read and write what
-        // was queued.
-        tokio::task::yield_now().await;
-        tokio::task::yield_now().await;
-    }
-    std::future::poll_fn(|cx| {
-        closed |= drain(subs, online, cx, out);
-        Poll::Ready(())
-    })
-    .await;
-    closed
-}
-
-/// Moves the messages ready on the subscriptions to `out` (at most
-/// [`BATCH`]); whether one of them has ended.
-fn drain(
-    subs: &mut [Option<Subscriber>],
-    online: &mut Subscriber,
-    cx: &mut Context<'_>,
-    out: &mut Vec<Inbound>,
-) -> bool {
-    let mut closed = false;
-    while out.len() < BATCH {
-        match online.poll_next_unpin(cx) {
-            Poll::Ready(Some(m)) => out.push(Inbound::Presence(m)),
-            Poll::Ready(None) => {
-                closed = true;
-                break;
-            }
-            Poll::Pending => break,
-        }
-    }
-    for (i, s) in subs.iter_mut().enumerate() {
-        let Some(s) = s else { continue };
-        while out.len() < BATCH {
-            match s.poll_next_unpin(cx) {
-                Poll::Ready(Some(m)) => out.push(Inbound::Call(i, m)),
-                Poll::Ready(None) => {
-                    closed = true;
-                    break;
-                }
-                Poll::Pending => break,
-            }
-        }
-    }
-    closed
 }
 
 #[cfg(test)]

@@ -83,6 +83,7 @@
 //! | wrong token | a one-line error, exit 1; nothing is sent, nothing is made on the root |
 
 mod expose;
+mod inbound;
 mod presence;
 mod requester;
 mod watch;
