@@ -27,6 +27,7 @@
 //! | [`api`] | the JetStream API requests used, and why these |
 //! | [`conn`] | server address, credentials, reconnection |
 //! | [`vars`] | shared variables on a key-value bucket (`tape var`) |
+//! | [`remote`] | remote calls: `tape rpc expose`, [`RemoteRequester`], who exposes what |
 //!
 //! # What async-nats is used for (and what not), against nats-server 2.9.10
 //!
@@ -58,6 +59,7 @@ pub mod export;
 pub mod files;
 pub mod import;
 pub mod names;
+pub mod remote;
 pub mod status;
 pub mod vars;
 pub mod wire;
@@ -66,6 +68,7 @@ pub use conn::{Auth, Server, DEFAULT_SERVER};
 pub use export::{export, ExportOptions};
 pub use files::{FileError, Files, FilesOptions, ObjectInfo};
 pub use import::{import, ImportOptions};
+pub use remote::{RemoteError, RemoteReply, RemoteRequester};
 pub use vars::{mirror, Change, Entry, MirrorOptions, VarError, Vars, VarsOptions};
 
 use std::sync::atomic::{AtomicBool, Ordering};

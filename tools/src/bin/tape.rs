@@ -145,6 +145,9 @@ enum Command {
     /// sent); 4 TIMEOUT (no reply within --timeout; a late reply is
     /// dropped); 1 any other error. The request is made by a requester
     /// named tape-call-<pid>, whose journal is deleted when it ends.
+    /// With --server: a name exposed with `tape rpc expose` on any
+    /// machine, the same outcomes and exit codes (NO at once when no
+    /// machine has it online).
     Call {
         /// Name of the responder.
         name: String,
@@ -158,6 +161,8 @@ enum Command {
         /// How long to wait for the reply, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 5000)]
         timeout: u64,
+        #[command(flatten)]
+        remote: cmd::call::RemoteArgs,
     },
     /// Show who is registered with the service: writers, readers,
     /// responders and requesters, with pid and since when.
@@ -165,7 +170,9 @@ enum Command {
     /// With NAME: that one (exit 3 if nothing of that name is online).
     /// Without: one page, in registration order, so that walking pages 0,
     /// 1, 2, ... sees each once while nobody comes or goes. --count: how
-    /// many. Needs a running `tape service`.
+    /// many. Needs a running `tape service`. With --server: the names
+    /// exposed with `tape rpc expose` on every machine, one entry per
+    /// machine and name, with whether its responder is online there.
     Online {
         /// Show only this name.
         name: Option<String>,
@@ -185,6 +192,8 @@ enum Command {
         /// endpoint_id, journals).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: cmd::call::RemoteArgs,
     },
     /// Replicate journals to other machines over TCP: serve, pull, status.
     #[command(subcommand)]
@@ -205,6 +214,9 @@ enum Command {
     /// recv and rm exit 3 when there is no such file.
     #[command(subcommand)]
     File(cmd::file::FileCommand),
+    /// Remote calls: make local responders callable from other machines.
+    #[command(subcommand)]
+    Rpc(cmd::rpc::RpcCommand),
 }
 
 fn main() -> ExitCode {
@@ -306,10 +318,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             root,
             msg_type,
             timeout,
+            remote,
         } => {
             let data = data.unwrap_or_default();
             let timeout = std::time::Duration::from_millis(timeout);
             let mut out = stdout.lock();
+            if let Some(s) = remote.server()? {
+                let d = data.as_bytes();
+                return cmd::call::run_remote(&s, &name, msg_type, timeout, d, &mut out);
+            }
             cmd::call::run(
                 &root.root(),
                 &name,
@@ -326,17 +343,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             per_page,
             count,
             json,
+            remote,
         } => {
             let query = match (name, count) {
                 (_, true) => cmd::online::Query::Count,
                 (Some(n), false) => cmd::online::Query::Find(n),
                 (None, false) => cmd::online::Query::Page { page, per_page },
             };
+            if let Some(s) = remote.server()? {
+                return cmd::online::run_remote(&s, &query, json, &mut stdout.lock());
+            }
             cmd::online::run(&root.root(), &query, json, &mut stdout.lock())
         }
         Command::Bridge(c) => cmd::bridge::run(c, &mut stdout.lock()),
         Command::Nats(c) => cmd::nats::run(c, &mut stdout.lock()),
         Command::Var(c) => cmd::var::run(c, &mut stdout.lock()),
         Command::File(c) => cmd::file::run(c, &mut stdout.lock()),
+        Command::Rpc(c) => cmd::rpc::run(c),
     }
 }

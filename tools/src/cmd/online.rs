@@ -1,5 +1,7 @@
 //! `tape online [NAME]`: who is registered with the service (writers,
-//! readers, responders, requesters), with pid and since when.
+//! readers, responders, requesters), with pid and since when; with
+//! `--server URL`, the names exposed with `tape rpc expose` on every
+//! machine.
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -135,6 +137,83 @@ pub fn run(root: &Path, query: &Query, json: bool, out: &mut dyn Write) -> Resul
             "{:>6}  {:<9}  {:<24}  {:>8}  {:<30}  {}",
             l.id, l.kind, l.name, l.pid, l.since, journals
         )?;
+    }
+    Ok(())
+}
+
+/// One line of `tape online --server URL --json`.
+#[derive(Debug, Serialize)]
+struct RemoteLine<'a> {
+    #[serde(flatten)]
+    entry: &'a tape_nats::remote::Exposed,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<String>,
+}
+
+/// [`run`] across machines: asks every exposer reachable through
+/// `server` (`tape rpc expose`) and shows one entry per (machine, name),
+/// sorted by name, then host. `Find`: that name's entries, exit 3 when no
+/// machine has it online; `Count`: the number of entries (`--json`: also
+/// how many are online).
+pub fn run_remote(
+    server: &tape_nats::Server,
+    query: &Query,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let all = tape_nats::remote::online(server)?;
+    let shown: Vec<&tape_nats::remote::Exposed> = match query {
+        Query::Count => {
+            let online = all.iter().filter(|e| e.online).count();
+            if json {
+                let v = serde_json::json!({ "count": all.len(), "online": online });
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(out, "{}", all.len())?;
+            }
+            return Ok(());
+        }
+        Query::Find(name) => all.iter().filter(|e| &e.name == name).collect(),
+        Query::Page { page, per_page } => all
+            .iter()
+            .skip((*page as usize).saturating_mul(*per_page as usize))
+            .take(*per_page as usize)
+            .collect(),
+    };
+    if json {
+        for e in &shown {
+            let l = RemoteLine {
+                entry: e,
+                since: e.since_ns.map(format_rfc3339),
+            };
+            serde_json::to_writer(&mut *out, &l)?;
+            writeln!(out)?;
+        }
+    } else {
+        writeln!(
+            out,
+            "{:<24}  {:<6}  {:<16}  {:>8}  {:>8}  ROOT",
+            "NAME", "ONLINE", "HOST", "PID", "EXPOSER"
+        )?;
+        for e in &shown {
+            let pid = e.pid.map_or("-".to_string(), |p| p.to_string());
+            let on = if e.online { "yes" } else { "no" };
+            writeln!(
+                out,
+                "{:<24}  {:<6}  {:<16}  {:>8}  {:>8}  {}",
+                e.name, on, e.host, pid, e.exposer_pid, e.root
+            )?;
+        }
+    }
+    if let Query::Find(name) = query {
+        if !shown.iter().any(|e| e.online) {
+            out.flush()?;
+            let no = tape_nats::RemoteError::No {
+                dest: name.clone(),
+                host: None,
+            };
+            return Err(super::call::Unanswered::Remote(no).into());
+        }
     }
     Ok(())
 }

@@ -82,6 +82,7 @@ fn role_entry() {
         "rpc-impatient" => crate::rpc_roles::impatient(&root),
         "rpc-pair" => crate::rpc_roles::pair(&root),
         "rpc-many" => crate::rpc_roles::many(&root, arg.parse().expect("endpoint count")),
+        r if r.starts_with("remote-") => crate::nats::remote_roles::run(r, &root, &arg),
         other => crate::roles::run(other, &root, &arg),
     }
 }

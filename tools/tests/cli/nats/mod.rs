@@ -14,5 +14,7 @@ mod dest;
 mod files;
 mod kills;
 mod refuse;
+mod remote;
+pub mod remote_roles;
 mod replicate;
 mod vars;
