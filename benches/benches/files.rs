@@ -30,58 +30,25 @@
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tape_benches::NatsServer;
 use tape_nats::{api, Auth, Files, FilesOptions, Server};
 
 const SIZE: u64 = 200 << 20;
 const CHUNK: usize = 128 << 10;
 const WINDOW: u64 = 32;
 
-struct Engine(Child, u16, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn engine() -> Engine {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let child = Command::new("nats-server")
-        .args(["-js", "-sd"])
-        .arg(dir.path())
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server (apt-get install nats-server)");
-    let e = Engine(child, port, dir);
+/// The benchmark's own nats-server, ready once JetStream answers.
+fn engine() -> NatsServer {
     let rt = rt();
-    let url = format!("nats://127.0.0.1:{port}");
-    let t = Instant::now();
-    loop {
-        let ok = rt.block_on(async {
-            let c = async_nats::connect(&url).await.ok()?;
+    NatsServer::start(|url| {
+        rt.block_on(async {
+            let c = async_nats::connect(url).await.ok()?;
             api::streams(&c, "X").await.ok()
-        });
-        if ok.is_some() {
-            return e;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "nats-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        })
+        .is_some()
+    })
 }
 
 /// What tape's commands run on: one worker for the connection.
@@ -268,7 +235,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let e = engine();
-    let url = format!("nats://127.0.0.1:{}", e.1);
+    let url = e.url();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.bin");
     {

@@ -26,58 +26,26 @@
 
 use futures_util::StreamExt;
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
+use tape_benches::NatsServer;
 use tape_journal::clock::now_ns;
 use tape_nats::{api, Auth, Server, Vars, VarsOptions};
 
 const ROLE: &str = "VARS_BENCH_ROLE";
 const PACE: Duration = Duration::from_millis(2);
 
-struct Engine(Child, u16, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn engine() -> Engine {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let child = Command::new("nats-server")
-        .args(["-js", "-sd"])
-        .arg(dir.path())
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server (apt-get install nats-server)");
-    let e = Engine(child, port, dir);
+/// The benchmark's own nats-server, ready once JetStream answers.
+fn engine() -> NatsServer {
     let rt = rt();
-    let url = format!("nats://127.0.0.1:{port}");
-    let t = Instant::now();
-    loop {
-        let ok = rt.block_on(async {
-            let c = async_nats::connect(&url).await.ok()?;
+    NatsServer::start(|url| {
+        rt.block_on(async {
+            let c = async_nats::connect(url).await.ok()?;
             api::streams(&c, "X").await.ok()
-        });
-        if ok.is_some() {
-            return e;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "nats-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        })
+        .is_some()
+    })
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -309,7 +277,7 @@ fn main() {
         .unwrap_or(2000);
     tape_nats::low_timer_slack();
     let e = engine();
-    let url = format!("nats://127.0.0.1:{}", e.1);
+    let url = e.url();
     let v = vars(&url);
     let rt = rt();
     let c = rt.block_on(async_nats::connect(&url)).unwrap();

@@ -80,3 +80,60 @@ pub fn tight_timer_slack() {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
     }
 }
+
+/// A `nats-server -js` of a benchmark's own: a free loopback port, a
+/// temporary store, killed when dropped (the NATS benches: nats, vars,
+/// files).
+#[derive(Debug)]
+pub struct NatsServer {
+    child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    _store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts it and waits (20 s at most) until `ready(url)` says
+    /// JetStream answers (the caller's client checks: this crate has none).
+    pub fn start(ready: impl Fn(&str) -> bool) -> NatsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let store = tempfile::tempdir().expect("a store folder");
+        let child = std::process::Command::new("nats-server")
+            .args(["-js", "-sd"])
+            .arg(store.path())
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (apt-get install nats-server)");
+        let s = NatsServer {
+            child,
+            port,
+            _store: store,
+        };
+        let t = std::time::Instant::now();
+        while !ready(&s.url()) {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(20),
+                "nats-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        s
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
