@@ -334,6 +334,8 @@ pub(crate) fn wait_any<W: Waitable>(items: &mut [W], timeout: Duration) -> bool 
 fn sleep_until_ready<W: Waitable>(items: &mut [W], timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     let mut words = Vec::with_capacity(items.len());
+    // Rings in a row with no frame to read after them.
+    let mut empty_rings = 0u32;
     loop {
         if items.iter_mut().any(|i| i.ready()) {
             return true;
@@ -369,9 +371,18 @@ fn sleep_until_ready<W: Waitable>(items: &mut [W], timeout: Duration) -> bool {
             .iter()
             .any(|(w, v)| unsafe { &**w }.load(Ordering::Acquire) != *v);
         if rung {
-            // A frame, or something published where this reader cannot
-            // see it (past a hole: damage): the caller looks.
-            return items.iter_mut().any(|i| i.ready());
+            if items.iter_mut().any(|i| i.ready()) {
+                return true;
+            }
+            // Rung with nothing to read. Once, that is the late ring of a
+            // frame this reader already took (the writer rang after the
+            // reader's second look had found it). Twice in a row, the
+            // writer publishes where this reader cannot see it (past a
+            // hole: damage): the caller looks.
+            empty_rings += 1;
+            if empty_rings >= 2 {
+                return false;
+            }
         }
     }
 }

@@ -248,9 +248,11 @@ impl Cursor {
 
     /// Blocks until the next frame is published or `timeout` passes, and
     /// returns whether a frame (or an error) is there for [`next`](Self::next).
-    /// It returns `false` early when the writer rang but no frame can be
-    /// read here: something was published past a hole, so this is the
-    /// moment for [`check_stall`](Self::check_stall).
+    /// It returns `false` early when the writer rang twice with no frame to
+    /// read here: something is published past a hole, so this is the
+    /// moment for [`check_stall`](Self::check_stall). (One ring with
+    /// nothing to read is the late ring of a frame already taken: it waits
+    /// on.)
     /// Sleeps on the journal's doorbell (`FORMAT.md`, "The doorbell"): no
     /// CPU while it waits, woken within microseconds of the frame's
     /// publication. A journal without a doorbell (its writer could not make
