@@ -332,11 +332,16 @@ impl PageHelperHandle {
     /// dropped.
     pub fn add(&self, cursor: &mut Cursor) {
         let ex = cursor.exchange(true);
-        if let Some(t) = self.0.thread.get() {
+        let t = self.0.thread.get();
+        if let Some(t) = t {
             let _ = ex.helper_thread.set(t.clone());
-            t.unpark();
         }
         self.0.list().push(ex);
+        // After the push: a helper parked on an empty list (for
+        // SLEEPING_LOOK) looks at the new cursor now.
+        if let Some(t) = t {
+            t.unpark();
+        }
     }
 }
 
