@@ -128,6 +128,36 @@ pub fn backoff(n: usize) -> Duration {
     SCHEDULE.wait_before(n)
 }
 
+/// Runs `f` until it answers something else than [`Fail::Retry`], or
+/// `timeout` passes: the retry loop of `Vars` and `Files` (backoff up to
+/// 500 ms between tries, the third failure logged). The error is one
+/// sentence: the fatal one, or "cannot `what` within N s" and the last.
+pub(crate) fn retrying<T>(
+    what: &str,
+    timeout: Duration,
+    log: &crate::Log,
+    mut f: impl FnMut() -> Result<T, Fail>,
+) -> Result<T, String> {
+    let until = std::time::Instant::now() + timeout;
+    let mut n = 0;
+    loop {
+        match f() {
+            Ok(t) => return Ok(t),
+            Err(Fail::Fatal(e)) => return Err(e),
+            Err(Fail::Retry(e)) => {
+                if std::time::Instant::now() >= until {
+                    return Err(format!("cannot {what} within {} s: {e}", timeout.as_secs()));
+                }
+                if n == 2 {
+                    log(&format!("{e}; retrying"));
+                }
+                std::thread::sleep(backoff(n).min(Duration::from_millis(500)));
+                n += 1;
+            }
+        }
+    }
+}
+
 /// Answers what a push consumer's idle heartbeat asks for: its
 /// flow-control request (the message's reply subject) and a stalled flow
 /// control it names (`Nats-Consumer-Stalled`). Returns whether `m` was a

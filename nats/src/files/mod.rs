@@ -255,26 +255,6 @@ impl Files {
         what: &str,
         mut f: impl FnMut(&Self) -> Result<T, Fail>,
     ) -> Result<T, FileError> {
-        let until = Instant::now() + self.opts.timeout;
-        let mut n = 0;
-        loop {
-            match f(self) {
-                Ok(t) => return Ok(t),
-                Err(Fail::Fatal(e)) => return Err(other(e)),
-                Err(Fail::Retry(e)) => {
-                    if Instant::now() >= until {
-                        return Err(other(format!(
-                            "cannot {what} within {} s: {e}",
-                            self.opts.timeout.as_secs()
-                        )));
-                    }
-                    if n == 2 {
-                        (self.opts.log)(&format!("{e}; retrying"));
-                    }
-                    std::thread::sleep(crate::conn::backoff(n).min(Duration::from_millis(500)));
-                    n += 1;
-                }
-            }
-        }
+        crate::conn::retrying(what, self.opts.timeout, &self.opts.log, || f(self)).map_err(other)
     }
 }
