@@ -13,6 +13,9 @@ and it reads what the Rust ``Writer`` writes. x86-64 Linux, Python 3.8+.
   unread frame with the smallest write time, as a :class:`Frame` whose
   ``payload`` is a ``memoryview`` of the mapping.
 - :class:`Connection`: ask the service who is online.
+- :class:`Requester` and :class:`Responder`: request/reply with any tape
+  endpoint, Rust's or Python's: ``call`` returns the reply or raises
+  :class:`No` (nobody of that name online) or :class:`Timeout`.
 - :class:`Vars` (the optional extra ``pip install './python[nats]'``, on
   nats-py): shared variables across machines, the same as ``tape var``;
   loaded on first use, so importing :mod:`tape` does not need nats-py.
@@ -42,6 +45,7 @@ from .service import (
     socket_path,
 )
 from .writer import Claim, Writer
+from .rpc import No, Reply, Request, Requester, Responder, Timeout, endpoint_id
 
 __version__ = "0.1.0"
 
@@ -63,14 +67,21 @@ __all__ = [
     "FormatError",
     "Frame",
     "HeldError",
+    "No",
     "NotRunning",
     "Reader",
+    "Reply",
+    "Request",
+    "Requester",
+    "Responder",
     "ServiceError",
     "Start",
     "TapeError",
+    "Timeout",
     "Writer",
     "crc32c",
     "default_root",
+    "endpoint_id",
     "journal_dir",
     "socket_path",
 ]
