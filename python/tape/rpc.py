@@ -801,11 +801,12 @@ class Responder(_Endpoint):
             data, typ = out
         else:
             data, typ = out, 0
-        if deadline is not None and time.time_ns() > deadline:
-            st.expired += 1  # the handler took too long: the requester gave up
-            return
         assert self._writer is not None
-        self._writer.write(typ, data, source=self.id, dest=f.source, corr=f.seq)
+        # Published only if its time_ns is not past the deadline: a handler
+        # that took too long writes nothing (the requester has given up).
+        if not self._writer.write(typ, data, source=self.id, dest=f.source, corr=f.seq, not_after=deadline):
+            st.expired += 1
+            return
         self._answered[f.source] = f.seq
         st.answered += 1
 

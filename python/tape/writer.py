@@ -418,20 +418,24 @@ class Writer:
         source: Optional[int] = None,
         dest: Optional[int] = None,
         corr: int = 0,
+        not_after: Optional[int] = None,
     ) -> int:
         """Appends one frame and publishes it; returns its sequence number.
 
         ``source`` and ``dest`` default to the writer's; ``corr`` is the
         correlation id (0: none). ``time_ns`` is the clock
         (``CLOCK_REALTIME``) read just before publication, never older than
-        the previous frame's.
+        the previous frame's. With ``not_after`` (ns), the frame is published
+        only if that ``time_ns`` is at most ``not_after``; else nothing is
+        written and the result is 0 (a reply never written past its
+        request's deadline).
         """
         n = len(payload)
         off = self._room(n)
         page = self._page
         assert page is not None
         page.mm[off + FRAME_HEADER_LEN : off + FRAME_HEADER_LEN + n] = payload
-        return self._publish(off, msg_type, payload, source, dest, corr)
+        return self._publish(off, msg_type, payload, source, dest, corr, not_after)
 
     def claim(self, n: int) -> Claim:
         """Room for an ``n``-byte payload in the page: fill
@@ -453,7 +457,14 @@ class Writer:
         self._page.mm[start : start + c._n] = bytes(c._n)
 
     def _publish(
-        self, off: int, msg_type: int, payload: Bytes, source: Optional[int], dest: Optional[int], corr: int
+        self,
+        off: int,
+        msg_type: int,
+        payload: Bytes,
+        source: Optional[int],
+        dest: Optional[int],
+        corr: int,
+        not_after: Optional[int] = None,
     ) -> int:
         page = self._page
         assert page is not None
@@ -462,6 +473,11 @@ class Writer:
         t = time.time_ns()
         if t < self._last_time:
             t = self._last_time
+        if not_after is not None and t > not_after:
+            # Too late: keep every byte past the tail zero, publish nothing.
+            start = off + FRAME_HEADER_LEN
+            page.mm[start : start + len(payload)] = bytes(len(payload))
+            return 0
         FRAME_REST.pack_into(
             page.mm,
             off + 4,
