@@ -40,6 +40,7 @@ import fcntl
 import mmap
 import os
 import platform
+import struct
 import threading
 import time
 from typing import Optional, Tuple, Union
@@ -181,9 +182,10 @@ class Claim:
             raise TapeError("this claim was given up: a later claim or write took its place")
         self._done = True
         w._claim = None
-        seq = w._publish(self._off, msg_type, self.payload, source, dest, corr)
-        self.payload.release()
-        return seq
+        try:
+            return w._publish(self._off, msg_type, self.payload, source, dest, corr)
+        finally:
+            self.payload.release()
 
 
 class Writer:
@@ -478,18 +480,28 @@ class Writer:
             start = off + FRAME_HEADER_LEN
             page.mm[start : start + len(payload)] = bytes(len(payload))
             return 0
-        FRAME_REST.pack_into(
-            page.mm,
-            off + 4,
-            msg_type,
-            seq,
-            t,
-            self.source if source is None else source,
-            self.dest if dest is None else dest,
-            corr,
-            crc,
-            0,
-        )
+        try:
+            FRAME_REST.pack_into(
+                page.mm,
+                off + 4,
+                msg_type,
+                seq,
+                t,
+                self.source if source is None else source,
+                self.dest if dest is None else dest,
+                corr,
+                crc,
+                0,
+            )
+        except struct.error:
+            # A field out of range: nothing is published, and the payload
+            # already copied is zeroed (left there, the next frame's `len`
+            # could fall on it and readers take it for a frame).
+            page.mm[off : off + FRAME_HEADER_LEN + len(payload)] = bytes(FRAME_HEADER_LEN + len(payload))
+            raise ValueError(
+                f"frame header out of range (msg_type {msg_type}, source {source}, dest {dest}: 0 to 4294967295; "
+                f"corr {corr}: 0 to 2^64-1): nothing was written"
+            ) from None
         ln = FRAME_HEADER_LEN + len(payload)
         # Publication: one aligned 32-bit store, after every other store of
         # the frame (the module docstring says why that is a release store).

@@ -151,6 +151,25 @@ class WriteRead(Tmp):
         with open(self.path("md", 1), "rb") as fh:
             self.assertNotIn(b"ABANDON", fh.read())
 
+    def test_a_header_field_out_of_range_writes_nothing(self) -> None:
+        w = self.writer()
+        with self.assertRaises(ValueError):
+            w.write(1 << 32, b"A" * 100)  # the payload was copied before the header failed
+        c = w.claim(50)
+        c.payload[:] = b"B" * 50
+        with self.assertRaises(ValueError):
+            c.commit(-1)
+        with self.assertRaises(ValueError):
+            w.write(1, b"C" * 30, dest=1 << 32)
+        self.assertEqual(w.write(2, b"y"), 1)  # its end falls where the bad payloads were
+        self.assertEqual(w.write(2, b"z"), 2)
+        got = [(f.seq, bytes(f.payload)) for f in self.reader("md")]
+        self.assertEqual(got, [(1, b"y"), (2, b"z")])
+        with open(self.path("md", 1), "rb") as fh:
+            page = fh.read()
+        for junk in (b"AAAA", b"BBBB", b"CCCC"):
+            self.assertNotIn(junk, page)
+
     def test_largest_payload_and_too_large(self) -> None:
         w = self.writer()
         w.write(1, b"x")
