@@ -517,8 +517,11 @@ class Requester(_Endpoint):
             raise TapeError("this requester is closed")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout {timeout!r}: use a number of seconds above 0, or None for no deadline")
-        if not 0 <= type <= 0xFFFFFFFF:
-            raise ValueError(f"message type {type}: use 0 to 4294967295")
+        if not isinstance(type, int) or not 0 <= type <= 0xFFFFFFFF:
+            raise ValueError(f"message type {type!r}: use 0 to 4294967295")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"request data {data!r:.40}: use bytes (encode a str first)")
+        check_endpoint_name(dest)
         peer = self._responder(dest)
         j = peer["journals"][0]
         key = (str(j["dir"]), str(j["journal"]))
@@ -797,10 +800,15 @@ class Responder(_Endpoint):
         if out is None:
             st.unanswered += 1
             return
-        if isinstance(out, tuple):
+        if isinstance(out, tuple) and len(out) == 2:
             data, typ = out
         else:
             data, typ = out, 0
+        if not isinstance(data, (bytes, bytearray, memoryview)) or not isinstance(typ, int) or not 0 <= typ <= 0xFFFFFFFF:
+            raise TypeError(
+                f"the handler returned {out!r:.80}: return the reply's bytes, (bytes, message type 0 to 4294967295), "
+                "or None for no reply"
+            )
         assert self._writer is not None
         # Published only if its time_ns is not past the deadline: a handler
         # that took too long writes nothing (the requester has given up).
