@@ -49,6 +49,17 @@ def need_bin(test: unittest.TestCase) -> str:
     return b
 
 
+def sibling_bin(test: unittest.TestCase, name: str, env: str) -> str:
+    """Another binary of the build (``tape-echo``, ``tape-ping``): ``$env``
+    (the Rust test sets it), else beside the ``tape`` binary."""
+    b = os.environ.get(env)
+    if not b:
+        b = os.path.join(os.path.dirname(need_bin(test)), name)
+    if not os.path.exists(b):
+        test.fail(f"{name} {b!r} does not exist: run `cargo build -p tape-tools --bins`")
+    return b
+
+
 def wait_until(what: str, cond: Callable[[], object], timeout: float = WATCHDOG) -> object:
     """Polls ``cond`` until it returns something true; fails as hung after
     the watchdog."""
@@ -147,11 +158,17 @@ class Root:
     def page(self, name: str, page_no: int) -> str:
         return os.path.join(self.journal_dir, f"{name}.{page_no:08d}.journal")
 
-    def python(self, code: str, **kw) -> subprocess.Popen:  # type: ignore[no-untyped-def]
-        """A Python child running ``code`` with the package importable."""
+    def python(self, code: str, *args: str, **kw) -> subprocess.Popen:  # type: ignore[no-untyped-def]
+        """A Python child running ``code`` (with ``args`` in ``sys.argv[1:]``)
+        with the package importable."""
         env = _env()
         env["PYTHONPATH"] = PYTHON_DIR + os.pathsep + env.get("PYTHONPATH", "")
-        return self.spawn([sys.executable, "-c", code], env=env, **kw)
+        return self.spawn([sys.executable, "-c", code, *args], env=env, **kw)
+
+    def example(self, script: str, *args: str, **kw) -> subprocess.Popen:  # type: ignore[no-untyped-def]
+        """``python/examples/<script>`` with ``args`` and ``--root`` this root."""
+        path = os.path.join(PYTHON_DIR, "examples", script)
+        return self.spawn([sys.executable, path, *args, "--root", self.path], **kw)
 
 
 def payload_of(frame_json: dict) -> bytes:

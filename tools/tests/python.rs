@@ -2,7 +2,9 @@
 //! `tape` binary cargo built, so `cargo test --workspace` covers the Python
 //! reader and writer too: they read what Rust writes byte for byte, write
 //! what `tape tail` and `tape verify` accept, and keep the one-writer rule
-//! with Rust writers both ways. Each Python test starts its own `tape
+//! with Rust writers both ways; `tape.Requester` and `tape.Responder` call
+//! and answer the Rust `tape-echo`, `tape call` and `tape-ping`
+//! (`python/tests/test_rpc.py`). Each Python test starts its own `tape
 //! service` on its own temporary root.
 //!
 //! Needs `python3` (3.8 or later) on the PATH; the tests of `tape.Vars`
@@ -27,6 +29,8 @@ fn python_package_tests_pass() {
         .args(["-m", "unittest", "discover", "-s", "python/tests", "-v"])
         .current_dir(repo)
         .env("TAPE_BIN", env!("CARGO_BIN_EXE_tape"))
+        .env("TAPE_ECHO_BIN", env!("CARGO_BIN_EXE_tape-echo"))
+        .env("TAPE_PING_BIN", env!("CARGO_BIN_EXE_tape-ping"))
         .env("TAPE_PY_REQUIRE_BIN", "1")
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env_remove("TAPE_ROOT")
