@@ -163,6 +163,8 @@ fn bare(port: u16, n: u64, pace: Option<Duration>) -> (f64, Vec<u64>) {
         }
     });
     let mut lat = Vec::new();
+    let probing = std::env::var_os("NATS_BENCH_PROBE").is_some();
+    let mut split: (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
     let mut got = 0u64;
     while got < n {
         let m = rt.block_on(sub.next()).unwrap();
@@ -179,10 +181,30 @@ fn bare(port: u16, n: u64, pace: Option<Duration>) -> (f64, Vec<u64>) {
         if pace.is_some() {
             let t = i64::from_le_bytes(m.payload[..8].try_into().unwrap());
             lat.push((now - t).max(0) as u64);
+            if probing {
+                let stored: i64 = m
+                    .reply
+                    .as_deref()
+                    .unwrap()
+                    .split('.')
+                    .nth(7)
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                split.0.push((stored - t).max(0) as u64);
+                split.1.push((now - stored).max(0) as u64);
+            }
         }
     }
     let secs = start.elapsed().as_secs_f64();
     publisher.join().unwrap();
+    if probing && pace.is_some() {
+        eprintln!(
+            "  probe: bare publish->stored p50 {:.0} us, stored->consumer p50 {:.0} us",
+            pct(&mut split.0, 0.5) as f64 / 1e3,
+            pct(&mut split.1, 0.5) as f64 / 1e3
+        );
+    }
     (n as f64 / secs, lat)
 }
 
@@ -295,8 +317,9 @@ fn tape_live(port: u16, n: u64, pace: Option<Duration>, busy: bool) -> (f64, Vec
     let mut lat = Vec::new();
     let mut c = Cursor::open(&bdir, name, Start::Seq(2), CursorOptions::default()).unwrap();
     let mut seen = 1u64;
-    // The replica's reader as a strategy reads it: asleep on the
-    // journal's doorbell between frames.
+    // The replica's reader as a strategy reads it: awake for AWAKE after
+    // a frame (yielding its core), asleep on the journal's doorbell after.
+    let mut idle = tape_journal::Idle::awake(64, tape_journal::AWAKE);
     while seen < total {
         if let Some(f) = c.next().unwrap() {
             let now = tape_journal::clock::now_ns();
@@ -305,8 +328,12 @@ fn tape_live(port: u16, n: u64, pace: Option<Duration>, busy: bool) -> (f64, Vec
             if paced {
                 lat.push((now - f.time_ns()).max(0) as u64);
             }
-        } else {
+            idle.reset();
+        } else if idle.is_parking() {
             c.wait(Duration::from_millis(100));
+            idle.reset();
+        } else {
+            idle.idle();
         }
     }
     let secs = start.elapsed().as_secs_f64();

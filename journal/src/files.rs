@@ -105,13 +105,61 @@ pub fn lock_path(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// Splits a page file name into journal name and page number.
+///
+/// Only the canonical name is a page (FORMAT.md, "Files"):
+/// `<name>.<digits>.journal` where `<name>` is a valid journal name and
+/// `<digits>` is the page number, at least 1, in decimal zero-padded to 8
+/// digits (`00000001` to `99999999`; from 100000000 on, its digits with no
+/// leading zero, up to `u64::MAX`). `md.17.journal`, `md.00000000.journal`
+/// or `md.000000017.journal` are not pages (see [`foreign_page_name`]).
 pub fn parse_page_file_name(file_name: &str) -> Option<(&str, u64)> {
+    let (name, digits) = split_page_file_name(file_name)?;
+    let no: u64 = digits.parse().ok()?;
+    if no == 0 || digits != format!("{no:08}") {
+        return None;
+    }
+    Some((name, no))
+}
+
+/// `(name, digits)` of a file named `<name>.<digits>.journal` with a valid
+/// journal name and only ASCII digits between the dots, canonical or not.
+fn split_page_file_name(file_name: &str) -> Option<(&str, &str)> {
     let stem = file_name.strip_suffix(PAGE_SUFFIX)?;
     let (name, no) = stem.rsplit_once('.')?;
     if no.is_empty() || !no.bytes().all(|b| b.is_ascii_digit()) || check_name(name).is_err() {
         return None;
     }
-    Some((name, no.parse().ok()?))
+    Some((name, no))
+}
+
+/// Whether `file_name` looks like a page file of journal `name` but is not
+/// one: `<name>.<digits>.journal` whose digits are not the canonical
+/// 8-digit zero-padded page number of a page from 1 on (`md.17.journal`,
+/// `md.00000000.journal`). Such a file is never read as a page; `verify`
+/// names it.
+pub fn foreign_page_name(file_name: &str, name: &str) -> bool {
+    split_page_file_name(file_name).is_some_and(|(n, _)| n == name)
+        && parse_page_file_name(file_name).is_none()
+}
+
+/// Files in `dir` that look like page files of journal `name` but are not
+/// (see [`foreign_page_name`]), sorted.
+pub fn foreign_page_files(dir: &Path, name: &str) -> io::Result<Vec<String>> {
+    let mut v = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(v),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        if let Some(f) = entry?.file_name().to_str() {
+            if foreign_page_name(f, name) {
+                v.push(f.to_string());
+            }
+        }
+    }
+    v.sort_unstable();
+    Ok(v)
 }
 
 /// Page numbers of journal `name` in `dir`, ascending. Empty when the
@@ -161,8 +209,10 @@ pub struct JournalLock {
 /// Why the writer lock could not be taken.
 #[derive(Debug)]
 pub enum LockError {
-    /// Another process holds the lock; `pid` is what it wrote into the lock
-    /// file (0 when it had not written it yet).
+    /// Another process holds the lock; `pid` is the holder the kernel
+    /// lists for it (`/proc/locks`), 0 when it cannot be told. (The pid in
+    /// the lock file is the last tape writer that took it, which may have
+    /// exited: another program can hold the lock.)
     Held {
         /// The lock file.
         path: PathBuf,
@@ -181,11 +231,22 @@ pub enum LockError {
 impl std::fmt::Display for LockError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LockError::Held { path, pid } => write!(
+            LockError::Held { path, pid: 0 } => write!(
                 f,
-                "another writer (pid {pid}) holds {}: stop it or wait for it to exit",
+                "another process holds {} and the system does not say which (try `fuser -v` on it): stop it or wait for it to exit",
                 path.display()
             ),
+            LockError::Held { path, pid } => {
+                write!(f, "another process (pid {pid}")?;
+                if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+                    write!(f, ", {}", comm.trim())?;
+                }
+                write!(
+                    f,
+                    ") holds {}: stop it or wait for it to exit",
+                    path.display()
+                )
+            }
             LockError::Io { path, source } => {
                 write!(f, "cannot lock {}: {source}", path.display())?;
                 if matches!(
@@ -224,9 +285,7 @@ impl JournalLock {
         if rc != 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let mut s = String::new();
-                let _ = file.read_to_string(&mut s);
-                let pid = s.trim().parse().unwrap_or(0);
+                let pid = holder_pid(&mut file).unwrap_or(0);
                 return Err(LockError::Held { path, pid });
             }
             return Err(io_err(err));
@@ -244,8 +303,9 @@ impl JournalLock {
     }
 }
 
-/// Pid written in the lock file of journal `name` if a live process holds
-/// its lock, `None` when nobody holds it.
+/// Pid of the process that holds the writer lock of journal `name`, when
+/// a process holds it: `Some(0)` when it is held but the holder cannot be
+/// told (see [`LockError::Held`]); `None` when nobody holds it.
 pub fn lock_holder(dir: &Path, name: &str) -> Option<u32> {
     let path = lock_path(dir, name);
     let mut file = File::open(&path).ok()?;
@@ -257,9 +317,75 @@ pub fn lock_holder(dir: &Path, name: &str) -> Option<u32> {
         unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
         return None;
     }
-    let mut s = String::new();
-    let _ = file.read_to_string(&mut s);
-    Some(s.trim().parse().unwrap_or(0))
+    Some(holder_pid(&mut file).unwrap_or(0))
+}
+
+/// The holder of the exclusive `flock` on the open lock file `file`, which
+/// this process just failed to lock: the pid the kernel lists for it in
+/// `/proc/locks` (the process that took the lock). The pid written in the
+/// file is the last writer that took the lock, which may have exited since
+/// (another program can hold the lock without writing its pid): it is only
+/// used when `/proc/locks` cannot be read, and only if that process is
+/// alive. `None` when the holder cannot be told.
+fn holder_pid(file: &mut File) -> Option<u32> {
+    match flock_holders(file, true) {
+        Some(pids) => pids.first().copied(),
+        None => {
+            let mut s = String::new();
+            let _ = file.read_to_string(&mut s);
+            let pid: u32 = s.trim().parse().ok().filter(|&p| p != 0)?;
+            // SAFETY: kill with signal 0 sends nothing; it only checks
+            // that the process exists.
+            let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+                || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            alive.then_some(pid)
+        }
+    }
+}
+
+/// Pids holding an `flock` on the open file `file` (only exclusive ones
+/// with `exclusive`), as the kernel lists them in `/proc/locks`, sorted;
+/// `None` when that cannot be read.
+pub(crate) fn flock_holders(file: &File, exclusive: bool) -> Option<Vec<u32>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    Some(parse_flock_holders(
+        &locks,
+        meta.dev(),
+        meta.ino(),
+        exclusive,
+    ))
+}
+
+/// In the text of `/proc/locks`, the pids holding an `flock` on the inode
+/// `ino` of device `dev`. Lines look like
+/// `5: FLOCK  ADVISORY  WRITE 21641 fe:00:10011297 0 EOF` (device major and
+/// minor in hex, inode in decimal); a line with `->` is a waiter, not a
+/// holder.
+fn parse_flock_holders(locks: &str, dev: u64, ino: u64, exclusive: bool) -> Vec<u32> {
+    let want = format!(
+        "{:02x}:{:02x}:{ino}",
+        libc::major(dev as libc::dev_t),
+        libc::minor(dev as libc::dev_t)
+    );
+    let mut pids: Vec<u32> = locks
+        .lines()
+        .filter_map(|line| {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            match w.as_slice() {
+                [_, "FLOCK", _, kind, pid, file, ..]
+                    if *file == want && (!exclusive || *kind == "WRITE") =>
+                {
+                    pid.parse().ok().filter(|&p: &u32| p != 0)
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 #[cfg(test)]
@@ -280,6 +406,35 @@ mod tests {
         );
         assert_eq!(parse_page_file_name("md.x.journal"), None);
         assert_eq!(parse_page_file_name(".md.00000001.journal.tmp"), None);
+        // Only the canonical name is a page.
+        assert_eq!(parse_page_file_name("md.17.journal"), None);
+        assert_eq!(parse_page_file_name("md.00000000.journal"), None);
+        assert_eq!(parse_page_file_name("md.000000017.journal"), None);
+        assert_eq!(
+            parse_page_file_name("md.123456789.journal"),
+            Some(("md", 123456789))
+        );
+        assert_eq!(parse_page_file_name("md.0123456789.journal"), None);
+        assert_eq!(
+            parse_page_file_name("md.99999999999999999999.journal"),
+            None
+        );
+        assert!(foreign_page_name("md.17.journal", "md"));
+        assert!(foreign_page_name("md.00000000.journal", "md"));
+        assert!(!foreign_page_name("md.00000017.journal", "md"));
+        assert!(!foreign_page_name("md.x.17.journal", "md"));
+    }
+
+    #[test]
+    fn proc_locks_names_the_flock_holder() {
+        let locks = "1: POSIX  ADVISORY  WRITE 7 fe:00:42 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 99 fe:00:42 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 100 fe:00:42 0 EOF\n\
+                     3: FLOCK  ADVISORY  WRITE 5 fe:00:43 0 EOF\n";
+        let dev = libc::makedev(0xfe, 0) as u64;
+        assert_eq!(parse_flock_holders(locks, dev, 42, true), vec![99]);
+        assert_eq!(parse_flock_holders(locks, dev, 44, true), Vec::<u32>::new());
+        assert_eq!(parse_flock_holders(locks, dev, 43, false), vec![5]);
     }
 
     #[test]

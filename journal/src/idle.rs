@@ -17,7 +17,19 @@ pub struct Idle {
     spins: u32,
     yields: u32,
     max_park: std::time::Duration,
+    /// With [`Idle::awake`]: how long it yields after the spins, and when
+    /// the first yield was (`None` until then).
+    awake: Option<(std::time::Duration, Option<std::time::Instant>)>,
+    parks: u32,
 }
+
+/// How long a thread that sleeps on a doorbell ([`Idle::awake`]) stays
+/// awake, handing its core to any other runnable thread at each empty
+/// look, after its stream went quiet: a stream with frames more often
+/// than this (busy market data) is followed without a wake-up per frame;
+/// a quieter one is woken by the doorbell, one wake-up later (about 10 µs
+/// on an idle core here, PERFORMANCE.md); an idle one costs no CPU.
+pub const AWAKE: std::time::Duration = std::time::Duration::from_micros(200);
 
 impl Default for Idle {
     fn default() -> Self {
@@ -39,6 +51,29 @@ impl Idle {
             spins,
             yields,
             max_park,
+            awake: None,
+            parks: 0,
+        }
+    }
+
+    /// For a thread that sleeps on a doorbell when nothing comes (and for
+    /// pollers that share a core, more of them than cores): `spins` spins,
+    /// then it yields its core at each empty look for `window`, then it
+    /// parks ([`Idle::is_parking`]: the caller sleeps on the doorbell
+    /// instead). A yield hands the core to any other runnable thread at
+    /// once, where a spin would hold it for the rest of the time slice
+    /// (on two cores with more pollers than that, spinning readers saw
+    /// frames about 0.4 ms late, yielding ones within 10 µs: PERFORMANCE.md).
+    ///
+    /// ```
+    /// let mut idle = tape_journal::Idle::awake(16, tape_journal::AWAKE);
+    /// while !idle.is_parking() { idle.idle(); }
+    /// idle.reset();
+    /// ```
+    pub fn awake(spins: u32, window: std::time::Duration) -> Idle {
+        Idle {
+            awake: Some((window, None)),
+            ..Idle::with(spins, 0, std::time::Duration::from_millis(1))
         }
     }
 
@@ -48,24 +83,88 @@ impl Idle {
         self.n = self.n.saturating_add(1);
         if self.n <= self.spins {
             std::hint::spin_loop();
-        } else if self.n <= self.spins + self.yields {
+        } else if self.yielding() {
             std::thread::yield_now();
         } else {
-            let k = (self.n - self.spins - self.yields).min(20);
+            self.parks = self.parks.saturating_add(1);
+            let k = self.parks.min(20);
             let park = std::time::Duration::from_micros(50 * k as u64).min(self.max_park);
             std::thread::sleep(park);
         }
     }
 
+    /// Past the spins: whether it still yields (else it parks).
+    fn yielding(&mut self) -> bool {
+        match &mut self.awake {
+            None => self.n <= self.spins + self.yields,
+            Some((window, since)) => {
+                self.parks == 0
+                    && since.get_or_insert_with(std::time::Instant::now).elapsed() < *window
+            }
+        }
+    }
+
     /// Whether the strategy has reached parking (the caller may flush
-    /// output or do housekeeping then).
+    /// output, do housekeeping or sleep on a doorbell then).
     pub fn is_parking(&self) -> bool {
-        self.n > self.spins + self.yields
+        match &self.awake {
+            None => self.n > self.spins + self.yields,
+            Some((window, since)) => {
+                self.parks > 0 || since.is_some_and(|t| t.elapsed() >= *window)
+            }
+        }
     }
 
     /// Back to spinning, after a frame came.
     #[inline]
     pub fn reset(&mut self) {
         self.n = 0;
+        self.parks = 0;
+        if let Some((_, since)) = &mut self.awake {
+            *since = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn awake_yields_for_its_window_then_parks_and_a_frame_starts_it_again() {
+        let window = Duration::from_millis(20);
+        let mut idle = Idle::awake(4, window);
+        for _ in 0..4 {
+            idle.idle();
+            assert!(!idle.is_parking(), "spinning");
+        }
+        let t0 = Instant::now();
+        while !idle.is_parking() {
+            idle.idle();
+            assert!(t0.elapsed() < Duration::from_secs(5), "never parked");
+        }
+        assert!(t0.elapsed() >= window, "parked after {:?}", t0.elapsed());
+        idle.idle();
+        assert!(idle.is_parking(), "stays parked");
+        idle.reset();
+        assert!(!idle.is_parking());
+        let t1 = Instant::now();
+        for _ in 0..10 {
+            idle.idle();
+        }
+        assert!(!idle.is_parking(), "a new window after reset");
+        assert!(t1.elapsed() < window);
+    }
+
+    #[test]
+    fn counted_yields_park_after_spins_and_yields() {
+        let mut idle = Idle::with(2, 3, Duration::from_micros(50));
+        for _ in 0..5 {
+            idle.idle();
+            assert!(!idle.is_parking());
+        }
+        idle.idle();
+        assert!(idle.is_parking());
     }
 }

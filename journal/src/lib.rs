@@ -114,7 +114,7 @@ pub use files::{
     check_name, journal_dir, list_journals, list_pages, lock_holder, resolve_root, root_of,
     JournalLock, LockError,
 };
-pub use idle::Idle;
+pub use idle::{Idle, AWAKE};
 pub use locate::{page_starts, stats, JournalStats, OpenError, PageStart};
 pub use page::{PageError, PrepareOptions};
 pub use prune::{prune, InUse, PruneError, PruneReport, PruneRule};

@@ -261,30 +261,5 @@ fn lock_exclusive(file: &File) -> io::Result<bool> {
 
 /// Pids that hold an `flock` on `file`, from `/proc/locks` (best effort).
 fn lock_holders(file: &File) -> Vec<u32> {
-    let Ok(meta) = file.metadata() else {
-        return Vec::new();
-    };
-    let dev = meta.dev();
-    let key = format!(
-        "{:02x}:{:02x}:{}",
-        libc::major(dev),
-        libc::minor(dev),
-        meta.ino()
-    );
-    let Ok(text) = std::fs::read_to_string("/proc/locks") else {
-        return Vec::new();
-    };
-    let mut pids: Vec<u32> = text
-        .lines()
-        .filter(|l| !l.contains("->"))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 5 && f[1] == "FLOCK" && f[5] == key)
-                .then(|| f[4].parse().ok())
-                .flatten()
-        })
-        .collect();
-    pids.sort_unstable();
-    pids.dedup();
-    pids
+    crate::files::flock_holders(file, false).unwrap_or_default()
 }

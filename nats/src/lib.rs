@@ -102,13 +102,14 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// export's cursor; a reader of a replica may wait the same way), on a box
 /// where more threads wait than there are cores.
 ///
-/// The writer is another process and wakes nobody, so a poller must look
-/// again; spinning or `sched_yield` steals the core the writer, the
-/// server and the client's runtime need (with two cores, two hot threads
-/// made every hop wait for a scheduler slice: p50 about 2 ms, issue 14).
-/// So: a few spins, then short sleeps (`SHORT`, 20 µs) for the first
-/// ~20 ms without a frame, so a stream of frames is picked up within
-/// ~25 µs, then sleeps growing to 1 ms while the journal stays quiet.
+/// The export yields its core for [`tape_journal::AWAKE`] after each frame
+/// ([`tape_journal::Idle::awake`]), then, while acks are still due, waits
+/// with this: spinning steals the core the writer, the server and the
+/// client's runtime need (with two cores, two spinning threads made every
+/// hop wait for a scheduler slice: p50 about 2 ms, issue 14), and a long
+/// run of `sched_yield` keeps a core busy for nothing. So: a few spins,
+/// then short sleeps (`SHORT`, 20 µs) for the first ~20 ms without a
+/// frame, then sleeps growing to 1 ms while the journal stays quiet.
 /// Call [`low_timer_slack`] once on the polling thread: Linux adds 50 µs
 /// to every sleep by default.
 #[derive(Debug, Clone)]

@@ -132,7 +132,9 @@ def page_numbers(directory: str, name: str) -> List[int]:
         if not e.startswith(prefix) or not e.endswith(".journal"):
             continue
         mid = e[len(prefix) : -len(".journal")]
-        if mid and mid.isdigit() and mid.isascii():
+        # Only the canonical name is a page: the number, from 1, zero-padded
+        # to 8 digits (md.17.journal and md.00000000.journal are not pages).
+        if mid and mid.isdigit() and mid.isascii() and int(mid) >= 1 and mid == f"{int(mid):08d}":
             out.append(int(mid))
     out.sort()
     return out

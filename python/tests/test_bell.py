@@ -72,6 +72,53 @@ class Doorbell(unittest.TestCase):
         w.write(1, b"two")
         self.assertEqual(lines.next("the frame after the quiet: the doorbell was not rung", timeout=30), b"two")
 
+    def test_python_reader_of_two_journals_wakes_on_either_rust_writer(self) -> None:
+        # Asleep on both doorbells at once (futex_waitv): a frame of either
+        # journal wakes it. Were it asleep on one journal's doorbell only, a
+        # frame of the other would be seen only when its wait ends (5 s).
+        writers = {}
+        for name in ("ja", "jb"):
+            w = self.root.spawn(
+                [self.bin, "write", name, "--root", self.root.path, "--page-size", str(MiB)],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            )
+            assert w.stdin is not None
+            w.stdin.write(b"%s first\n" % name.encode())
+            w.stdin.flush()
+            writers[name] = w
+        r = tape.Reader("py-bell-two", root=self.root.path, start="start", service="never")
+        r.add_journal(None, "ja")
+        r.add_journal(None, "jb")
+        got = set()
+        while len(got) < 2:
+            f = r.wait(timeout=helpers.WATCHDOG)
+            self.assertIsNotNone(f, "the first frames")
+            got.add(bytes(f.payload))
+        self.assertEqual(got, {b"ja first", b"jb first"})
+        late = []
+        for i in range(12):
+            name = ("jb", "ja")[i % 2]
+            w = writers[name]
+            assert w.stdin is not None
+            # The reader is asleep on both doorbells when each comes.
+            time.sleep(0.05)
+            w.stdin.write(b"%s %d\n" % (name.encode(), i))
+            w.stdin.flush()
+            sent = time.monotonic()
+            f = r.wait(timeout=5.0)
+            late.append(time.monotonic() - sent)
+            self.assertIsNotNone(f, f"frame {i} of {name} did not wake the Python reader")
+            self.assertEqual(bytes(f.payload), b"%s %d" % (name.encode(), i))
+        late.sort()
+        # The writer is a process fed through a pipe: its frame comes within
+        # milliseconds, against the 5 s of a wait that was not woken.
+        self.assertLess(late[-1], 2.5, f"not woken by the doorbell: {late}")
+        for w in writers.values():
+            assert w.stdin is not None
+            w.stdin.close()
+            self.assertEqual(w.wait(timeout=helpers.WATCHDOG), 0)
+        r.close()
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -63,7 +63,7 @@ use std::path::{Path, PathBuf};
 use tape_journal::{Cursor, CursorOptions, DirWatch, OpenError, PageHelper, ReadError};
 use tape_service::{ReaderLease, RegisterError};
 
-pub use tape_journal::{Frame, Idle, Start};
+pub use tape_journal::{Frame, Idle, Start, AWAKE};
 pub use wait::JOURNAL_APPEARS_POLL;
 
 /// Whether a reader registers with the service.

@@ -273,6 +273,7 @@ impl Exporter {
         let mut last_acked = next - 1;
         let mut last_progress = Instant::now();
         let mut idle = Wait::new(self.opts.busy_poll);
+        let mut quiet = tape_journal::Idle::awake(64, tape_journal::AWAKE);
         let mut driven = Instant::now();
         let window = self.opts.window.max(1);
         let stream_hdr = async_nats::HeaderValue::from(self.stream.as_str());
@@ -373,7 +374,18 @@ impl Exporter {
                 rt.block_on(tokio::task::yield_now());
                 driven = Instant::now();
             }
-            if sent == 0 && inflight == 0 && !self.opts.busy_poll {
+            if sent > 0 {
+                idle.reset();
+                quiet.reset();
+            } else if self.opts.busy_poll {
+                idle.idle();
+            } else if !quiet.is_parking() {
+                // For AWAKE after the last frame sent, the core is yielded
+                // to whatever else runs at each empty look: a stream with
+                // frames more often than that (and acks due meanwhile) is
+                // followed without a wake-up or a sleep per frame.
+                quiet.idle();
+            } else if inflight == 0 {
                 // Nothing to send, nothing to hear back: asleep on the
                 // journal's doorbell, woken by the writer's next frame;
                 // back within IDLE_WAIT to drive the connection (pings,
@@ -381,10 +393,9 @@ impl Exporter {
                 cursor.wait(IDLE_WAIT);
                 // The next turn drives the connection, whatever it sends.
                 driven = Instant::now() - Duration::from_millis(2);
-            } else if sent == 0 {
-                idle.idle();
             } else {
-                idle.reset();
+                // Acks still due after AWAKE: short sleeps.
+                idle.idle();
             }
         }
     }

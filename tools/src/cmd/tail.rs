@@ -19,7 +19,7 @@ pub enum Format {
     /// The payload and a newline.
     Text,
     /// One JSON object a line: journal, seq, time_ns, type, source, dest,
-    /// payload (UTF-8) or payload_hex.
+    /// corr (only when it is not 0), payload (UTF-8) or payload_hex.
     Json,
     /// The payload in lowercase hex and a newline.
     Hex,

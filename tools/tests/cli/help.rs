@@ -10,7 +10,9 @@ fn every_subcommand_explains_its_flags() {
         (&["write"], &["--root", "--type", "--page-size"]),
         (
             &["tail"],
-            &["--root", "--from", "--follow", "--format", "seq:", "time:"],
+            &[
+                "--root", "--from", "--follow", "--format", "seq:", "time:", "corr",
+            ],
         ),
         (&["ls"], &["--root", "--json"]),
         (&["verify"], &["--root"]),

@@ -16,6 +16,7 @@ mod damage;
 mod follow;
 mod full_disk;
 mod help;
+mod lock_holder;
 mod ls_verify;
 mod no_service;
 mod one_writer;
