@@ -77,6 +77,9 @@ DEFAULT_TIMEOUT = 5.0
 _MAX_WAITV = 128
 
 _TIMEOUT = struct.Struct("<Q")
+#: Longest timeout a request can carry: 2^63 - 1 ns, where the Rust
+#: responder's deadline saturates (about 292 years).
+_MAX_TIMEOUT_S = (2**63 - 1) / 1e9
 
 
 def endpoint_id(name: str) -> int:
@@ -515,8 +518,10 @@ class Requester(_Endpoint):
         """
         if self._closed or self._writer is None:
             raise TapeError("this requester is closed")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout {timeout!r}: use a number of seconds above 0, or None for no deadline")
+        if timeout is not None and not 0 < timeout < _MAX_TIMEOUT_S:
+            raise ValueError(
+                f"timeout {timeout!r}: use a number of seconds above 0 and below {_MAX_TIMEOUT_S:g}, or None for no deadline"
+            )
         if not isinstance(type, int) or not 0 <= type <= 0xFFFFFFFF:
             raise ValueError(f"message type {type!r}: use 0 to 4294967295")
         if not isinstance(data, (bytes, bytearray, memoryview)):

@@ -414,8 +414,9 @@ class Rpc(unittest.TestCase):
             r.call("bad name", b"x")
         with self.assertRaises(ValueError):
             r.call("echo", b"x", type=1 << 32)
-        with self.assertRaises(ValueError):
-            r.call("echo", b"x", timeout=0)
+        for bad in (0, -1, float("nan"), float("inf"), 1e12):
+            with self.assertRaises(ValueError):
+                r.call("echo", b"x", timeout=bad)
         with self.assertRaises(TypeError):
             r.call("echo", "a str")  # type: ignore[arg-type]
         self.assertEqual(r.call("echo", b"fine"), tape.Reply(b"fine", 0))
