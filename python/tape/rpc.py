@@ -27,7 +27,8 @@ How it works, in short:
   its own journal), and answers a request only when it is for it, well
   formed, not answered yet and not past its deadline.
 
-Waiting (for a reply, or for requests) sleeps on the journals' doorbells
+Waiting (for a reply, or for requests) looks for :data:`AWAKE` (200 µs),
+yielding the core, then sleeps on the journals' doorbells
 (:mod:`tape.bell`): no CPU while nothing comes, woken by the writer's next
 frame, Rust's or Python's.
 
