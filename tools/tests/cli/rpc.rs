@@ -396,3 +396,30 @@ fn call_and_online_explain_themselves() {
     let o = run(&mut tape(&["call", "echo", "--timeout", "soon"]), b"");
     assert!(!o.status.success());
 }
+
+#[test]
+fn tape_ping_checks_every_echo_and_exits_as_tape_call_does() {
+    let root = Root::new();
+    let _service = Service::start(&root);
+    let _echo = start_echo(&root, "echo");
+    let ping = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tape-ping"));
+        cmd.args(args)
+            .args(["--root", root.arg()])
+            .env_remove("TAPE_ROOT");
+        run(&mut cmd, b"")
+    };
+    let o = ping(&["echo", "--calls", "300", "--warmup", "10", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(j["calls"], 300);
+    assert!(j["p50_ns"].as_u64().unwrap() <= j["p99_ns"].as_u64().unwrap());
+    // NO: exit 3 at once.
+    let o = ping(&["nobody", "--calls", "1"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nobody"));
+    // Bad input: one sentence, exit 1.
+    let o = ping(&["echo", "--size", "4"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("use at least 8 bytes"));
+}
