@@ -492,28 +492,8 @@ class Reader:
             self._sleep(1.0 if deadline is None else deadline - now)
 
     def _sleep(self, left: float) -> None:
-        """Sleeps on every journal's doorbell at once, at most ``left`` s;
-        in 1 ms steps while a journal has no page or no doorbell yet."""
-        bells: List[Bell] = []
-        all_bells = True
-        for c in self._cursors:
-            if c.bell is None and c.page is not None:
-                c.bell = Bell.open(c.dir, c.name)
-            if c.bell is None:
-                all_bells = False
-            else:
-                bells.append(c.bell)
-        if not bells:
-            time.sleep(min(left, 0.001))
-            return
-        for b in bells:
-            b.flag()
-        fenced = barrier()
-        values = [b.ring_value() for b in bells]
-        if any(c.poll() is not None for c in self._cursors):
-            return
-        step = left if all_bells and fenced else min(left, 0.001)
-        sleep_on(bells, values, step)
+        """Sleeps on every journal's doorbell at once, at most ``left`` s."""
+        sleep_on_cursors(self._cursors, [], left)
 
     def __iter__(self) -> Iterator[Frame]:
         """The frames there are now, until none is left (does not wait)."""
@@ -536,3 +516,38 @@ class Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: ``futex_waitv`` waits on at most this many words at once.
+MAX_WAITV = 128
+
+
+def sleep_on_cursors(cursors: List[_Cursor], extra: List[Bell], left: float) -> None:
+    """Sleeps until a frame comes in one of ``cursors`` (or one of ``extra``
+    rings) or ``left`` seconds pass: the reader's steps of FORMAT.md, "The
+    doorbell", over every journal at once. Where a journal has no doorbell
+    (or no page yet), in steps of 1 ms: slower, never a hot loop."""
+    if left <= 0:
+        return
+    bells: List[Bell] = list(extra)
+    exact = True
+    for c in cursors:
+        if c.bell is None and c.page is not None:
+            c.bell = Bell.open(c.dir, c.name)
+        if c.bell is None:
+            exact = False
+        else:
+            bells.append(c.bell)
+    if len(bells) > MAX_WAITV:
+        bells = bells[:MAX_WAITV]
+        exact = False
+    if not bells:
+        time.sleep(min(left, 0.001))
+        return
+    for b in bells:
+        b.flag()
+    fenced = barrier()
+    values = [b.ring_value() for b in bells]
+    if any(c.poll() is not None for c in cursors):
+        return
+    sleep_on(bells, values, left if exact and fenced else min(left, 0.001))

@@ -62,7 +62,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from .bell import Bell, barrier, sleep_on
 from .format import TapeError, check_name
-from .reader import Frame, Reader, Start, _Cursor
+from .reader import Frame, Reader, Start, _Cursor, sleep_on_cursors
 from .service import Connection, Lease, Message, ServiceError, default_root, journal_dir
 from .writer import Writer
 
@@ -78,8 +78,6 @@ DEFAULT_TIMEOUT = 5.0
 #: after its last frame before it sleeps on the doorbells: ``tape_journal::AWAKE``.
 #: A reply or request that comes sooner costs no wake-up.
 AWAKE = 200e-6
-#: ``futex_waitv`` waits on at most this many words at once.
-_MAX_WAITV = 128
 
 _TIMEOUT = struct.Struct("<Q")
 #: Longest timeout a request can carry: 2^63 - 1 ns, where the Rust
@@ -404,37 +402,6 @@ class _Endpoint:
             pass
 
 
-def _sleep_on_cursors(cursors: List[_Cursor], extra: List[Bell], left: float) -> None:
-    """Sleeps until a frame comes in one of ``cursors`` (or one of ``extra``
-    rings) or ``left`` seconds pass: the reader's steps of FORMAT.md, "The
-    doorbell", over every journal at once. Where a journal has no doorbell
-    (or no page yet), in steps of 1 ms: slower, never a hot loop."""
-    if left <= 0:
-        return
-    bells: List[Bell] = list(extra)
-    exact = True
-    for c in cursors:
-        if c.bell is None and c.page is not None:
-            c.bell = Bell.open(c.dir, c.name)
-        if c.bell is None:
-            exact = False
-        else:
-            bells.append(c.bell)
-    if len(bells) > _MAX_WAITV:
-        bells = bells[:_MAX_WAITV]
-        exact = False
-    if not bells:
-        time.sleep(min(left, 0.001))
-        return
-    for b in bells:
-        b.flag()
-    fenced = barrier()
-    values = [b.ring_value() for b in bells]
-    if any(c.poll() is not None for c in cursors):
-        return
-    sleep_on(bells, values, left if exact and fenced else min(left, 0.001))
-
-
 class _Call:
     __slots__ = ("id", "dest", "dest_id", "key", "deadline_ns", "timeout")
 
@@ -599,7 +566,7 @@ class Requester(_Endpoint):
         if self._deadlines:
             left = min(left, (self._deadlines[0][0] - time.time_ns()) / 1e9 + 1e-6)
         keys = {call.key for call in self._pending.values()}
-        _sleep_on_cursors([c for k, c in self._cursors.items() if k in keys], [], max(left, 1e-6))
+        sleep_on_cursors([c for k, c in self._cursors.items() if k in keys], [], max(left, 1e-6))
 
     def wait_reply(self, call_id: int) -> Reply:
         """Waits for the outcome of call ``call_id`` (from
@@ -851,7 +818,7 @@ class Responder(_Endpoint):
         """Sleeps until a request may have come (a frame in a requester's
         journal, or a requester came up) or ``timeout`` seconds pass."""
         self._follow()
-        _sleep_on_cursors([c for _id, c in self._cursors.values()], [self._wake.bell], timeout)
+        sleep_on_cursors([c for _id, c in self._cursors.values()], [self._wake.bell], timeout)
 
     def run(self, handler: Handler, stop: Optional[threading.Event] = None) -> None:
         """Answers requests until ``stop`` is set (checked at least once a
