@@ -54,7 +54,14 @@ pub struct VerifyReport {
 /// times, when the writer moved past where frames seemed to stop).
 pub fn verify(dir: &Path, name: &str) -> Result<VerifyReport, OpenError> {
     for _ in 0..100 {
-        if let Some(report) = crate::locate::retry_pruned(|| verify_once(dir, name))? {
+        if let Some(mut report) = crate::locate::retry_pruned(|| verify_once(dir, name))? {
+            // Names that look like pages but are not (FORMAT.md, "Files").
+            for f in crate::files::foreign_page_files(dir, name).unwrap_or_default() {
+                report.notes.push(format!(
+                    "{}: not a page of {name} (a page file is named {name}.<page number, zero-padded to 8 digits>.journal), ignored",
+                    dir.join(f).display()
+                ));
+            }
             return Ok(report);
         }
     }

@@ -312,3 +312,25 @@ fn verify_checks_the_zero_bytes() {
         "flags",
     );
 }
+
+/// Item 5: a file that looks like a page but is not canonically named is
+/// no page; `verify` names it in a note.
+#[test]
+fn verify_names_files_that_are_not_pages() {
+    let t = base();
+    std::fs::copy(page(t.path(), 1), t.path().join("md.17.journal")).unwrap();
+    std::fs::copy(page(t.path(), 1), t.path().join("md.00000000.journal")).unwrap();
+    let r = verify(t.path(), NAME).unwrap();
+    assert_eq!(r.pages, 3);
+    assert_eq!(r.notes.len(), 2, "{:?}", r.notes);
+    assert!(
+        r.notes[0].contains("md.00000000.journal: not a page of md"),
+        "{:?}",
+        r.notes
+    );
+    assert!(
+        r.notes[1].contains("md.17.journal: not a page of md"),
+        "{:?}",
+        r.notes
+    );
+}
