@@ -6,7 +6,7 @@ use crate::bell::Bell;
 use crate::exchange::PageExchange;
 use crate::format::{FrameHeader, END_OF_PAGE, FRAME_HEADER_LEN, PAGE_HEADER_LEN};
 use crate::hint::{prefetch_read, WARM_SHIFT};
-use crate::locate::{first_frame, locate_tail, page_before, pages, OpenError};
+use crate::locate::{first_frame, locate_tail, missing_next_damage, page_before, pages, OpenError};
 use crate::page::{PageError, PageRef};
 use crate::publish::load_len;
 use crate::scan::{frame_end, hole_damage, published_past_hole, Damage};
@@ -30,7 +30,9 @@ pub enum Start {
 /// How a cursor reads.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CursorOptions {
-    /// Check every payload's CRC32C, failing with damage on a mismatch.
+    /// Check every payload's CRC32C and that write times never go back,
+    /// failing with damage on a mismatch (a verified read, as `tape tail`
+    /// and the bridge do). The sequence numbers are checked either way.
     pub verify_crc: bool,
     /// Pre-fault each page's mapping (MAP_POPULATE) so that reads take no
     /// page fault; costs a few milliseconds per page when it is mapped.
@@ -131,6 +133,8 @@ pub struct Cursor {
     off: usize,
     /// Sequence number the next frame must have, once known.
     expect_seq: Option<u64>,
+    /// Write time of the frame before (`i64::MIN` while unknown).
+    last_time: i64,
     /// The next page, mapped ahead of time: taken from the helper while the
     /// cursor waited, or mapped by [`Cursor::prefetch`].
     ahead: Option<Box<PageRef>>,
@@ -177,7 +181,7 @@ impl Cursor {
         let pages = pages(dir, name)?;
         let size = Some(pages.page_size);
         let open = |no| PageRef::open(dir, name, no, size, opts.populate);
-        let cursor = |page_no, off, expect_seq| -> Result<Cursor, OpenError> {
+        let cursor = |page_no, off, expect_seq, last_time| -> Result<Cursor, OpenError> {
             Ok(Cursor {
                 dir: dir.to_path_buf(),
                 name: name.to_string(),
@@ -185,6 +189,7 @@ impl Cursor {
                 page: open(page_no)?,
                 off,
                 expect_seq,
+                last_time,
                 ahead: None,
                 left: None,
                 chores: false,
@@ -196,20 +201,21 @@ impl Cursor {
             })
         };
         match start {
-            Start::First => cursor(pages.numbers[0], PAGE_HEADER_LEN, None),
+            Start::First => cursor(pages.numbers[0], PAGE_HEADER_LEN, None, i64::MIN),
             Start::End => {
                 let t = locate_tail(dir, name, &pages, false)?;
-                cursor(t.page_no, t.offset, t.last.map(|(s, _)| s + 1))
+                let time = t.last.map_or(i64::MIN, |(_, t)| t);
+                cursor(t.page_no, t.offset, t.last.map(|(s, _)| s + 1), time)
             }
             Start::Seq(seq) => {
                 let no = page_before(dir, name, &pages, |(s, _)| s <= seq)?;
-                let mut c = cursor(no, PAGE_HEADER_LEN, None)?;
+                let mut c = cursor(no, PAGE_HEADER_LEN, None, i64::MIN)?;
                 c.skip_while(|h| h.seq < seq)?;
                 Ok(c)
             }
             Start::Time(t) => {
                 let no = page_before(dir, name, &pages, |(_, ft)| ft < t)?;
-                let mut c = cursor(no, PAGE_HEADER_LEN, None)?;
+                let mut c = cursor(no, PAGE_HEADER_LEN, None, i64::MIN)?;
                 c.skip_while(|h| h.time_ns < t)?;
                 Ok(c)
             }
@@ -296,9 +302,8 @@ impl Cursor {
             }
         }
         let frame = Frame { header, raw };
-        if self.opts.verify_crc && !frame.checksum_ok() {
-            let what = format!("checksum mismatch in frame seq {}", header.seq);
-            return Err(self.damage(off, what));
+        if self.opts.verify_crc {
+            self.verified(&frame, off)?;
         }
         if consume {
             if (end ^ off) >> WARM_SHIFT != 0 && self.crossed(off, end) {
@@ -306,6 +311,7 @@ impl Cursor {
             }
             self.off = end;
             self.expect_seq = Some(header.seq + 1);
+            self.last_time = header.time_ns;
         }
         Ok(Some(frame))
     }
@@ -361,6 +367,25 @@ impl Cursor {
         }
     }
 
+    /// The checks of a verified read: the payload's CRC32C, and a write
+    /// time no older than the frame before's.
+    #[inline(never)]
+    fn verified(&self, frame: &Frame<'_>, off: usize) -> Result<(), ReadError> {
+        let h = frame.header();
+        if h.time_ns < self.last_time {
+            let what = format!(
+                "time {} is older than the frame before ({})",
+                h.time_ns, self.last_time
+            );
+            return Err(self.damage(off, what));
+        }
+        if !frame.checksum_ok() {
+            let what = format!("checksum mismatch in frame seq {}", h.seq);
+            return Err(self.damage(off, what));
+        }
+        Ok(())
+    }
+
     #[cold]
     fn damage(&self, off: usize, what: String) -> ReadError {
         ReadError::Damaged(Damage::new(self.page.path(), off, what))
@@ -369,6 +394,14 @@ impl Cursor {
     #[cold]
     #[inline(never)]
     fn turn_page(&mut self) -> Result<(), ReadError> {
+        if self.off == PAGE_HEADER_LEN {
+            // Every frame fits an empty page: no writer ends a page before
+            // its first frame. The damage is here, not in the next page.
+            return Err(self.damage(
+                self.off,
+                "an end-of-page marker where the page's first frame belongs".into(),
+            ));
+        }
         let next_no = self.page.page_no() + 1;
         // The next page mapped ahead (taken from the helper while the
         // cursor waited, or now), else mapped here.
@@ -386,7 +419,21 @@ impl Cursor {
                     Some(self.page_size),
                     self.opts.populate,
                 )
-                .map_err(ReadError::Page)?;
+                .map_err(|e| {
+                    if e.is_not_found() {
+                        // The writer makes the next page before the marker.
+                        ReadError::Damaged(missing_next_damage(
+                            &self.dir,
+                            &self.name,
+                            self.page.path(),
+                            self.page.page_no(),
+                            self.off,
+                            self.expect_seq.map(|s| s - 1),
+                        ))
+                    } else {
+                        ReadError::Page(e)
+                    }
+                })?;
                 self.mapped_here += 1;
                 Box::new(page)
             }
@@ -431,29 +478,46 @@ impl Cursor {
         if load_len(page, off) != 0 {
             return Ok(());
         }
-        if let Some(past) = published_past_hole(page, off, self.expect_seq, None, true) {
+        let min_time = (self.last_time != i64::MIN).then_some(self.last_time);
+        if let Some(past) = published_past_hole(page, off, self.expect_seq, min_time, true) {
             return Err(ReadError::Damaged(hole_damage(self.page.path(), off, past)));
         }
-        let next_no = self.page.page_no() + 1;
-        let next = match PageRef::open(&self.dir, &self.name, next_no, Some(self.page_size), false)
-        {
-            Ok(p) => p,
-            Err(e) if e.is_not_found() => return Ok(()),
-            Err(e) => return Err(ReadError::Page(e)),
-        };
-        // The writer stores the end-of-page marker here before it publishes
-        // the next page's first frame: seeing that frame (Acquire) and no
-        // marker here is damage.
-        if load_len(next.bytes(), PAGE_HEADER_LEN) != 0 && load_len(self.page.bytes(), off) == 0 {
-            return Err(self.damage(
-                off,
-                format!(
-                    "frames stop here without an end-of-page marker but the next page ({}) has frames",
-                    next.path().display()
-                ),
-            ));
+        // The pages after this one, where the writer has not written yet.
+        let mut next_no = self.page.page_no() + 1;
+        loop {
+            let next =
+                match PageRef::open(&self.dir, &self.name, next_no, Some(self.page_size), false) {
+                    Ok(p) => p,
+                    Err(e) if e.is_not_found() => return Ok(()),
+                    Err(e) => return Err(ReadError::Page(e)),
+                };
+            let b = next.bytes();
+            // The writer stores the end-of-page marker here before it
+            // publishes anything in a later page: seeing a frame there
+            // (Acquire) and still no marker here is damage.
+            if load_len(b, PAGE_HEADER_LEN) != 0 {
+                if load_len(self.page.bytes(), off) != 0 {
+                    return Ok(());
+                }
+                return Err(self.damage(
+                    off,
+                    format!(
+                        "frames stop here without an end-of-page marker but a later page ({}) has frames",
+                        next.path().display()
+                    ),
+                ));
+            }
+            // A frame further on in a later page (FORMAT.md, "Holes": any
+            // sequence number from the next one on counts there).
+            let past = published_past_hole(b, PAGE_HEADER_LEN, self.expect_seq, min_time, false);
+            if let Some(past) = past {
+                if load_len(self.page.bytes(), off) != 0 {
+                    return Ok(());
+                }
+                return Err(ReadError::Damaged(hole_damage(self.page.path(), off, past)));
+            }
+            next_no += 1;
         }
-        Ok(())
     }
 
     /// Creates the exchange through which a helper thread maps this

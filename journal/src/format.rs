@@ -27,6 +27,13 @@ pub const MIN_PAGE_SIZE: u64 = 1 << 20;
 pub const MAX_PAGE_SIZE: u64 = 1 << 30;
 /// Page size used when a journal is created without one (128 MiB).
 pub const DEFAULT_PAGE_SIZE: u64 = 128 << 20;
+/// Bit of [`PageHeader::flags`], meaningful in page 1 only: the journal's
+/// first frame carries a sequence number above 1 on purpose (a replica of
+/// a journal whose first pages were pruned keeps its source's numbers).
+/// Without it, the first frame of page 1 must have `seq` 1.
+pub const PAGE_FLAG_FIRST_SEQ_ANY: u32 = 1;
+/// Offset of [`PageHeader::flags`] in a page file.
+pub const PAGE_FLAGS_OFFSET: usize = 44;
 
 /// The header at offset 0 of every page file.
 ///
@@ -52,7 +59,8 @@ pub struct PageHeader {
     pub created_ns: i64,
     /// Size of each frame header, [`FRAME_HEADER_LEN`].
     pub frame_header_len: u32,
-    /// Reserved, 0.
+    /// Bit 0 ([`PAGE_FLAG_FIRST_SEQ_ANY`]) in page 1; every other bit is
+    /// reserved, 0.
     pub flags: u32,
     /// Reserved, zero.
     pub reserved: [u8; 16],
@@ -67,6 +75,7 @@ const _: () = assert!(offset_of!(PageHeader, page_no) == 24);
 const _: () = assert!(offset_of!(PageHeader, created_ns) == 32);
 const _: () = assert!(offset_of!(PageHeader, frame_header_len) == 40);
 const _: () = assert!(offset_of!(PageHeader, flags) == 44);
+const _: () = assert!(offset_of!(PageHeader, flags) == PAGE_FLAGS_OFFSET);
 const _: () = assert!(offset_of!(PageHeader, reserved) == 48);
 
 impl PageHeader {

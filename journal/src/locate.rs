@@ -3,7 +3,7 @@
 //! and summary statistics for `tape ls`.
 
 use crate::files::{list_pages, page_path};
-use crate::format::PAGE_HEADER_LEN;
+use crate::format::{PAGE_FLAGS_OFFSET, PAGE_FLAG_FIRST_SEQ_ANY, PAGE_HEADER_LEN};
 use crate::page::{PageError, PageRef};
 use crate::publish::load_len;
 use crate::scan::{hole_damage, published_past_hole, read_header, scan_page, Damage, ScanCheck};
@@ -174,6 +174,84 @@ pub(crate) struct Tail {
     pub last: Option<(u64, i64)>,
 }
 
+/// The rule of the first sequence number (FORMAT.md, "The first sequence
+/// number"): no frame has `seq` 0, and the first frame of page 1 has `seq`
+/// 1 unless page 1's header has [`PAGE_FLAG_FIRST_SEQ_ANY`]. `first` is the
+/// (seq of the) first frame of the journal, in `page`, the first page on
+/// disk. Call it after that frame's length word was loaded (Acquire): the
+/// writer sets the flag before it publishes the frame.
+pub(crate) fn check_first_seq(page: &PageRef, first: u64) -> Result<(), Damage> {
+    let at = PAGE_HEADER_LEN;
+    if first == 0 {
+        return Err(Damage::new(
+            page.path(),
+            at,
+            "sequence 0: sequence numbers start at 1",
+        ));
+    }
+    if page.page_no() == 1 && first != 1 && page_flags(page.bytes()) & PAGE_FLAG_FIRST_SEQ_ANY == 0
+    {
+        return Err(Damage::new(
+            page.path(),
+            at,
+            format!(
+                "the journal's first frame has sequence {first} where 1 was expected (page 1's header does not say that the journal starts later, as a replica's may)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The `flags` word of a page header, read from the mapping.
+pub(crate) fn page_flags(page: &[u8]) -> u32 {
+    u32::from_le_bytes(
+        page[PAGE_FLAGS_OFFSET..PAGE_FLAGS_OFFSET + 4]
+            .try_into()
+            .expect("4 bytes"),
+    )
+}
+
+/// A journal whose first page on disk is above 1 and that has no frame:
+/// pruning never deletes the page with the last frame, so frames were
+/// deleted with their pages and the sequence cannot go on.
+pub(crate) fn no_frame_damage(dir: &Path, name: &str, first_no: u64) -> Damage {
+    Damage::new(
+        &page_path(dir, name, first_no),
+        PAGE_HEADER_LEN,
+        format!(
+            "the first page on disk is page {first_no} but no page has a frame: the pages before it, which held the journal's last frames, were deleted, so its next sequence number is unknown"
+        ),
+    )
+}
+
+/// An end-of-page marker at `at` in `page` whose next page file does not
+/// exist (the writer makes it before it writes the marker).
+pub(crate) fn missing_next_damage(
+    dir: &Path,
+    name: &str,
+    page: &Path,
+    page_no: u64,
+    at: usize,
+    last_seq: Option<u64>,
+) -> Damage {
+    let next = page_path(dir, name, page_no + 1);
+    let lost = match last_seq {
+        Some(s) => format!("frames after seq {s} may be lost"),
+        None => "frames may be lost".to_string(),
+    };
+    Damage::new(
+        page,
+        at,
+        format!(
+            "an end-of-page marker, but the next page {} is missing: {lost}",
+            next.file_name().map_or_else(
+                || next.display().to_string(),
+                |f| f.to_string_lossy().into_owned()
+            )
+        ),
+    )
+}
+
 /// Whether the page's first frame slot is unpublished.
 fn page_is_empty(page: &[u8]) -> bool {
     load_len(page, PAGE_HEADER_LEN) == 0
@@ -203,6 +281,22 @@ pub(crate) fn locate_tail(
             ..ScanCheck::default()
         };
         let scan = scan_page(page.bytes(), page.path(), check)?;
+        if scan.ended && !page_path(dir, name, no + 1).exists() {
+            // The writer makes the next page before it marks this one
+            // ended: someone deleted it, and whatever it held.
+            return Err(missing_next_damage(
+                dir,
+                name,
+                page.path(),
+                no,
+                scan.tail,
+                scan.last.map(|(s, _)| s),
+            )
+            .into());
+        }
+        if recovery && scan.last.is_none() && pages.numbers[0] > 1 {
+            return Err(no_frame_damage(dir, name, pages.numbers[0]).into());
+        }
         let tail = if scan.ended {
             // The writer makes the next page before it marks this one ended.
             Tail {
@@ -222,6 +316,18 @@ pub(crate) fn locate_tail(
                 check_ended(dir, name, pages, no - 1)?;
             }
             check_no_hole(dir, name, pages, &page, &tail)?;
+            // The first sequence number (page 1's first frame has seq 1).
+            let first_no = pages.numbers[0];
+            let first_page;
+            let first_page = if no == first_no {
+                &page
+            } else {
+                first_page = PageRef::open(dir, name, first_no, size, false)?;
+                &first_page
+            };
+            if let Some((seq, _)) = first_frame(first_page) {
+                check_first_seq(first_page, seq)?;
+            }
         }
         return Ok(tail);
     }

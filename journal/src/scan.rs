@@ -100,6 +100,9 @@ pub(crate) struct ScanCheck {
     pub min_time: Option<i64>,
     /// Check every payload's CRC32C.
     pub crc: bool,
+    /// Check the bytes FORMAT.md says are zero: each frame's padding, and
+    /// every byte after an end-of-page marker (`verify`).
+    pub zeros: bool,
 }
 
 /// Walks the frames of one page from its first frame to its tail.
@@ -128,6 +131,15 @@ pub(crate) fn scan_page(page: &[u8], file: &Path, check: ScanCheck) -> Result<Pa
                 ));
             }
             s.ended = true;
+            if check.zeros {
+                if let Some(at) = first_nonzero(page, off + 4) {
+                    return Err(Damage::new(
+                        file,
+                        at,
+                        format!("a byte that is not zero after the end-of-page marker at offset {off} (everything after it is zero)"),
+                    ));
+                }
+            }
             break;
         }
         let end = frame_end(len, off, page_size).map_err(|w| Damage::new(file, off, w))?;
@@ -158,6 +170,18 @@ pub(crate) fn scan_page(page: &[u8], file: &Path, check: ScanCheck) -> Result<Pa
                 format!("checksum mismatch in frame seq {}", h.seq),
             ));
         }
+        if check.zeros {
+            if let Some(at) = first_nonzero(&page[..end], off + len as usize) {
+                return Err(Damage::new(
+                    file,
+                    at,
+                    format!(
+                        "padding after frame seq {} (at offset {off}) is not zero",
+                        h.seq
+                    ),
+                ));
+            }
+        }
         if s.first.is_none() {
             s.first = Some((h.seq, h.time_ns));
         }
@@ -186,6 +210,24 @@ pub(crate) fn nonzero_end(page: &[u8], from: usize) -> usize {
         }
     }
     from
+}
+
+/// Offset of the first byte that is not zero at or after `from`, `None`
+/// when all of them are.
+pub(crate) fn first_nonzero(page: &[u8], from: usize) -> Option<usize> {
+    let aligned = from.next_multiple_of(8).min(page.len());
+    if let Some(i) = page[from..aligned].iter().position(|&b| b != 0) {
+        return Some(from + i);
+    }
+    let words = page[aligned..].chunks_exact(8);
+    let rest = aligned + words.len() * 8;
+    for (i, w) in words.enumerate() {
+        if w != [0u8; 8] {
+            let at = aligned + i * 8;
+            return Some(at + w.iter().position(|&b| b != 0).expect("a byte is not 0"));
+        }
+    }
+    page[rest..].iter().position(|&b| b != 0).map(|i| rest + i)
 }
 
 /// A published frame found past an unpublished slot: proof of a hole.

@@ -1,9 +1,15 @@
 //! `verify`: walk every page and frame of a journal and report the first
 //! damage with its file and offset.
 
-use crate::locate::{pages, OpenError};
+use crate::files::page_path;
+use crate::format::{PAGE_FLAGS_OFFSET, PAGE_FLAG_FIRST_SEQ_ANY, PAGE_HEADER_LEN};
+use crate::locate::{
+    check_first_seq, missing_next_damage, no_frame_damage, page_flags, pages, OpenError,
+};
 use crate::page::PageRef;
-use crate::scan::{hole_damage, nonzero_end, published_past_hole, scan_page, Damage, ScanCheck};
+use crate::scan::{
+    first_nonzero, hole_damage, nonzero_end, published_past_hole, scan_page, Damage, ScanCheck,
+};
 use std::path::Path;
 
 /// What a clean verify found.
@@ -33,14 +39,29 @@ pub struct VerifyReport {
 ///
 /// Where frames stop without an end-of-page marker, the bytes after them
 /// are also checked for frames published past a hole of zeros (FORMAT.md,
-/// "Holes"), which is damage; other bytes there are a note.
+/// "Holes"), which is damage; other bytes there are a note (a writer cut
+/// off while it wrote a frame leaves them; the next writer zeroes them).
+///
+/// Also damage (FORMAT.md, "What a reader checks"): a byte that is not
+/// zero where the format says zero (a page header's reserved bytes, a
+/// frame's padding, anything after an end-of-page marker, a page after
+/// the tail past its header); an end-of-page marker whose next page file
+/// is missing; a first frame that breaks the rule of the first sequence
+/// number; a first page on disk above 1 with no frame in the journal.
 ///
 /// A journal that a writer appends to meanwhile is verified as far as it
 /// was written when each page was read (verify starts over, up to 100
 /// times, when the writer moved past where frames seemed to stop).
 pub fn verify(dir: &Path, name: &str) -> Result<VerifyReport, OpenError> {
     for _ in 0..100 {
-        if let Some(report) = crate::locate::retry_pruned(|| verify_once(dir, name))? {
+        if let Some(mut report) = crate::locate::retry_pruned(|| verify_once(dir, name))? {
+            // Names that look like pages but are not (FORMAT.md, "Files").
+            for f in crate::files::foreign_page_files(dir, name).unwrap_or_default() {
+                report.notes.push(format!(
+                    "{}: not a page of {name} (a page file is named {name}.<page number, zero-padded to 8 digits>.journal), ignored",
+                    dir.join(f).display()
+                ));
+            }
             return Ok(report);
         }
     }
@@ -59,10 +80,11 @@ fn verify_once(dir: &Path, name: &str) -> Result<Option<VerifyReport>, OpenError
     let mut report = VerifyReport::default();
     let mut check = ScanCheck {
         crc: true,
+        zeros: true,
         ..ScanCheck::default()
     };
-    // Where frames stopped without an end-of-page marker: pages after it
-    // must have no frame.
+    // Where frames stopped without an end-of-page marker (the tail): pages
+    // after it must have no frame, and nothing but zeros past their header.
     let mut stopped: Option<(PageRef, usize)> = None;
     // Whether the length word where frames stopped is still 0 (read after
     // an Acquire load of a later frame's length word, it tells whether a
@@ -72,11 +94,14 @@ fn verify_once(dir: &Path, name: &str) -> Result<Option<VerifyReport>, OpenError
             .as_ref()
             .is_none_or(|(p, at)| crate::publish::load_len(p.bytes(), *at) == 0)
     };
+    // The last page's end-of-page marker, if it has one.
+    let mut ended_at: Option<(u64, usize)> = None;
     for &no in &pages.numbers {
         let page = PageRef::open(dir, name, no, Some(pages.page_size), false)?;
+        check_reserved(&page)?;
         if let Some((file, at)) = &stopped {
             // A frame, or an end-of-page marker, where the page begins.
-            if crate::publish::load_len(page.bytes(), crate::format::PAGE_HEADER_LEN) != 0 {
+            if crate::publish::load_len(page.bytes(), PAGE_HEADER_LEN) != 0 {
                 if !still(&stopped) {
                     return Ok(None);
                 }
@@ -90,6 +115,7 @@ fn verify_once(dir: &Path, name: &str) -> Result<Option<VerifyReport>, OpenError
             }
         }
         let scan = scan_page(page.bytes(), page.path(), check)?;
+        ended_at = scan.ended.then_some((no, scan.tail));
         if !scan.ended {
             // Bounded as recovery bounds it in the page where frames stop;
             // in a page after that no writer wrote, so any frame counts.
@@ -113,6 +139,7 @@ fn verify_once(dir: &Path, name: &str) -> Result<Option<VerifyReport>, OpenError
         if let Some((first, _)) = scan.first {
             if report.first_seq == 0 {
                 report.first_seq = first;
+                check_first_seq(&page, first)?;
             }
         }
         if let Some((seq, time)) = scan.last {
@@ -125,18 +152,69 @@ fn verify_once(dir: &Path, name: &str) -> Result<Option<VerifyReport>, OpenError
         report.pages += 1;
         if !scan.ended {
             let dirty = nonzero_end(page.bytes(), scan.tail);
-            if dirty > scan.tail {
-                report.notes.push(format!(
-                    "{}: {} bytes after the last frame at offset {} were never published (a writer was cut off; the next writer clears them)",
-                    page.path().display(),
-                    dirty - scan.tail,
-                    scan.tail
-                ));
-            }
             if stopped.is_none() {
+                // The tail page: what a writer cut off while it wrote its
+                // next frame leaves; recovery zeroes it.
+                if dirty > scan.tail {
+                    report.notes.push(format!(
+                        "{}: {} bytes after the last frame at offset {} were never published (a writer was cut off; the next writer clears them)",
+                        page.path().display(),
+                        dirty - scan.tail,
+                        scan.tail
+                    ));
+                }
                 stopped = Some((page, scan.tail));
+            } else if dirty > scan.tail {
+                // A page after the tail page: no writer has written there.
+                if !still(&stopped) {
+                    return Ok(None);
+                }
+                let at = first_nonzero(page.bytes(), scan.tail).expect("a byte is not 0");
+                return Err(Damage::new(
+                    page.path(),
+                    at,
+                    format!(
+                        "a byte that is not zero in a page after the last frame, where no writer has written ({} bytes up to offset {dirty}; a writer opening the journal zeroes them)",
+                        dirty - at
+                    ),
+                )
+                .into());
             }
         }
     }
+    if let Some((no, at)) = ended_at {
+        // The writer makes the next page before it writes the marker: if it
+        // is not in the listing, it was made since (list again) or deleted.
+        if !page_path(dir, name, no + 1).exists() {
+            let last = (report.last_seq != 0).then_some(report.last_seq);
+            let file = page_path(dir, name, no);
+            return Err(missing_next_damage(dir, name, &file, no, at, last).into());
+        }
+        return Ok(None);
+    }
+    if report.frames == 0 && pages.numbers[0] > 1 {
+        return Err(no_frame_damage(dir, name, pages.numbers[0]).into());
+    }
     Ok(Some(report))
+}
+
+/// The page header's reserved bytes (48 to 63) and the `flags` bits other
+/// than bit 0 are zero.
+fn check_reserved(page: &PageRef) -> Result<(), Damage> {
+    let flags = page_flags(page.bytes());
+    if flags & !PAGE_FLAG_FIRST_SEQ_ANY != 0 {
+        return Err(Damage::new(
+            page.path(),
+            PAGE_FLAGS_OFFSET,
+            format!("page header flags {flags:#x}: only bit 0 is defined, the others are 0"),
+        ));
+    }
+    if let Some(at) = first_nonzero(&page.bytes()[..PAGE_HEADER_LEN], PAGE_FLAGS_OFFSET + 4) {
+        return Err(Damage::new(
+            page.path(),
+            at,
+            "a reserved byte of the page header is not zero",
+        ));
+    }
+    Ok(())
 }

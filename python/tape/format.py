@@ -40,6 +40,11 @@ FRAME_HEADER_LEN = 48
 END_OF_PAGE = 0xFFFFFFFF
 #: Bytes the writer keeps free at the end of every page for the marker.
 MARKER_ROOM = 8
+#: Offset of the page header's ``flags`` word.
+PAGE_FLAGS_OFFSET = 44
+#: Bit of ``flags`` in page 1: the journal's first frame has a seq above 1
+#: on purpose (a replica of a pruned journal); without it page 1 starts at 1.
+PAGE_FLAG_FIRST_SEQ_ANY = 1
 #: Smallest and largest page size, and the default.
 MIN_PAGE_SIZE = 1 << 20
 MAX_PAGE_SIZE = 1 << 30

@@ -10,8 +10,10 @@ Built from ``journal/FORMAT.md`` ("Publication", "Finding a position"):
 - an end-of-page marker moves to the next page; a journal that has no page
   yet is waited for, and read from its first frame once it appears;
 - ``seq`` is checked against the previous frame's ``seq + 1`` and, when
-  asked (``verify_crc=True``), the payload's CRC32C; a mismatch is damage
-  (:class:`~tape.FormatError` naming the file and offset).
+  asked (``verify_crc=True``), the payload's CRC32C and that ``time_ns``
+  does not go back; a mismatch is damage (:class:`~tape.FormatError` naming
+  the file and offset), and so is an end-of-page marker whose next page
+  file is missing, or one at offset 64.
 
 :meth:`Reader.next` never blocks: it returns the unread frame with the
 smallest ``time_ns`` among the journals (ties: the journal added first), or
@@ -164,12 +166,16 @@ class _Page:
         return ln, seq, t
 
 
+#: ``last_time`` while no frame was read: every time is newer.
+_NO_TIME = -(1 << 63)
+
+
 class _Cursor:
     """One journal being read."""
 
     __slots__ = (
         "dir", "name", "index", "verify_crc", "start", "page", "page_size", "off", "seq", "head", "head_len",
-        "next_look", "bell",
+        "next_look", "bell", "last_time",
     )
 
     def __init__(self, directory: str, name: str, index: int, start: Start, verify_crc: bool) -> None:
@@ -183,6 +189,8 @@ class _Cursor:
         self.off = PAGE_HEADER_LEN
         #: Expected seq of the next frame (0: not known yet).
         self.seq = 0
+        #: Write time of the frame before (checked with ``verify_crc``).
+        self.last_time = _NO_TIME
         self.head: Optional[Frame] = None
         self.head_len = 0
         self.next_look = 0.0
@@ -224,10 +232,11 @@ class _Cursor:
             self._seek(pages, start.kind, start.value)
         self.start = None
 
-    def _goto(self, page: _Page, off: int, seq: int = 0) -> None:
+    def _goto(self, page: _Page, off: int, seq: int = 0, last_time: Optional[int] = None) -> None:
         self.page = page
         self.off = off
         self.seq = seq
+        self.last_time = _NO_TIME if last_time is None else last_time
 
     def _seek_end(self, pages: List[int]) -> None:
         i = len(pages) - 1
@@ -236,8 +245,8 @@ class _Cursor:
             if i == 0 or page.u32[PAGE_HEADER_LEN >> 2] != 0:
                 break
             i -= 1
-        page, off, seq = self._walk(page, lambda s, t: False)
-        self._goto(page, off, seq)
+        page, off, seq, t = self._walk(page, lambda s, t: False)
+        self._goto(page, off, seq, t)
 
     def _seek(self, pages: List[int], kind: str, target: int) -> None:
         # Binary search: the last page whose first frame is before the
@@ -256,24 +265,25 @@ class _Cursor:
                 hi = mid - 1
         page = self._map(pages[best])
         if kind == "seq":
-            page, off, seq = self._walk(page, lambda s, t: s >= target)
+            page, off, seq, last_t = self._walk(page, lambda s, t: s >= target)
         else:
-            page, off, seq = self._walk(page, lambda s, t: t >= target)
-        self._goto(page, off, seq)
+            page, off, seq, last_t = self._walk(page, lambda s, t: t >= target)
+        self._goto(page, off, seq, last_t)
 
-    def _walk(self, page: _Page, stop: Callable[[int, int], bool]) -> Tuple[_Page, int, int]:
+    def _walk(self, page: _Page, stop: Callable[[int, int], bool]) -> Tuple[_Page, int, int, Optional[int]]:
         """Walks from offset 64 of ``page`` to the first frame for which
         ``stop(seq, time_ns)`` holds, or to the end (``len`` 0), following
-        end-of-page markers. Returns ``(page, offset, expected seq)`` (0:
-        not known)."""
+        end-of-page markers. Returns ``(page, offset, expected seq, time of
+        the frame before)`` (0 and ``None``: not known)."""
         off = PAGE_HEADER_LEN
         expect = 0
+        last_t: Optional[int] = None
         while True:
             ln = page.u32[off >> 2]
             if ln == 0:
                 break
             if ln == END_OF_PAGE:
-                page = self._map(page.page_no + 1)
+                page = self._next_page(page, off)
                 off = PAGE_HEADER_LEN
                 continue
             self._check_len(page, off, ln)
@@ -282,8 +292,23 @@ class _Cursor:
                 expect = seq
                 break
             expect = seq + 1
+            last_t = t
             off += (ln + 7) & ~7
-        return page, off, expect
+        return page, off, expect, last_t
+
+    def _next_page(self, page: _Page, off: int) -> _Page:
+        """The page after ``page``, whose end-of-page marker is at ``off``:
+        FORMAT.md says the writer makes it before the marker, so a missing
+        one is damage (frames may be lost), and so is a marker at 64."""
+        if off == PAGE_HEADER_LEN:
+            raise FormatError(page.path, "an end-of-page marker where the page's first frame belongs", off)
+        nxt = page.page_no + 1
+        if not os.path.exists(self._path(nxt)):
+            lost = f"frames after seq {self.seq - 1} may be lost" if self.seq > 1 else "frames may be lost"
+            raise FormatError(
+                page.path, f"an end-of-page marker, but the next page {page_file_name(self.name, nxt)} is missing: {lost}", off
+            )
+        return self._map(nxt)
 
     @staticmethod
     def _check_len(page: _Page, off: int, ln: int) -> None:
@@ -310,11 +335,7 @@ class _Cursor:
         if ln == 0:
             return None
         if ln == END_OF_PAGE:
-            nxt = page.page_no + 1
-            path = self._path(nxt)
-            if not os.path.exists(path):
-                raise FormatError(page.path, f"end-of-page marker but page {nxt} does not exist", off)
-            page = self.page = self._map(nxt)
+            page = self.page = self._next_page(page, off)
             off = self.off = PAGE_HEADER_LEN
             ln = page.u32[off >> 2]
             if ln == 0:
@@ -331,6 +352,8 @@ class _Cursor:
         f.journal = self.name
         f.payload = page.mv[off + FRAME_HEADER_LEN : off + ln]
         if self.verify_crc:
+            if f.time_ns < self.last_time:
+                raise FormatError(page.path, f"damaged frame: time {f.time_ns} is older than the frame before ({self.last_time})", off)
             got = crc32c(f.payload)
             if got != f.crc:
                 raise FormatError(page.path, f"damaged frame: crc {got:#010x}, header says {f.crc:#010x}", off)
@@ -374,6 +397,7 @@ class _Cursor:
         assert f is not None
         self.off += (self.head_len + 7) & ~7
         self.seq = f.seq + 1
+        self.last_time = f.time_ns
         self.head = None
 
 
@@ -390,7 +414,8 @@ class Reader:
         read regardless), ``"required"`` (raise :class:`~tape.NotRunning`
         without one) or ``"never"``.
     :param verify_crc: check each frame's CRC32C (pure Python: a few µs a
-        frame); damage raises :class:`~tape.FormatError`.
+        frame) and that write times never go back; damage raises
+        :class:`~tape.FormatError`.
 
     ::
 

@@ -53,6 +53,8 @@ from .format import (
     FRAME_HEADER_LEN,
     FRAME_REST,
     MARKER_ROOM,
+    PAGE_FLAG_FIRST_SEQ_ANY,
+    PAGE_FLAGS_OFFSET,
     PAGE_HEADER_LEN,
     FormatError,
     PageHeader,
@@ -316,11 +318,19 @@ class Writer:
                 break
             if ln == END_OF_PAGE:
                 # The writer makes the next page before it writes the
-                # marker, so it exists; made here if someone removed it.
+                # marker, so it exists: if it does not, someone deleted it
+                # and whatever frames it held.
                 nxt = page.page_no + 1
                 path = self._path(nxt)
+                if off == PAGE_HEADER_LEN:
+                    raise FormatError(page.path, "an end-of-page marker where the page's first frame belongs: refusing to append", off)
                 if not os.path.exists(path):
-                    create_page(self.dir, self.name, nxt, self._page_size)
+                    lost = f"frames after seq {seq} may be lost" if seq else "frames may be lost"
+                    raise FormatError(
+                        page.path,
+                        f"an end-of-page marker, but the next page {page_file_name(self.name, nxt)} is missing: {lost}: refusing to append",
+                        off,
+                    )
                 page.release()
                 page = _Page(path, nxt, self._page_size)
                 off = PAGE_HEADER_LEN
@@ -345,12 +355,52 @@ class Writer:
             # The tail is at the start of a page after an end-of-page marker:
             # the sequence goes on from the last frame of the page before.
             seq, last_time = self._last_of(page.page_no - 1)
+        if seq == 0 and pages[0] > 1:
+            page.release()
+            raise FormatError(
+                self._path(pages[0]),
+                f"the first page on disk is page {pages[0]} but no page has a frame: the pages before it, which held the journal's last frames, were deleted, so its next sequence number is unknown: refusing to append",
+                PAGE_HEADER_LEN,
+            )
+        self._check_first_seq(pages[0])
+        # The pages after the tail page (spares): no frame may be there past
+        # a hole (FORMAT.md, "Holes"), and whatever else is there goes.
+        for no in pages:
+            if no > page.page_no:
+                spare = _Page(self._path(no), no, self._page_size)
+                try:
+                    _refuse_frame_past_hole(spare, seq + 1 if seq else 0, last_time if seq else None, page.path, off)
+                    _zero_tail(spare, PAGE_HEADER_LEN)
+                finally:
+                    spare.release()
         # Step 4: zero whatever a killed writer left past the tail.
         _zero_tail(page, off)
         self._page = page
         self._off = off
         self._seq = seq + 1
         self._last_time = last_time
+
+    def _check_first_seq(self, first_no: int) -> None:
+        """FORMAT.md, "The first sequence number": no frame has seq 0, and
+        page 1's first frame has seq 1 unless page 1's header has flag bit
+        0 (a replica's writer sets it)."""
+        p = _Page(self._path(first_no), first_no, self._page_size)
+        try:
+            ln = p.u32[PAGE_HEADER_LEN >> 2]
+            if ln == 0 or ln == END_OF_PAGE:
+                return
+            _t, fseq, *_ = FRAME_REST.unpack_from(p.mm, PAGE_HEADER_LEN + 4)
+            flags = p.u32[PAGE_FLAGS_OFFSET >> 2]
+            if fseq == 0:
+                raise FormatError(p.path, "sequence 0: sequence numbers start at 1: refusing to append", PAGE_HEADER_LEN)
+            if first_no == 1 and fseq != 1 and not flags & PAGE_FLAG_FIRST_SEQ_ANY:
+                raise FormatError(
+                    p.path,
+                    f"the journal's first frame has sequence {fseq} where 1 was expected (page 1's header does not say that the journal starts later, as a replica's may): refusing to append",
+                    PAGE_HEADER_LEN,
+                )
+        finally:
+            p.release()
 
     def _last_of(self, page_no: int) -> Tuple[int, int]:
         """``(seq, time_ns)`` of the last frame of page ``page_no``."""
@@ -588,20 +638,51 @@ class Writer:
             pass
 
 
-def _zero_tail(page: _Page, tail: int) -> None:
-    """Zeroes the page from ``tail`` to its last non-zero byte (recovery
-    step 4)."""
+def _refuse_frame_past_hole(page: _Page, next_seq: int, min_time: Optional[int], tail_path: str, tail: int) -> None:
+    """FORMAT.md, "Holes", in a page after the tail page: a frame at any
+    8-aligned offset past 64 whose ``len`` is from 48 and fits the page,
+    whose CRC32C is right, whose ``time_ns`` is not older than ``min_time``
+    and whose ``seq`` is ``next_seq`` or more (any from 1 when ``next_seq``
+    is 0) was published after frames that are gone: refuse to append,
+    naming the tail (``tail_path`` at ``tail``), where they stop."""
+    mm = page.mm
+    end = _nonzero_end(page, PAGE_HEADER_LEN)
+    off = PAGE_HEADER_LEN + 8
+    while off + MARKER_ROOM <= end:
+        ln = page.u32[off >> 2]
+        if FRAME_HEADER_LEN <= ln != END_OF_PAGE and off + align8(ln) + MARKER_ROOM <= page.size:
+            _t, fseq, ftime, _s, _d, _c, fcrc, _f = FRAME_REST.unpack_from(mm, off + 4)
+            if fseq >= max(next_seq, 1) and (min_time is None or ftime >= min_time):
+                if crc32c(page.mv[off + FRAME_HEADER_LEN : off + ln]) == fcrc:
+                    raise FormatError(
+                        tail_path,
+                        f"a hole of zeros: frames were published after it (seq {fseq} at offset {off} of {os.path.basename(page.path)}), so frames here were lost: refusing to append",
+                        tail,
+                    )
+        off += 8
+
+
+def _nonzero_end(page: _Page, start: int) -> int:
+    """One past the last byte from ``start`` on that is not zero (``start``
+    when all are), read from the end in chunks."""
     mm = page.mm
     chunk = 1 << 16
     end = page.size
-    while end > tail:
-        start = max(tail, end - chunk)
-        if mm[start:end].count(0) != end - start:
-            last = start + len(mm[start:end].rstrip(b"\0"))
-            pos = tail
-            while pos < last:
-                stop = min(last, pos + (1 << 20))
-                mm[pos:stop] = bytes(stop - pos)
-                pos = stop
-            return
-        end = start
+    while end > start:
+        lo = max(start, end - chunk)
+        if mm[lo:end].count(0) != end - lo:
+            return lo + len(mm[lo:end].rstrip(b"\0"))
+        end = lo
+    return start
+
+
+def _zero_tail(page: _Page, tail: int) -> None:
+    """Zeroes the page from ``tail`` to its last non-zero byte (recovery
+    step 4, and a spare page after the tail from 64)."""
+    mm = page.mm
+    last = _nonzero_end(page, tail)
+    pos = tail
+    while pos < last:
+        stop = min(last, pos + (1 << 20))
+        mm[pos:stop] = bytes(stop - pos)
+        pos = stop

@@ -279,6 +279,112 @@ class Recovery(Tmp):
             self.writer()
 
 
+class Rules(Tmp):
+    """The rules FORMAT.md settled for issue 21, as the Python writer and
+    reader follow them."""
+
+    def spare(self, no: int) -> None:
+        with open(self.path("md", no), "wb") as fh:
+            fh.write(fmt.PageHeader(MiB, no, 1).pack() + bytes(MiB - 64))
+
+    def ten(self) -> int:
+        w = self.writer()
+        for i in range(10):
+            w.write(1, b"frame %d" % i)
+        tail = w._off
+        w.close()
+        return tail
+
+    def test_junk_in_a_spare_page_is_zeroed_by_the_next_writer(self) -> None:
+        self.ten()
+        self.spare(2)
+        with open(self.path("md", 2), "r+b") as fh:
+            fh.seek(5000)
+            fh.write(b"A" * 300)
+        w = self.writer()
+        with open(self.path("md", 2), "rb") as fh:
+            fh.seek(64)
+            self.assertEqual(fh.read(), bytes(MiB - 64))
+        while w.page_no < 3:
+            w.write(1, bytes(1000))
+        w.close()
+        self.assertEqual(len(list(self.reader("md", verify_crc=True))), w.next_seq - 1)
+
+    def test_a_frame_past_a_hole_in_a_spare_is_refused_naming_the_tail(self) -> None:
+        tail = self.ten()
+        with open(self.path("md", 1), "rb") as fh:
+            fh.seek(64)
+            first = bytearray(fh.read(56))  # "frame 0": 55 bytes and padding
+        first[8:24] = struct.pack("<Qq", 11, 1 << 62)  # the next seq, a later time
+        self.spare(2)
+        with open(self.path("md", 2), "r+b") as fh:
+            fh.seek(4096)
+            fh.write(first)
+        with self.assertRaises(tape.FormatError) as cm:
+            self.writer()
+        self.assertIn(self.path("md", 1), str(cm.exception))
+        self.assertEqual(cm.exception.offset, tail)
+        self.assertIn("hole", str(cm.exception))
+
+    def test_a_deleted_last_page_is_damage(self) -> None:
+        w = self.writer()
+        while w.page_no < 3:
+            w.write(1, bytes(1000))
+        w.close()
+        for no in (3, 4):
+            if os.path.exists(self.path("md", no)):
+                os.unlink(self.path("md", no))
+        with self.assertRaises(tape.FormatError) as cm:
+            self.writer()
+        self.assertIn(self.path("md", 2), str(cm.exception))
+        self.assertIn("md.00000003.journal is missing", str(cm.exception))
+        self.assertIn("may be lost", str(cm.exception))
+        self.assertFalse(os.path.exists(self.path("md", 3)))
+        with self.assertRaises(tape.FormatError) as cm:
+            list(self.reader("md"))
+        self.assertIn(self.path("md", 2), str(cm.exception))
+        with self.assertRaises(tape.FormatError):
+            self.reader("md", start="end")
+
+    def test_a_verified_read_checks_the_time_order(self) -> None:
+        self.ten()
+        with open(self.path("md", 1), "r+b") as fh:
+            fh.seek(64 + 5 * 56 + 16)
+            fh.write(struct.pack("<q", 1))
+        with self.assertRaises(tape.FormatError) as cm:
+            list(self.reader("md", verify_crc=True))
+        self.assertEqual(cm.exception.offset, 64 + 5 * 56)
+        self.assertIn("older than the frame before", str(cm.exception))
+        self.assertEqual(len(list(self.reader("md"))), 10)
+
+    def test_the_first_sequence_number(self) -> None:
+        self.ten()
+        with open(self.path("md", 1), "r+b") as fh:
+            for k in range(10):
+                fh.seek(64 + k * 56 + 8)
+                fh.write(struct.pack("<Q", k + 11))
+        with self.assertRaises(tape.FormatError) as cm:
+            self.writer()
+        self.assertIn("first frame has sequence 11 where 1 was expected", str(cm.exception))
+        self.assertEqual(cm.exception.offset, 64)
+        # With page 1's flag bit 0 (a replica), it is allowed.
+        with open(self.path("md", 1), "r+b") as fh:
+            fh.seek(fmt.PAGE_FLAGS_OFFSET)
+            fh.write(struct.pack("<I", fmt.PAGE_FLAG_FIRST_SEQ_ANY))
+        w = self.writer()
+        self.assertEqual(w.next_seq, 21)
+        w.close()
+
+    def test_every_page_with_frames_deleted_is_refused(self) -> None:
+        self.ten()
+        self.spare(2)
+        os.unlink(self.path("md", 1))
+        with self.assertRaises(tape.FormatError) as cm:
+            self.writer()
+        self.assertIn("the first page on disk is page 2 but no page has a frame", str(cm.exception))
+        self.assertIn(self.path("md", 2), str(cm.exception))
+
+
 class Positions(Tmp):
     def fill(self) -> tape.Writer:
         w = self.writer()

@@ -164,7 +164,9 @@ impl ReaderBuilder {
         self
     }
 
-    /// Check every payload's CRC32C, reporting a mismatch as damage.
+    /// Check every payload's CRC32C and that each journal's write times
+    /// never go back, reporting a mismatch as damage (a verified read;
+    /// sequence numbers are checked either way).
     pub fn verify_crc(mut self, on: bool) -> Self {
         self.opts.verify_crc = on;
         self

@@ -75,6 +75,26 @@ pub struct Appender {
     _lock: JournalLock,
 }
 
+/// Zeroes page `no` (a page after the tail page, with no frame) from its
+/// first frame slot to its last byte that is not zero.
+fn clear_spare(dir: &Path, name: &str, no: u64, page_size: u64) -> Result<(), OpenError> {
+    let page = PageMut::open(dir, name, no, Some(page_size))?;
+    let dirty_end = nonzero_end(page.bytes(), PAGE_HEADER_LEN);
+    if dirty_end > PAGE_HEADER_LEN {
+        // SAFETY: [64, dirty_end) is inside the mapping; we hold the
+        // journal lock, so no other writer; the page's first len word is 0
+        // (it is a spare), so readers read none of these bytes.
+        unsafe {
+            std::ptr::write_bytes(
+                page.base().add(PAGE_HEADER_LEN),
+                0,
+                dirty_end - PAGE_HEADER_LEN,
+            )
+        };
+    }
+    Ok(())
+}
+
 /// `sleepers` of a journal whose doorbell could not be made: nobody.
 static NOBODY: AtomicU32 = AtomicU32::new(0);
 
@@ -112,6 +132,13 @@ impl Appender {
                 let t = locate_tail(dir, name, &p, true)?;
                 let page =
                     PageMut::create_or_open(dir, name, t.page_no, p.page_size, opts.prepare)?;
+                // The pages after the tail page (spares) get frames only
+                // from this writer: whatever is in them past the header
+                // (checked above to hold no frame published past a hole)
+                // becomes zeros too, before the tail gets there.
+                for &no in p.numbers.iter().filter(|&&no| no > t.page_no) {
+                    clear_spare(dir, name, no, p.page_size)?;
+                }
                 (page, t.offset, t.last, p.page_size, false)
             }
         };

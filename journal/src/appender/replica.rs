@@ -3,7 +3,10 @@
 //! order is checked here before anything is written.
 
 use super::{Appender, FrameMeta, ReplicaError, Stamp};
-use crate::format::{checksum, FrameHeader, FRAME_HEADER_LEN};
+use crate::format::{
+    checksum, FrameHeader, FRAME_HEADER_LEN, PAGE_FLAGS_OFFSET, PAGE_FLAG_FIRST_SEQ_ANY,
+};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 impl Appender {
     /// Appends a frame copied from another journal, keeping its sequence
@@ -19,6 +22,7 @@ impl Appender {
     ) -> Result<(), ReplicaError> {
         self.check_order(seq, time_ns)?;
         let off = self.copy_in(payload)?;
+        self.mark_first_seq(seq);
         self.publish(
             off,
             meta,
@@ -57,6 +61,7 @@ impl Appender {
             corr: header.corr,
         };
         let off = self.copy_in(payload)?;
+        self.mark_first_seq(seq);
         self.publish_flags(
             off,
             &meta,
@@ -67,6 +72,23 @@ impl Appender {
             header.flags,
         );
         Ok(())
+    }
+
+    /// Before the journal's first frame is published with a sequence
+    /// number above 1: page 1's header says that the journal starts there
+    /// on purpose ([`PAGE_FLAG_FIRST_SEQ_ANY`]; FORMAT.md, "The first
+    /// sequence number"). The frame's Release store of `len` publishes the
+    /// flag with it.
+    fn mark_first_seq(&mut self, seq: u64) {
+        if self.has_frames || seq == 1 || self.page.page_no() != 1 {
+            return;
+        }
+        // SAFETY: offset 44 of the mapping is the header's 4-aligned flags
+        // word (the mapping is page-aligned), inside the page; only this
+        // writer (holder of the journal lock) writes it, atomically here.
+        let flags =
+            unsafe { AtomicU32::from_ptr(self.page.base().add(PAGE_FLAGS_OFFSET).cast::<u32>()) };
+        flags.fetch_or(PAGE_FLAG_FIRST_SEQ_ANY.to_le(), Ordering::Relaxed);
     }
 
     /// A replicated frame must carry the next sequence number (any but 0

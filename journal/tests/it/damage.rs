@@ -333,7 +333,7 @@ fn stall_checks_name_the_hole_in_a_middle_page() {
     assert_eq!(n, frames);
     let e = stall.unwrap_err();
     names(&e, &p1, Some(off as u64));
-    assert!(e.to_string().contains("next page"), "{e}");
+    assert!(e.to_string().contains("later page"), "{e}");
     names(&verify(t.path(), NAME).unwrap_err(), &p1, Some(off as u64));
 }
 

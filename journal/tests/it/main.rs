@@ -19,3 +19,4 @@ mod processes;
 mod props;
 mod prune;
 mod recovery;
+mod rules;

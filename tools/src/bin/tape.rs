@@ -74,6 +74,12 @@ enum Command {
     ///
     /// Without --follow, exits at the current end. Works with or without a
     /// running service.
+    ///
+    /// Every frame is checked before it is printed: its sequence number,
+    /// its CRC32C and that its write time does not go back; at the end (and
+    /// while --follow waits) it also looks for frames published past a hole
+    /// of zeros, in this page or a later one. Damage stops it with exit 1
+    /// and one line naming the page file and offset, as `tape verify` does.
     Tail {
         /// Journal names.
         #[arg(required = true)]
@@ -91,6 +97,10 @@ enum Command {
         /// payload in hex (hex).
         #[arg(long, value_enum, default_value = "text")]
         format: cmd::tail::Format,
+        /// Do not check each frame's CRC32C and time order (faster on a
+        /// large journal you trust; sequence numbers are still checked).
+        #[arg(long)]
+        no_check: bool,
     },
     /// List the journals of a root: pages, frames, last sequence, size on
     /// disk, writer pid, readers.
@@ -274,6 +284,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             from,
             follow,
             format,
+            no_check,
         } => {
             let root = root.root();
             let dir = tape_journal::journal_dir(&root);
@@ -281,6 +292,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 from,
                 follow,
                 format,
+                check: !no_check,
             };
             let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
             cmd::tail::run(&root, &dir, &journals, &opts, &mut out)?;

@@ -59,6 +59,9 @@ pub struct TailOptions {
     pub follow: bool,
     /// Output format.
     pub format: Format,
+    /// Check each frame's CRC32C and time order (the default of `tape
+    /// tail`; `--no-check` turns it off).
+    pub check: bool,
 }
 
 /// Prints the frames of `journals` (in `dir`) to `out`.
@@ -78,6 +81,7 @@ pub fn run(
         .root(root)
         .start(start)
         .service(ServiceMode::IfRunning)
+        .verify_crc(opts.check)
         .create()?;
     for j in journals {
         reader

@@ -16,7 +16,7 @@ const N: u64 = 50_000;
 /// Offsets of the frames in a page, walking the length words as
 /// journal/FORMAT.md describes (frames at 64, each `(len + 7) & !7` long),
 /// up to the end-of-page marker or the first zero.
-fn frame_offsets(page: &[u8]) -> Vec<usize> {
+pub(crate) fn frame_offsets(page: &[u8]) -> Vec<usize> {
     let mut v = Vec::new();
     let mut off = 64;
     loop {
@@ -30,12 +30,12 @@ fn frame_offsets(page: &[u8]) -> Vec<usize> {
 }
 
 /// Sequence number of the frame at `off` (offset 8 of its header).
-fn seq_at(page: &[u8], off: usize) -> u64 {
+pub(crate) fn seq_at(page: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(page[off + 8..off + 16].try_into().unwrap())
 }
 
 /// Every page file of the journal folder and its bytes.
-fn files(root: &Root) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+pub(crate) fn files(root: &Root) -> Vec<(std::ffi::OsString, Vec<u8>)> {
     let mut v: Vec<_> = std::fs::read_dir(root.journal_dir())
         .unwrap()
         .filter(|e| {
@@ -51,7 +51,7 @@ fn files(root: &Root) -> Vec<(std::ffi::OsString, Vec<u8>)> {
     v
 }
 
-fn copy_journal(from: &Root, to: &Root) {
+pub(crate) fn copy_journal(from: &Root, to: &Root) {
     std::fs::create_dir_all(to.journal_dir()).unwrap();
     for e in std::fs::read_dir(from.journal_dir()).unwrap() {
         let e = e.unwrap();

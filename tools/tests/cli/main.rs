@@ -14,6 +14,7 @@ mod campaign;
 mod child;
 mod damage;
 mod follow;
+mod format_rules;
 mod full_disk;
 mod help;
 mod lock_holder;
