@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn awake_yields_for_its_window_then_parks_and_a_frame_starts_it_again() {
-        let window = Duration::from_millis(20);
+        let window = Duration::from_millis(100);
         let mut idle = Idle::awake(4, window);
         for _ in 0..4 {
             idle.idle();
@@ -153,8 +153,15 @@ mod tests {
         for _ in 0..10 {
             idle.idle();
         }
-        assert!(!idle.is_parking(), "a new window after reset");
-        assert!(t1.elapsed() < window);
+        // Under valgrind or a loaded box ten yields can outlast the window
+        // (a CI run under memcheck did); the claim is only that the window
+        // starts again, so it holds whenever less than a window has passed.
+        let parking = idle.is_parking();
+        let elapsed = t1.elapsed();
+        assert!(
+            elapsed >= window || !parking,
+            "a new window after reset: parking {elapsed:?} after it"
+        );
     }
 
     #[test]
