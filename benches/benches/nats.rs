@@ -10,9 +10,15 @@
 //!   second connection, the same N 64-byte messages.
 //! - **catch-up**: the import stopped while 1,000,000 frames are exported,
 //!   then started: frames/s until the replica holds them all.
-//! - **latency**: one 64-byte frame every 100 µs; tape: source write time
-//!   (kept in the replica) to the replica's cursor seeing it; bare:
-//!   publish time (in the payload) to the consumer receiving it.
+//! - **latency**: one 64-byte frame every 100 µs, bare and tape taking
+//!   turns of 500 frames in one phase (20 turns each), so that both meet
+//!   the same moods of the host; tape: source write time (kept in the
+//!   replica) to the replica's cursor seeing it; bare: publish time (in
+//!   the payload) to the consumer receiving it. tape `--busy-poll` in a
+//!   phase of its own after it.
+//!
+//! Each phase starts on an empty server (the streams of the phases before
+//! it deleted).
 //!
 //! Every phase checks that every frame arrived once, in order.
 //!
@@ -31,6 +37,10 @@ use tape_nats::{api, Server};
 
 const SIZE: usize = 64;
 const N: u64 = 300_000;
+/// The latency phase: 20 turns of 500 frames each for bare and for tape,
+/// one frame every 100 µs (2 s in all).
+const LAT_SEGMENTS: u64 = 20;
+const LAT_PER: u64 = 500;
 
 /// The benchmark's own nats-server, ready once JetStream answers.
 fn engine() -> NatsServer {
@@ -83,129 +93,162 @@ fn check_replica(dir: &std::path::Path, name: &str, n: u64) {
     assert_eq!(k, n, "frames in the replica (lost)");
 }
 
-/// Bare async-nats: publisher with expected-last-seq + push consumer.
-/// Returns (frames/s, one-way latencies in ns when paced).
-fn bare(port: u16, n: u64, pace: Option<Duration>) -> (f64, Vec<u64>) {
-    let url = format!("nats://127.0.0.1:{port}");
-    let rt = rt();
-    let stream = format!("BARE{}", tape_journal::clock::now_ns());
-    let subject = format!("bare.{stream}");
-    let (pubc, subc) = rt.block_on(async {
-        let o = || async_nats::ConnectOptions::new().subscription_capacity(1 << 17);
-        let p = o().connect(&url).await.unwrap();
-        let s = o().connect(&url).await.unwrap();
-        api::create_stream(&p, &stream, &subject, "bare", &Default::default())
-            .await
-            .unwrap();
-        (p, s)
-    });
-    let inbox = subc.new_inbox();
-    let mut sub = rt.block_on(subc.subscribe(inbox.clone())).unwrap();
-    rt.block_on(api::push_consumer(
-        &subc,
-        &stream,
-        &inbox,
-        None,
-        Duration::from_secs(1),
-        Duration::from_secs(5),
-    ))
-    .unwrap();
-    let acked = Arc::new(AtomicU64::new(0));
-    let ack_inbox = pubc.new_inbox();
-    let mut acks = rt
-        .block_on(pubc.subscribe(format!("{ack_inbox}.*")))
-        .unwrap();
-    let a2 = Arc::clone(&acked);
-    rt.spawn(async move {
-        while let Some(m) = acks.next().await {
-            if let Some(s) = m
-                .subject
-                .rsplit('.')
-                .next()
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                a2.fetch_max(s, Ordering::AcqRel);
-            }
-        }
-    });
-    let handle = rt.handle().clone();
-    let start = Instant::now();
-    let publisher = std::thread::spawn(move || {
-        let _g = handle.enter();
-        let subject = async_nats::Subject::from(subject);
-        tape_nats::low_timer_slack();
-        let mut next_at = Instant::now();
-        for seq in 1..=n {
-            if let Some(p) = pace {
-                wait_until(next_at);
-                next_at += p;
-            }
-            let mut idle = tape_nats::Poller::new();
-            while seq - 1 - acked.load(Ordering::Acquire) >= 4096 {
-                idle.idle();
-            }
-            let mut body = vec![0u8; SIZE];
-            body[..8].copy_from_slice(&tape_journal::clock::now_ns().to_le_bytes());
-            let mut h = async_nats::HeaderMap::new();
-            h.insert(
-                "Nats-Expected-Last-Sequence",
-                (seq - 1).to_string().as_str(),
-            );
-            let reply = async_nats::Subject::from(format!("{ack_inbox}.{seq}"));
-            handle
-                .block_on(pubc.publish_with_reply_and_headers(
-                    subject.clone(),
-                    reply,
-                    h,
-                    body.into(),
-                ))
+/// Bare async-nats's two ends: a publisher with the expected-last-seq
+/// header and pipelined acks (window 4096, one wildcard reply
+/// subscription), and a push consumer on a second connection.
+struct Bare {
+    rt: tokio::runtime::Runtime,
+    pubc: async_nats::Client,
+    subc: async_nats::Client,
+    subject: async_nats::Subject,
+    ack_inbox: String,
+    acked: Arc<AtomicU64>,
+    sub: Option<async_nats::Subscriber>,
+    seq: u64,
+}
+
+impl Bare {
+    fn new(port: u16) -> Bare {
+        let url = format!("nats://127.0.0.1:{port}");
+        let rt = rt();
+        let stream = format!("BARE{}", tape_journal::clock::now_ns());
+        let subject = format!("bare.{stream}");
+        let (pubc, subc) = rt.block_on(async {
+            let o = || async_nats::ConnectOptions::new().subscription_capacity(1 << 17);
+            let p = o().connect(&url).await.unwrap();
+            let s = o().connect(&url).await.unwrap();
+            api::create_stream(&p, &stream, &subject, "bare", &Default::default())
+                .await
                 .unwrap();
-        }
-    });
-    let mut lat = Vec::new();
-    let probing = std::env::var_os("NATS_BENCH_PROBE").is_some();
-    let mut split: (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
-    let mut got = 0u64;
-    while got < n {
-        let m = rt.block_on(sub.next()).unwrap();
-        if m.status.is_some() {
-            if let Some(r) = m.reply {
-                rt.block_on(subc.publish(r, bytes::Bytes::new())).unwrap();
+            (p, s)
+        });
+        let inbox = subc.new_inbox();
+        let sub = rt.block_on(subc.subscribe(inbox.clone())).unwrap();
+        rt.block_on(api::push_consumer(
+            &subc,
+            &stream,
+            &inbox,
+            None,
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+        let acked = Arc::new(AtomicU64::new(0));
+        let ack_inbox = pubc.new_inbox();
+        let mut acks = rt
+            .block_on(pubc.subscribe(format!("{ack_inbox}.*")))
+            .unwrap();
+        let a2 = Arc::clone(&acked);
+        rt.spawn(async move {
+            while let Some(m) = acks.next().await {
+                if let Some(s) = m
+                    .subject
+                    .rsplit('.')
+                    .next()
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    a2.fetch_max(s, Ordering::AcqRel);
+                }
             }
-            continue;
-        }
-        let now = tape_journal::clock::now_ns();
-        let (sseq, _) = api::delivery_info(m.reply.as_deref().unwrap()).unwrap();
-        assert_eq!(sseq, got + 1, "bare: lost or out of order");
-        got += 1;
-        if pace.is_some() {
-            let t = i64::from_le_bytes(m.payload[..8].try_into().unwrap());
-            lat.push((now - t).max(0) as u64);
-            if probing {
-                let stored: i64 = m
-                    .reply
-                    .as_deref()
-                    .unwrap()
-                    .split('.')
-                    .nth(7)
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                split.0.push((stored - t).max(0) as u64);
-                split.1.push((now - stored).max(0) as u64);
-            }
+        });
+        Bare {
+            rt,
+            pubc,
+            subc,
+            subject: subject.into(),
+            ack_inbox,
+            acked,
+            sub: Some(sub),
+            seq: 0,
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    publisher.join().unwrap();
-    if probing && pace.is_some() {
-        eprintln!(
-            "  probe: bare publish->stored p50 {:.0} us, stored->consumer p50 {:.0} us",
-            pct(&mut split.0, 0.5) as f64 / 1e3,
-            pct(&mut split.1, 0.5) as f64 / 1e3
+
+    /// Publishes the next message, its publish time in its first 8 bytes
+    /// (waiting while 4096 are unacknowledged).
+    fn publish(&mut self) {
+        self.seq += 1;
+        let seq = self.seq;
+        let mut idle = tape_nats::Poller::new();
+        while seq - 1 - self.acked.load(Ordering::Acquire) >= 4096 {
+            idle.idle();
+        }
+        let mut body = vec![0u8; SIZE];
+        body[..8].copy_from_slice(&tape_journal::clock::now_ns().to_le_bytes());
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(
+            "Nats-Expected-Last-Sequence",
+            (seq - 1).to_string().as_str(),
         );
+        let reply = async_nats::Subject::from(format!("{}.{seq}", self.ack_inbox));
+        self.rt
+            .block_on(self.pubc.publish_with_reply_and_headers(
+                self.subject.clone(),
+                reply,
+                h,
+                body.into(),
+            ))
+            .unwrap();
     }
-    (n as f64 / secs, lat)
+
+    /// A thread that receives the next `n` messages, checking each one's
+    /// stream sequence; with `paced`, their one-way latencies in ns.
+    fn consumer(&mut self, n: u64, paced: bool) -> std::thread::JoinHandle<Vec<u64>> {
+        let handle = self.rt.handle().clone();
+        let subc = self.subc.clone();
+        let mut sub = self.sub.take().expect("one consumer");
+        std::thread::spawn(move || {
+            let mut lat = Vec::new();
+            let probing = paced && std::env::var_os("NATS_BENCH_PROBE").is_some();
+            let mut split: (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
+            let mut got = 0u64;
+            while got < n {
+                let m = handle.block_on(sub.next()).unwrap();
+                if m.status.is_some() {
+                    if let Some(r) = m.reply {
+                        handle
+                            .block_on(subc.publish(r, bytes::Bytes::new()))
+                            .unwrap();
+                    }
+                    continue;
+                }
+                let now = tape_journal::clock::now_ns();
+                let reply = m.reply.as_deref().unwrap();
+                let (sseq, _) = api::delivery_info(reply).unwrap();
+                assert_eq!(sseq, got + 1, "bare: lost or out of order");
+                got += 1;
+                if paced {
+                    let t = i64::from_le_bytes(m.payload[..8].try_into().unwrap());
+                    lat.push((now - t).max(0) as u64);
+                    if probing {
+                        let stored: i64 = reply.split('.').nth(7).unwrap().parse().unwrap();
+                        split.0.push((stored - t).max(0) as u64);
+                        split.1.push((now - stored).max(0) as u64);
+                    }
+                }
+            }
+            if probing {
+                eprintln!(
+                    "  probe: bare publish->stored p50 {:.0} us, stored->consumer p50 {:.0} us",
+                    pct(&mut split.0, 0.5) as f64 / 1e3,
+                    pct(&mut split.1, 0.5) as f64 / 1e3
+                );
+            }
+            lat
+        })
+    }
+}
+
+/// Bare throughput: frames/s of `n` messages published as fast as the
+/// window lets, until the consumer has the last.
+fn bare(port: u16, n: u64) -> f64 {
+    let mut b = Bare::new(port);
+    let start = Instant::now();
+    let consumer = b.consumer(n, false);
+    for _ in 0..n {
+        b.publish();
+    }
+    consumer.join().unwrap();
+    n as f64 / start.elapsed().as_secs_f64()
 }
 
 struct Tape {
@@ -285,59 +328,104 @@ fn writer(t: &Tape, name: &str) -> tape_writer::Writer {
         .unwrap()
 }
 
-/// tape: writes n frames (paced or not) while export and import run.
-fn tape_live(port: u16, n: u64, pace: Option<Duration>, busy: bool) -> (f64, Vec<u64>) {
-    static K: AtomicU64 = AtomicU64::new(0);
-    let t = tape_sides();
-    let name = &format!("md{}", K.fetch_add(1, Ordering::Relaxed));
-    let mut w = writer(&t, name);
-    w.write(1, &[0u8; SIZE]).unwrap();
-    let ex = spawn_export(&t, port, name, busy);
-    let im = spawn_import(&t, port, name);
-    let bdir = tape_journal::journal_dir(t.b.path());
-    wait_seq(&bdir, name, 1);
-    let total = n + 1;
-    let probe = pace
-        .filter(|_| std::env::var_os("NATS_BENCH_PROBE").is_some())
-        .map(|_| probe(port, name, total));
-    let start = Instant::now();
-    let paced = pace.is_some();
-    let wt = std::thread::spawn(move || {
-        tape_nats::low_timer_slack();
-        let mut next_at = Instant::now();
-        for _ in 0..n {
-            if let Some(p) = pace {
-                wait_until(next_at);
-                next_at += p;
+/// tape's path: a writer on root A, `export()` and `import()` (the library
+/// behind `tape nats export|import`) carrying its frames to a replica on
+/// root B. The first frame is through when it is made.
+struct Live {
+    t: Tape,
+    name: String,
+    w: tape_writer::Writer,
+    ex: (Arc<AtomicBool>, std::thread::JoinHandle<()>),
+    im: (Arc<AtomicBool>, std::thread::JoinHandle<()>),
+}
+
+impl Live {
+    fn new(port: u16, busy: bool) -> Live {
+        static K: AtomicU64 = AtomicU64::new(0);
+        let t = tape_sides();
+        let name = format!("md{}", K.fetch_add(1, Ordering::Relaxed));
+        let mut w = writer(&t, &name);
+        w.write(1, &[0u8; SIZE]).unwrap();
+        let ex = spawn_export(&t, port, &name, busy);
+        let im = spawn_import(&t, port, &name);
+        wait_seq(&tape_journal::journal_dir(t.b.path()), &name, 1);
+        Live { t, name, w, ex, im }
+    }
+
+    /// A thread that reads the replica's next `n` frames (after the
+    /// first) as a strategy reads it: awake for AWAKE after a frame
+    /// (yielding its core), asleep on the journal's doorbell after. With
+    /// `paced`, each frame's source write time (kept in the replica) to
+    /// the moment the reader sees it, in ns.
+    fn reader(&self, n: u64, paced: bool) -> std::thread::JoinHandle<Vec<u64>> {
+        let bdir = tape_journal::journal_dir(self.t.b.path());
+        let name = self.name.clone();
+        std::thread::spawn(move || {
+            let mut lat = Vec::new();
+            let mut c =
+                Cursor::open(&bdir, &name, Start::Seq(2), CursorOptions::default()).unwrap();
+            let (mut seen, total) = (1u64, n + 1);
+            let mut idle = tape_journal::Idle::awake(64, tape_journal::AWAKE);
+            while seen < total {
+                if let Some(f) = c.next().unwrap() {
+                    let now = tape_journal::clock::now_ns();
+                    seen += 1;
+                    assert_eq!(f.seq(), seen, "tape: lost or out of order");
+                    if paced {
+                        lat.push((now - f.time_ns()).max(0) as u64);
+                    }
+                    idle.reset();
+                } else if idle.is_parking() {
+                    c.wait(Duration::from_millis(100));
+                    idle.reset();
+                } else {
+                    idle.idle();
+                }
             }
-            w.write(1, &[7u8; SIZE]).unwrap();
-        }
-        w
-    });
-    let mut lat = Vec::new();
-    let mut c = Cursor::open(&bdir, name, Start::Seq(2), CursorOptions::default()).unwrap();
-    let mut seen = 1u64;
-    // The replica's reader as a strategy reads it: awake for AWAKE after
-    // a frame (yielding its core), asleep on the journal's doorbell after.
-    let mut idle = tape_journal::Idle::awake(64, tape_journal::AWAKE);
-    while seen < total {
-        if let Some(f) = c.next().unwrap() {
-            let now = tape_journal::clock::now_ns();
-            seen += 1;
-            assert_eq!(f.seq(), seen, "tape: lost or out of order");
-            if paced {
-                lat.push((now - f.time_ns()).max(0) as u64);
-            }
-            idle.reset();
-        } else if idle.is_parking() {
-            c.wait(Duration::from_millis(100));
-            idle.reset();
-        } else {
-            idle.idle();
+            lat
+        })
+    }
+
+    fn write(&mut self) {
+        self.w.write(1, &[7u8; SIZE]).unwrap();
+    }
+
+    /// Checks every frame of the replica (`n` after the first) and stops
+    /// the export and the import.
+    fn finish(self, n: u64) {
+        check_replica(
+            &tape_journal::journal_dir(self.t.b.path()),
+            &self.name,
+            n + 1,
+        );
+        for (s, h) in [self.ex, self.im] {
+            s.store(true, Ordering::Release);
+            h.join().unwrap();
         }
     }
+}
+
+/// tape: writes n frames (paced or not) while export and import run;
+/// frames/s until the replica's reader has the last, and the latencies
+/// when paced.
+fn tape_live(port: u16, n: u64, pace: Option<Duration>, busy: bool) -> (f64, Vec<u64>) {
+    let mut live = Live::new(port, busy);
+    let probe = pace
+        .filter(|_| std::env::var_os("NATS_BENCH_PROBE").is_some())
+        .map(|_| probe(port, &live.name, n + 1));
+    let start = Instant::now();
+    let reader = live.reader(n, pace.is_some());
+    tape_nats::low_timer_slack();
+    let mut next_at = Instant::now();
+    for _ in 0..n {
+        if let Some(p) = pace {
+            wait_until(next_at);
+            next_at += p;
+        }
+        live.write();
+    }
+    let lat = reader.join().unwrap();
     let secs = start.elapsed().as_secs_f64();
-    let _w = wt.join().unwrap();
     if let Some(p) = probe {
         let (mut a, mut b) = p.join().unwrap();
         eprintln!(
@@ -347,12 +435,37 @@ fn tape_live(port: u16, n: u64, pace: Option<Duration>, busy: bool) -> (f64, Vec
             pct(&mut lat.clone(), 0.5) as f64 / 1e3
         );
     }
-    check_replica(&bdir, name, total);
-    for (s, h) in [ex, im] {
-        s.store(true, Ordering::Release);
-        h.join().unwrap();
-    }
+    live.finish(n);
     (n as f64 / secs, lat)
+}
+
+/// One-way latency of bare JetStream and of tape in one phase: one
+/// 64-byte message every `pace`, taking turns in segments of `per`
+/// (bare's `per`, then tape's `per`, ...), so that both meet the same
+/// moods of the host (whose vCPUs change speed every few seconds) and
+/// neither runs while the other is measured. Returns (bare, tape), in ns.
+fn latency(port: u16, segments: u64, per: u64, pace: Duration) -> (Vec<u64>, Vec<u64>) {
+    let mut bare = Bare::new(port);
+    let mut live = Live::new(port, false);
+    let n = segments * per;
+    let consumer = bare.consumer(n, true);
+    let reader = live.reader(n, true);
+    tape_nats::low_timer_slack();
+    let mut next_at = Instant::now();
+    for s in 0..2 * segments {
+        for _ in 0..per {
+            wait_until(next_at);
+            next_at += pace;
+            if s % 2 == 0 {
+                bare.publish();
+            } else {
+                live.write();
+            }
+        }
+    }
+    let (b, t) = (consumer.join().unwrap(), reader.join().unwrap());
+    live.finish(n);
+    (b, t)
 }
 
 /// A side push consumer on the stream (parked like the bare one): for
@@ -434,6 +547,27 @@ fn catch_up(port: u16, n: u64) -> f64 {
     n as f64 / secs
 }
 
+/// Deletes every stream on the benchmark's server, so that no phase pays
+/// for the store the phases before it left behind.
+fn drop_streams(port: u16) {
+    let rt = rt();
+    rt.block_on(async {
+        let c = async_nats::connect(format!("nats://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        for st in api::streams(&c, "").await.unwrap() {
+            api::request(
+                &c,
+                format!("$JS.API.STREAM.DELETE.{}", st.name),
+                &serde_json::json!({}),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        }
+    });
+}
+
 /// Sleeps until 30 µs before `at` (the pacing threads run with a 1 µs
 /// timer slack), then spins: the same pacing for bare and tape, without a
 /// core spinning all the time.
@@ -467,16 +601,20 @@ fn main() {
         .unwrap_or(5);
     let e = engine();
     let port = e.port;
-    let pace = Some(Duration::from_micros(100));
+    let pace = Duration::from_micros(100);
     let (mut bt, mut tt, mut cu) = (Vec::new(), Vec::new(), Vec::new());
     let (mut bp50, mut tp50, mut tbp50) = (Vec::new(), Vec::new(), Vec::new());
     for r in 1..=runs {
-        let (b, _) = bare(port, N, None);
+        let b = bare(port, N);
+        drop_streams(port);
         let (t, _) = tape_live(port, N, None, false);
-        let (_, mut bl) = bare(port, 5000, pace);
-        let (_, mut tl) = tape_live(port, 5000, pace, false);
-        let (_, mut tbl) = tape_live(port, 5000, pace, true);
+        drop_streams(port);
+        let (mut bl, mut tl) = latency(port, LAT_SEGMENTS, LAT_PER, pace);
+        drop_streams(port);
+        let (_, mut tbl) = tape_live(port, LAT_SEGMENTS * LAT_PER, Some(pace), true);
+        drop_streams(port);
         let c = catch_up(port, 1_000_000);
+        drop_streams(port);
         println!(
             "run {r}: throughput bare {:.0}/s tape {:.0}/s ({:.2}x) | one-way p50/p99 bare {:.0}/{:.0} us, tape {:.0}/{:.0} us ({:.2}x), tape --busy-poll {:.0}/{:.0} us ({:.2}x) | catch-up {:.0}/s | lost 0",
             b, t, t / b,
@@ -494,10 +632,11 @@ fn main() {
         tp50.push(pct(&mut tl, 0.5) as f64);
         tbp50.push(pct(&mut tbl, 0.5) as f64);
     }
+    let ratios: Vec<f64> = bp50.iter().zip(&tp50).map(|(b, t)| t / b).collect();
     let (b, t) = (median(bt), median(tt));
     let (bl, tl, tbl) = (median(bp50), median(tp50), median(tbp50));
     println!(
-        "median of {runs}: throughput bare {b:.0}/s, tape {t:.0}/s ({:.2}x); one-way p50 bare {:.0} us, tape {:.0} us ({:.2}x), tape --busy-poll {:.0} us ({:.2}x); catch-up {:.0} frames/s; lost 0",
-        t / b, bl / 1e3, tl / 1e3, tl / bl, tbl / 1e3, tbl / bl, median(cu)
+        "median of {runs}: throughput bare {b:.0}/s, tape {t:.0}/s ({:.2}x); one-way p50 bare {:.0} us, tape {:.0} us ({:.2}x; median of the runs' own ratios {:.2}x), tape --busy-poll {:.0} us ({:.2}x); catch-up {:.0} frames/s; lost 0",
+        t / b, bl / 1e3, tl / 1e3, tl / bl, median(ratios), tbl / 1e3, tbl / bl, median(cu)
     );
 }
