@@ -13,6 +13,8 @@ fn run_bench(extra: &[&str]) -> serde_json::Value {
             "0.2",
             "--page-size",
             "1048576",
+            "--pingpong",
+            "20000",
             "--json",
             "--quiet",
         ])
@@ -39,11 +41,28 @@ fn journal_bench_json_has_every_key_and_loses_nothing() {
         "page_switches",
         "switch_max_ns",
         "floor_ns",
+        "pingpong_p50_ns",
+        "pingpong_p99_ns",
+        "pingpong_p999_ns",
+        "pingpong_floor_p50_ns",
+        "pingpong_floor_p99_ns",
+        "pingpong_floor_p999_ns",
+        "ring_fps",
+        "stream_fps",
     ] {
         assert!(v.get(key).is_some(), "key {key} missing from {v}");
     }
     assert_eq!(v["lost"], 0, "{v}");
     assert_eq!(v["frames"], 50000);
+    // Ping-pong: every round trip of both, the floor's and tape's, timed.
+    assert_eq!(v["pingpong"]["count"], 20000, "{v}");
+    assert_eq!(v["pingpong_floor"]["count"], 20000, "{v}");
+    assert_eq!(v["pingpong_round_trips"], 20000, "{v}");
+    assert!(v["pingpong_p50_ns"].as_u64().unwrap() > 0, "{v}");
+    for key in ["ring_fps", "stream_fps"] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    assert_eq!(v["stream_frames"], 50000, "{v}");
     assert_eq!(v["size"], 64);
     // 20,000 latency frames and 50,000 throughput frames of 112 bytes over
     // 1 MiB pages switch pages several times.

@@ -19,6 +19,10 @@ pub enum Line {
     Floor = 2,
     /// Frames written so far (updated every few thousand).
     Progress = 3,
+    /// The ping-pong floor's line from side A to side B.
+    Ping = 4,
+    /// The ping-pong floor's line back.
+    Pong = 5,
 }
 
 const LINES: usize = 8;

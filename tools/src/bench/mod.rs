@@ -27,6 +27,7 @@
 //! use an idle strategy (spin, yield, park), and so do all readers then.
 
 pub mod ctl;
+mod floors;
 mod phases;
 mod plot;
 pub mod roles;
@@ -54,6 +55,8 @@ pub struct Config {
     pub rate: u64,
     /// Seconds the floor and latency phases each last.
     pub latency_secs: f64,
+    /// Round trips of the ping-pong phase (floor and tape each).
+    pub pingpong: u64,
     /// Reader processes.
     pub readers: usize,
     /// Page size of the bench journals.
@@ -116,6 +119,24 @@ pub struct Results {
     pub floor_ns: u64,
     /// Floor 99th percentile.
     pub floor_p99_ns: u64,
+    /// Ping-pong over two journals, RTT/2: median.
+    pub pingpong_p50_ns: u64,
+    /// Ping-pong RTT/2, 99th percentile.
+    pub pingpong_p99_ns: u64,
+    /// Ping-pong RTT/2, 99.9th percentile.
+    pub pingpong_p999_ns: u64,
+    /// Ping-pong floor (one cache line each way), RTT/2: median.
+    pub pingpong_floor_p50_ns: u64,
+    /// Ping-pong floor RTT/2, 99th percentile.
+    pub pingpong_floor_p99_ns: u64,
+    /// Ping-pong floor RTT/2, 99.9th percentile.
+    pub pingpong_floor_p999_ns: u64,
+    /// Ring floor: a naive SPSC ring of 64-byte slots between the same two
+    /// cores, slots per second.
+    pub ring_fps: f64,
+    /// Stream floor: records of the bytes tape writes per frame, in
+    /// sequence into fresh pre-faulted memory, records per second.
+    pub stream_fps: f64,
     /// Floor 99.9th percentile.
     pub floor_p999_ns: u64,
     /// Floor largest.
@@ -156,6 +177,15 @@ pub struct Results {
     pub floor: Percentiles,
     /// Floor distribution counting the samples missed (see `floor_missed`).
     pub floor_queued: Percentiles,
+    /// Records of the stream floor (the throughput phase's frames, within
+    /// 8 GiB and half the free memory).
+    pub stream_frames: u64,
+    /// Round trips of the ping-pong phase, floor and tape each.
+    pub pingpong_round_trips: u64,
+    /// Ping-pong RTT/2 distribution.
+    pub pingpong: Percentiles,
+    /// Ping-pong floor RTT/2 distribution.
+    pub pingpong_floor: Percentiles,
     #[serde(skip)]
     hist_latency: Option<Histogram<u64>>,
     #[serde(skip)]
@@ -404,6 +434,29 @@ pub fn text(r: &Results) -> String {
         r.writer_fps / 1e6,
         r.frames,
         r.pages_ahead
+    );
+    let _ = writeln!(
+        s,
+        "ping-pong      RTT/2 p50 {}, p99 {}, p99.9 {} over two journals; floor (one cache line each way) {}, {}, {}: {:.2}x {:.2}x {:.2}x ({} round trips each)",
+        ns(r.pingpong_p50_ns),
+        ns(r.pingpong_p99_ns),
+        ns(r.pingpong_p999_ns),
+        ns(r.pingpong_floor_p50_ns),
+        ns(r.pingpong_floor_p99_ns),
+        ns(r.pingpong_floor_p999_ns),
+        ratio(r.pingpong_p50_ns, r.pingpong_floor_p50_ns),
+        ratio(r.pingpong_p99_ns, r.pingpong_floor_p99_ns),
+        ratio(r.pingpong_p999_ns, r.pingpong_floor_p999_ns),
+        r.pingpong_round_trips
+    );
+    let _ = writeln!(
+        s,
+        "floors         stream {:.2} M records/s ({} bytes each, fresh memory; tape {:.2}x), ring of 64-byte slots {:.2} M/s (tape {:.2}x)",
+        r.stream_fps / 1e6,
+        floors::stream_record(r.size),
+        r.throughput_fps / r.stream_fps.max(1.0),
+        r.ring_fps / 1e6,
+        r.throughput_fps / r.ring_fps.max(1.0)
     );
     let _ = writeln!(s, "lost           {}", r.lost);
     s

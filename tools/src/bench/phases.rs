@@ -3,8 +3,8 @@
 
 use super::ctl::{Ctl, Line};
 use super::roles::{Kind, Report, Role};
+use super::{floors, Percentiles, Results, Root};
 use super::{make_root, merge, pages_ahead, percentiles, progress, watch, Children, Config};
-use super::{Results, Root};
 use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
@@ -24,9 +24,47 @@ pub fn run(cfg: &Config) -> Result<Results> {
     let bench = Bench::setup(cfg)?;
     let latency_frames = ((cfg.rate as f64 * cfg.latency_secs) as u64).max(1);
     let rounds = bench.floor_and_latency(latency_frames)?;
+    let pp = bench.pingpong()?;
+    let floors = bench.stream_and_ring()?;
     let tput = bench.throughput()?;
     let _ = std::fs::remove_file(&bench.base.ctl);
-    bench.report(rounds, tput, latency_frames)
+    let mut r = bench.report(rounds, tput, latency_frames)?;
+    let (t, f) = (percentiles(&pp.tape), percentiles(&pp.floor));
+    r.pingpong_p50_ns = t.p50_ns;
+    r.pingpong_p99_ns = t.p99_ns;
+    r.pingpong_p999_ns = t.p999_ns;
+    r.pingpong_floor_p50_ns = f.p50_ns;
+    r.pingpong_floor_p99_ns = f.p99_ns;
+    r.pingpong_floor_p999_ns = f.p999_ns;
+    r.pingpong_round_trips = pp.round_trips;
+    r.pingpong = t;
+    r.pingpong_floor = f;
+    r.lost += pp.lost + floors.lost;
+    r.ring_fps = floors.ring_fps;
+    r.stream_fps = floors.stream_fps;
+    r.stream_frames = floors.stream_frames;
+    Ok(r)
+}
+
+/// What the ping-pong rounds measured.
+struct PingPong {
+    tape: Histogram<u64>,
+    floor: Histogram<u64>,
+    round_trips: u64,
+    lost: u64,
+}
+
+/// What the stream and ring floors measured.
+struct Floors {
+    ring_fps: f64,
+    stream_fps: f64,
+    stream_frames: u64,
+    lost: u64,
+}
+
+/// Frames per second from a writer's start to its reader's last frame.
+fn fps(writer: &Report, reader: &Report) -> f64 {
+    writer.frames as f64 / ((reader.end_ns - writer.start_ns).max(1) as f64 / 1e9)
 }
 
 /// Refuses options no run can use.
@@ -111,6 +149,8 @@ impl<'a> Bench<'a> {
             latency: true,
             index: 0,
             pages_ahead: 1,
+            journal2: String::new(),
+            shm: Default::default(),
         };
         progress(
             cfg,
@@ -216,12 +256,7 @@ impl<'a> Bench<'a> {
         }
         watch(cfg, &ctl, name, frames);
         let reports = kids.reports()?;
-        // The journals of a run are large: remove them now.
-        let dir = tape_journal::journal_dir(&self.root.path);
-        for no in tape_journal::list_pages(&dir, &journal).unwrap_or_default() {
-            let _ = std::fs::remove_file(tape_journal::files::page_path(&dir, &journal, no));
-        }
-        let _ = std::fs::remove_file(tape_journal::files::lock_path(&dir, &journal));
+        self.remove_journal(&journal);
         Ok(reports)
     }
 
@@ -270,6 +305,130 @@ impl<'a> Bench<'a> {
             lat,
             lat_writers,
         })
+    }
+
+    /// Two processes of `kind_a` and `kind_b` (A on the writer's core, B on
+    /// the first reader's), each with `role`'s settings; their reports.
+    fn pair(&self, role: &Role, kind_a: Kind, kind_b: Kind) -> Result<Vec<Report>> {
+        // The control block made afresh (zeroed) for the pair.
+        Ctl::open(&self.base.ctl, true)?;
+        let (ca, cb) = (self.base.core, self.reader_core(0));
+        let mut kids = Children(Vec::new());
+        for (what, kind, core) in [("side A", kind_a, ca), ("side B", kind_b, cb)] {
+            kids.spawn(
+                &format!("{what} ({kind:?})"),
+                &Role {
+                    kind,
+                    core,
+                    helper_core: core,
+                    parties: 2,
+                    // Both sides spin, each on its core; with one core they
+                    // yield to each other instead.
+                    idle: self.ncores < 2,
+                    ..role.clone()
+                },
+            )?;
+        }
+        kids.reports()
+    }
+
+    /// Ping-pong: the cache-line floor and tape over two journals, in
+    /// alternating rounds (as floor and latency are), `--pingpong` round
+    /// trips each in all.
+    fn pingpong(&self) -> Result<PingPong> {
+        let cfg = self.cfg;
+        let n = cfg.pingpong.max(ROUNDS);
+        progress(
+            cfg,
+            &format!("ping-pong: {n} round trips over one cache line each way, then over two journals, in {ROUNDS} rounds"),
+        );
+        let mut floor = Vec::new();
+        let mut tape = Vec::new();
+        let mut lost = 0;
+        for round in 0..ROUNDS {
+            let share = n / ROUNDS + if round == ROUNDS - 1 { n % ROUNDS } else { 0 };
+            let role = Role {
+                frames: share,
+                ..self.base.clone()
+            };
+            floor.push(
+                self.pair(&role, Kind::PingFloorA, Kind::PingFloorB)?
+                    .swap_remove(0),
+            );
+            let (ping, pong) = (
+                format!("bench-ping{round}-{}", self.pid),
+                format!("bench-pong{round}-{}", self.pid),
+            );
+            let role = Role {
+                journal: ping.clone(),
+                journal2: pong.clone(),
+                pages_ahead: pages_ahead(cfg, share),
+                ..role
+            };
+            let mut r = self.pair(&role, Kind::PingA, Kind::PingB)?;
+            lost += share - r[0].frames.min(share);
+            tape.push(r.swap_remove(0));
+            self.remove_journal(&ping);
+            self.remove_journal(&pong);
+        }
+        Ok(PingPong {
+            tape: merge(&tape)?,
+            floor: merge(&floor)?,
+            round_trips: n,
+            lost,
+        })
+    }
+
+    /// The stream floor (as many frames as the throughput phase, within 8
+    /// GiB and half the free memory) and the ring floor (`--frames`).
+    fn stream_and_ring(&self) -> Result<Floors> {
+        let cfg = self.cfg;
+        let rec = floors::stream_record(cfg.size) as u64;
+        let budget = (8u64 << 30).min(super::mem_available() / 2) / rec;
+        let stream_frames = cfg.frames.min(budget).max(1);
+        progress(
+            cfg,
+            &format!("stream floor: {stream_frames} records of {rec} bytes in fresh memory; ring floor: {} slots of {} bytes through a ring of {}", cfg.frames, floors::SLOT, floors::RING_SLOTS),
+        );
+        let shm = self
+            .root
+            .path
+            .join("system")
+            .join(format!("bench-{}.floor", self.pid));
+        floors::make_shm(&shm, stream_frames * rec)?;
+        let role = Role {
+            frames: stream_frames,
+            shm: shm.clone(),
+            ..self.base.clone()
+        };
+        let r = self.pair(&role, Kind::StreamWriter, Kind::StreamReader);
+        let _ = std::fs::remove_file(&shm);
+        let r = r?;
+        let (stream_fps, mut lost) = (fps(&r[0], &r[1]), r[1].lost);
+        floors::make_shm(&shm, floors::ring_len())?;
+        let role = Role {
+            frames: cfg.frames,
+            ..role
+        };
+        let r = self.pair(&role, Kind::RingWriter, Kind::RingReader);
+        let _ = std::fs::remove_file(&shm);
+        let r = r?;
+        lost += r[1].lost;
+        Ok(Floors {
+            ring_fps: fps(&r[0], &r[1]),
+            stream_fps,
+            stream_frames,
+            lost,
+        })
+    }
+
+    /// Removes a journal's pages and lock file (a run's journals are large).
+    fn remove_journal(&self, journal: &str) {
+        let dir = tape_journal::journal_dir(&self.root.path);
+        for no in tape_journal::list_pages(&dir, journal).unwrap_or_default() {
+            let _ = std::fs::remove_file(tape_journal::files::page_path(&dir, journal, no));
+        }
+        let _ = std::fs::remove_file(tape_journal::files::lock_path(&dir, journal));
     }
 
     /// The throughput phase: `--frames` frames as fast as possible.
@@ -348,6 +507,18 @@ impl<'a> Bench<'a> {
             floor_queued: percentiles(&hist_floor_queued),
             hist_latency: Some(hist_latency),
             hist_floor: Some(hist_floor),
+            pingpong_p50_ns: 0,
+            pingpong_p99_ns: 0,
+            pingpong_p999_ns: 0,
+            pingpong_floor_p50_ns: 0,
+            pingpong_floor_p99_ns: 0,
+            pingpong_floor_p999_ns: 0,
+            ring_fps: 0.0,
+            stream_fps: 0.0,
+            stream_frames: 0,
+            pingpong_round_trips: 0,
+            pingpong: Percentiles::default(),
+            pingpong_floor: Percentiles::default(),
         })
     }
 }

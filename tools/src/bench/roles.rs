@@ -2,6 +2,7 @@
 //! `--role-spec`, one role each.
 
 use super::ctl::{Ctl, Line};
+use super::floors;
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,22 @@ pub enum Kind {
     Writer,
     /// Reads them through a `Reader`.
     Reader,
+    /// Ping-pong floor, the side that times the round trips.
+    PingFloorA,
+    /// Ping-pong floor, the side that answers.
+    PingFloorB,
+    /// tape ping-pong: writes `journal`, reads `journal2`, times each round trip.
+    PingA,
+    /// tape ping-pong: reads `journal`, answers on `journal2`.
+    PingB,
+    /// Ring floor writer.
+    RingWriter,
+    /// Ring floor reader.
+    RingReader,
+    /// Stream floor writer.
+    StreamWriter,
+    /// Stream floor reader.
+    StreamReader,
 }
 
 /// Everything a child needs.
@@ -57,6 +74,12 @@ pub struct Role {
     pub index: usize,
     /// Pages the writer makes ahead before it says it is ready.
     pub pages_ahead: u32,
+    /// Ping-pong: the journal the answers come back on.
+    #[serde(default)]
+    pub journal2: String,
+    /// Ring and stream floors: their shared file.
+    #[serde(default)]
+    pub shm: PathBuf,
 }
 
 /// What a child reports on its standard output (one JSON line).
@@ -108,12 +131,20 @@ pub fn run(spec: &str) -> Result<()> {
         Kind::FloorReader => floor_reader(&role, &ctl, pin)?,
         Kind::Writer => writer(&role, &ctl, pin)?,
         Kind::Reader => reader(&role, &ctl, pin)?,
+        Kind::PingFloorA => floors::ping_floor_a(&role, &ctl, pin)?,
+        Kind::PingFloorB => floors::ping_floor_b(&role, &ctl, pin)?,
+        Kind::PingA => ping(&role, &ctl, pin, true)?,
+        Kind::PingB => ping(&role, &ctl, pin, false)?,
+        Kind::RingWriter => floors::ring_writer(&role, &ctl, pin)?,
+        Kind::RingReader => floors::ring_reader(&role, &ctl, pin)?,
+        Kind::StreamWriter => floors::stream_writer(&role, &ctl, pin)?,
+        Kind::StreamReader => floors::stream_reader(&role, &ctl, pin)?,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
 
-fn deadline() -> Instant {
+pub(super) fn deadline() -> Instant {
     Instant::now() + Duration::from_secs(60)
 }
 
@@ -256,21 +287,26 @@ fn floor_reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<
     })
 }
 
-fn writer(role: &Role, ctl: &Ctl, _pin: impl Fn() -> Result<()>) -> Result<Report> {
-    let mut w = Writer::builder(&role.journal)
+/// The role's writer on `journal`, its pages made ahead before it returns
+/// (as a trading box makes the day's pages at start-up).
+fn open_writer(role: &Role, journal: &str) -> Result<Writer> {
+    let w = Writer::builder(journal)
         .root(&role.root)
         .page_size(role.page_size)
         .helper_core(role.helper_core)
         .pages_ahead(role.pages_ahead)
         .create()?;
-    // The pages are made before the clock starts, as a trading box makes
-    // the day's pages at start-up.
     if w.wait_pages_ready(Duration::from_secs(300)) < role.pages_ahead as usize {
         anyhow::bail!(
             "the writer could not make {} pages ahead in time",
             role.pages_ahead
         );
     }
+    Ok(w)
+}
+
+fn writer(role: &Role, ctl: &Ctl, _pin: impl Fn() -> Result<()>) -> Result<Report> {
+    let mut w = open_writer(role, &role.journal)?;
     ctl.line(Line::Ready)
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     ctl.wait_at_least(Line::Ready, role.parties, deadline())?;
@@ -282,6 +318,67 @@ fn writer(role: &Role, ctl: &Ctl, _pin: impl Fn() -> Result<()>) -> Result<Repor
     Ok(Report {
         page_switches: w.appender().page_switches(),
         ..report
+    })
+}
+
+/// tape ping-pong over two journals, one process at each end, each
+/// spinning on its own core. Side A writes frame `i` on `journal` and
+/// spins until frame `i` comes back on `journal2` (RTT/2 recorded); side
+/// B spins on `journal` and writes each frame's answer on `journal2`.
+fn ping(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>, a: bool) -> Result<Report> {
+    let (out, back) = if a {
+        (&role.journal, &role.journal2)
+    } else {
+        (&role.journal2, &role.journal)
+    };
+    let mut w = open_writer(role, out)?;
+    // Both journals exist once both sides have their writer.
+    let ready = ctl.line(Line::Ready);
+    ready.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    ctl.wait_at_least(Line::Ready, role.parties, deadline())?;
+    let dir = tape_journal::journal_dir(&role.root);
+    let mut r = Reader::builder(&format!("bench-ping-{}", if a { "a" } else { "b" }))
+        .root(&role.root)
+        .start(Start::First)
+        .helper_core(role.helper_core)
+        .create()?;
+    r.add_journal(&dir, back)?;
+    pin()?;
+    let n = role.frames;
+    let mut lat = vec![0u64; if a { n as usize } else { 0 }];
+    lat.clear();
+    let payload = vec![0x5au8; role.size];
+    ready.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    ctl.wait_at_least(Line::Ready, 2 * role.parties, deadline())?;
+    let mut take = |i: u64| -> Result<()> {
+        loop {
+            if let Some(f) = r.next()? {
+                anyhow::ensure!(
+                    f.seq() == i,
+                    "ping-pong: seq {} where {i} was expected",
+                    f.seq()
+                );
+                return Ok(());
+            }
+            floors::pause(role);
+        }
+    };
+    for i in 1..=n {
+        if a {
+            let t0 = now_ns();
+            w.write(1, &payload)?;
+            take(i)?;
+            lat.push(((now_ns() - t0) / 2).max(0) as u64);
+        } else {
+            take(i)?;
+            w.write(1, &payload)?;
+        }
+    }
+    Ok(Report {
+        frames: n,
+        page_switches: w.appender().page_switches(),
+        hist: histogram(lat.into_iter())?,
+        ..Report::default()
     })
 }
 
@@ -434,7 +531,7 @@ fn reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report
 }
 
 /// A latency histogram as (value, count) pairs.
-fn histogram(values: impl Iterator<Item = u64>) -> Result<Vec<(u64, u64)>> {
+pub(super) fn histogram(values: impl Iterator<Item = u64>) -> Result<Vec<(u64, u64)>> {
     let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)?;
     for v in values {
         h.saturating_record(v.max(1));

@@ -41,6 +41,10 @@ struct Args {
     /// Seconds the floor and the latency phase each last.
     #[arg(long, default_value_t = 4.0)]
     latency_secs: f64,
+    /// Round trips of the ping-pong phase (two journals, RTT/2), and as
+    /// many over one cache line each way (its floor), in alternating rounds.
+    #[arg(long, default_value_t = 1_000_000)]
+    pingpong: u64,
     /// Use this root, whose `tape service` must be running, instead of a
     /// temporary one.
     #[arg(long, value_name = "DIR")]
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         size: args.size,
         rate: args.rate,
         latency_secs: args.latency_secs,
+        pingpong: args.pingpong,
         readers: args.readers,
         page_size: args.page_size,
         pages_ahead: args.pages_ahead,
