@@ -214,24 +214,27 @@ pub(crate) fn decode<T: SerdeMessage>(msg_type: u32, payload: &[u8]) -> Result<T
     Ok(value)
 }
 
-/// bincode's limit (the bytes its length prefixes may claim before
-/// anything is allocated for them) set to the smallest power of 16 from
-/// 256 B that holds the payload: the bytes a string or byte buffer claims
-/// must all be in the payload, so no valid value is refused, and a lying
-/// prefix gets at most 16 times the payload's length.
+/// bincode's limit (the bytes a decode may claim, counted as it decodes:
+/// each primitive its size in memory, each string or byte buffer its
+/// length before it is allocated) set from the payload's length. A valid
+/// value claims at most 16 bytes per payload byte (a `u128` in one varint
+/// byte; a string's bytes one for one), so the limit is the smallest power
+/// of 16, from 256 B, at least 16 times the payload: no valid value is
+/// refused, and a lying length prefix gets at most 256 times the payload.
 fn decode_limited<T: DeserializeOwned>(payload: &[u8]) -> Result<(T, usize), Bincode> {
     fn with<T: DeserializeOwned, C: Config>(payload: &[u8], c: C) -> Result<(T, usize), Bincode> {
         bincode::serde::decode_from_slice(payload, c)
     }
     let c = config();
     match payload.len() {
-        n if n <= 1 << 8 => with(payload, c.with_limit::<{ 1 << 8 }>()),
-        n if n <= 1 << 12 => with(payload, c.with_limit::<{ 1 << 12 }>()),
-        n if n <= 1 << 16 => with(payload, c.with_limit::<{ 1 << 16 }>()),
-        n if n <= 1 << 20 => with(payload, c.with_limit::<{ 1 << 20 }>()),
-        n if n <= 1 << 24 => with(payload, c.with_limit::<{ 1 << 24 }>()),
-        n if n <= 1 << 28 => with(payload, c.with_limit::<{ 1 << 28 }>()),
+        n if n <= 1 << 4 => with(payload, c.with_limit::<{ 1 << 8 }>()),
+        n if n <= 1 << 8 => with(payload, c.with_limit::<{ 1 << 12 }>()),
+        n if n <= 1 << 12 => with(payload, c.with_limit::<{ 1 << 16 }>()),
+        n if n <= 1 << 16 => with(payload, c.with_limit::<{ 1 << 20 }>()),
+        n if n <= 1 << 20 => with(payload, c.with_limit::<{ 1 << 24 }>()),
+        n if n <= 1 << 24 => with(payload, c.with_limit::<{ 1 << 28 }>()),
+        n if n <= 1 << 28 => with(payload, c.with_limit::<{ 1 << 32 }>()),
         // A payload is below 4 GiB (its length is a u32 in the header).
-        _ => with(payload, c.with_limit::<{ 1 << 32 }>()),
+        _ => with(payload, c.with_limit::<{ 1 << 36 }>()),
     }
 }

@@ -20,7 +20,7 @@
 //!   frame of another type, a truncated or malformed payload, or bytes left
 //!   over are a [`DecodeError`] that says which, never a panic; bincode's
 //!   limit keeps what the payload's length prefixes can make it allocate
-//!   within a small multiple of the payload's own length (see
+//!   within a multiple of the payload's own length (see
 //!   [`TypedFrame::decode`]).
 //!
 //! The raw path is unchanged: these are extension traits on
@@ -90,13 +90,13 @@ pub trait TypedFrame<'a> {
     /// must be used.
     ///
     /// Allocation: a string or byte buffer is allocated only after
-    /// bincode's limit accepted its length, and the limit is the smallest
-    /// of 256 B, 4 KiB, 64 KiB, ... (powers of 16) that holds the payload,
-    /// so what a lying length prefix can make it allocate is bounded by 16
-    /// times the payload's real length. A sequence or map never
-    /// preallocates more than serde's own cap (1 MiB, serde's
-    /// `size_hint::cautious`) whatever its prefix says, and fails at the
-    /// first element that is not there.
+    /// bincode's limit accepted its length, and the limit follows the
+    /// payload's length (the smallest power of 16, from 256 B, at least 16
+    /// times it: a valid value claims at most 16 bytes a payload byte), so
+    /// what a lying length prefix can make it allocate is at most 256 times
+    /// the payload's real length. A sequence or map never preallocates more
+    /// than serde's own cap (1 MiB, serde's `size_hint::cautious`) whatever
+    /// its prefix says, and fails at the first element that is not there.
     fn decode<T: SerdeMessage>(&self) -> Result<T, DecodeError>;
 }
 

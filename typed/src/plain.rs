@@ -246,3 +246,33 @@ impl<T: PlainMessage> std::ops::DerefMut for PlainClaim<'_, T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Debug)]
+    #[repr(C)]
+    struct Pair {
+        a: u64,
+        b: u64,
+    }
+    impl PlainMessage for Pair {
+        const TYPE: u32 = 3;
+    }
+
+    #[test]
+    fn a_misaligned_payload_is_refused_not_assumed() {
+        let words = [0u64; 4];
+        let bytes = words.as_bytes();
+        assert!(view::<Pair>(3, &bytes[..16]).is_ok());
+        match view::<Pair>(3, &bytes[1..17]) {
+            Err(ViewError::Misaligned { align: 8, addr, .. }) => {
+                assert_eq!(addr, bytes[1..].as_ptr() as usize)
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = view::<Pair>(3, &bytes[4..20]).unwrap_err();
+        assert!(e.to_string().contains("not aligned to 8 bytes"), "{e}");
+    }
+}
