@@ -8,12 +8,12 @@
 //!   payload bytes, and viewed as `&Tick` (type, length and alignment
 //!   checked) with the same field taken;
 //! - `serde-write/order` and `serde-read/order`: a typical order message
-//!   (`Order`, 47 bytes as bincode) through `write_serde` and `decode`,
+//!   (`Order`, 36 bytes as bincode) through `write_serde` and `decode`,
 //!   beside raw bytes of the same length appended and read.
 //!
 //! Run with `cargo bench -p tape-benches --bench typed`. Appends go into a
 //! page made and pre-faulted before the clock starts (a fresh journal on
-//! `/dev/shm` per batch of at most [`BATCH`] frames, made untimed), so
+//! `/dev/shm` every [`BATCH`] frames, made untimed), so
 //! what is timed is the hot path alone. Each bench first checks that what
 //! it times is right: frames read back and compared.
 
@@ -108,29 +108,46 @@ fn order(i: u64) -> Order {
 /// Frames of at most 64 bytes that fit one 64 MiB page with room to spare.
 const BATCH: u64 = 500_000;
 
-/// Times `iters` calls of `append`, each into a page made before the clock
-/// started (a fresh journal per [`BATCH`], no background thread).
-fn time_in_page(iters: u64, mut append: impl FnMut(&mut Appender, u64)) -> Duration {
-    let mut left = iters;
-    let mut elapsed = Duration::ZERO;
-    while left > 0 {
-        let n = left.min(BATCH);
-        let dir = temp_dir();
-        let opts = AppendOptions {
-            page_size: 64 << 20,
-            background: false,
-            ..AppendOptions::default()
-        };
-        let mut app = Appender::create(dir.path(), NAME, opts).unwrap();
-        let start = Instant::now();
-        for i in 0..n {
-            append(&mut app, i);
+/// A journal appended to across criterion's calls, in one page made and
+/// pre-faulted before the clock started (no background thread, no page
+/// switch): replaced, untimed, by a fresh one when its page is nearly full.
+#[derive(Default)]
+struct InPage {
+    journal: Option<(tempfile::TempDir, Appender)>,
+    used: u64,
+}
+
+impl InPage {
+    /// Times `iters` calls of `append`.
+    fn time(&mut self, iters: u64, mut append: impl FnMut(&mut Appender, u64)) -> Duration {
+        let mut left = iters;
+        let mut elapsed = Duration::ZERO;
+        while left > 0 {
+            if self.journal.is_none() || self.used == BATCH {
+                self.journal = None;
+                let dir = temp_dir();
+                let opts = AppendOptions {
+                    page_size: 64 << 20,
+                    background: false,
+                    ..AppendOptions::default()
+                };
+                let app = Appender::create(dir.path(), NAME, opts).unwrap();
+                self.journal = Some((dir, app));
+                self.used = 0;
+            }
+            let (_, app) = self.journal.as_mut().unwrap();
+            let n = left.min(BATCH - self.used);
+            let start = Instant::now();
+            for i in 0..n {
+                append(app, i);
+            }
+            elapsed += start.elapsed();
+            assert_eq!(app.page_switches(), 0);
+            self.used += n;
+            left -= n;
         }
-        elapsed += start.elapsed();
-        assert_eq!(app.page_switches(), 0);
-        left -= n;
+        elapsed
     }
-    elapsed
 }
 
 /// Times `iters` calls of `read` on the frames of the journal in `dir`,
@@ -250,24 +267,27 @@ fn typed_write(c: &mut Criterion) {
     let mut g = c.benchmark_group("typed-write");
     g.throughput(Throughput::Elements(1));
     let bytes = *tick(1).as_bytes().first_chunk::<64>().unwrap();
+    let mut sink = InPage::default();
     g.bench_function(BenchmarkId::new("64B", "raw-write"), |b| {
         b.iter_custom(|iters| {
-            time_in_page(iters, |app, _| {
+            sink.time(iters, |app, _| {
                 black_box(app.write(1, black_box(&bytes)).unwrap());
             })
         })
     });
     let t = tick(1);
+    let mut sink = InPage::default();
     g.bench_function(BenchmarkId::new("64B", "write_plain"), |b| {
         b.iter_custom(|iters| {
-            time_in_page(iters, |app, _| {
+            sink.time(iters, |app, _| {
                 black_box(app.write_plain(black_box(&t)).unwrap());
             })
         })
     });
+    let mut sink = InPage::default();
     g.bench_function(BenchmarkId::new("64B", "raw-claim"), |b| {
         b.iter_custom(|iters| {
-            time_in_page(iters, |app, i| {
+            sink.time(iters, |app, i| {
                 let mut c = app.claim(64).unwrap();
                 c.copy_from_slice(black_box(&bytes));
                 c[56..].copy_from_slice(&i.to_le_bytes());
@@ -275,9 +295,10 @@ fn typed_write(c: &mut Criterion) {
             })
         })
     });
+    let mut sink = InPage::default();
     g.bench_function(BenchmarkId::new("64B", "claim_plain"), |b| {
         b.iter_custom(|iters| {
-            time_in_page(iters, |app, i| {
+            sink.time(iters, |app, i| {
                 black_box(fill_in_place(app, black_box(i)));
             })
         })
@@ -287,17 +308,19 @@ fn typed_write(c: &mut Criterion) {
     let mut g = c.benchmark_group("serde-write");
     g.throughput(Throughput::Elements(1));
     let raw = order_bytes();
+    let mut sink = InPage::default();
     g.bench_function(BenchmarkId::new("order", "raw-bytes"), |b| {
         b.iter_custom(|iters| {
-            time_in_page(iters, |app, _| {
+            sink.time(iters, |app, _| {
                 black_box(app.write(Order::TYPE, black_box(&raw)).unwrap());
             })
         })
     });
     let o = order(1);
+    let mut sink = InPage::default();
     g.bench_function(BenchmarkId::new("order", "write_serde"), |b| {
         b.iter_custom(|iters| {
-            time_in_page(iters, |app, _| {
+            sink.time(iters, |app, _| {
                 black_box(app.write_serde(black_box(&o)).unwrap());
             })
         })

@@ -124,13 +124,11 @@ pub enum SerdeWriteError {
     Encode(EncodeError),
     /// The journal refused the frame (too large, no new page).
     Write(WriteError),
-    /// The value encoded to another length the second time (a `Serialize`
-    /// that is not deterministic): the frame was dropped.
+    /// The value encoded to another length than it was measured at (a
+    /// `Serialize` that is not deterministic): the frame was dropped.
     Unstable {
         /// Bytes measured first.
         measured: usize,
-        /// Bytes written into the frame.
-        written: usize,
     },
 }
 
@@ -139,9 +137,9 @@ impl std::fmt::Display for SerdeWriteError {
         match self {
             SerdeWriteError::Encode(e) => write!(f, "cannot encode the message: {e}"),
             SerdeWriteError::Write(e) => e.fmt(f),
-            SerdeWriteError::Unstable { measured, written } => write!(
+            SerdeWriteError::Unstable { measured } => write!(
                 f,
-                "the message encoded to {measured} bytes, then to {written}: its Serialize must give the same bytes each time; nothing was written"
+                "the message measured {measured} bytes but encoded to another length: its Serialize must give the same bytes each time; nothing was written"
             ),
         }
     }
@@ -172,14 +170,11 @@ pub(crate) fn write<'a, T: SerdeMessage>(
     // A claim dropped on an error below publishes nothing.
     let written =
         bincode::serde::encode_into_slice(msg, &mut frame, config()).map_err(|e| match e {
-            EncodeError::UnexpectedEnd => SerdeWriteError::Unstable {
-                measured,
-                written: measured + 1,
-            },
+            EncodeError::UnexpectedEnd => SerdeWriteError::Unstable { measured },
             e => SerdeWriteError::Encode(e),
         })?;
     if written != measured {
-        return Err(SerdeWriteError::Unstable { measured, written });
+        return Err(SerdeWriteError::Unstable { measured });
     }
     Ok(frame.commit(T::TYPE))
 }

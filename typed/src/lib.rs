@@ -47,7 +47,7 @@
 //! let opts = AppendOptions { page_size: 1 << 20, ..AppendOptions::default() };
 //! let mut app = Appender::create(dir.path(), "md", opts).unwrap();
 //! let mut claim = app.claim_plain::<Tick>().unwrap();
-//! claim.px = 101_25;            // filled in place, in the page itself
+//! claim.px = 10_125;            // filled in place, in the page itself
 //! claim.qty = 7;
 //! assert_eq!(claim.commit(), 1);
 //! app.write_serde(&Order::Cancel(9)).unwrap();
@@ -55,7 +55,7 @@
 //! let mut cur = Cursor::open(dir.path(), "md", Start::First, CursorOptions::default()).unwrap();
 //! let f = cur.next().unwrap().unwrap();
 //! let tick: &Tick = f.view().unwrap(); // borrowed from the mapping
-//! assert_eq!(tick, &Tick { px: 101_25, qty: 7, venue: 0 });
+//! assert_eq!(tick, &Tick { px: 10_125, qty: 7, venue: 0 });
 //! assert!(f.decode::<Order>().is_err()); // a Tick is not an Order
 //! let f = cur.next().unwrap().unwrap();
 //! assert_eq!(f.decode::<Order>().unwrap(), Order::Cancel(9));

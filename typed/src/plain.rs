@@ -118,16 +118,16 @@ pub enum ClaimError {
     /// The journal refused the claim (too large, a new page could not be
     /// made).
     Write(WriteError),
-    /// The claimed payload was not aligned for `T` (a bug in the appender:
-    /// nothing was published).
-    Misaligned(ViewError),
+    /// The claimed payload was not aligned, or not sized, for `T` (a bug
+    /// in the appender: nothing was published).
+    Layout(ViewError),
 }
 
 impl std::fmt::Display for ClaimError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ClaimError::Write(e) => e.fmt(f),
-            ClaimError::Misaligned(e) => e.fmt(f),
+            ClaimError::Layout(e) => e.fmt(f),
         }
     }
 }
@@ -136,7 +136,7 @@ impl std::error::Error for ClaimError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ClaimError::Write(e) => Some(e),
-            ClaimError::Misaligned(e) => Some(e),
+            ClaimError::Layout(e) => Some(e),
         }
     }
 }
@@ -197,8 +197,8 @@ impl<'a, T: PlainMessage> PlainClaim<'a, T> {
                 claim,
                 _t: PhantomData,
             }),
-            Err(ConvertError::Alignment(_)) => Err(ClaimError::Misaligned(misaligned::<T>(at))),
-            Err(ConvertError::Size(_)) => Err(ClaimError::Misaligned(ViewError::WrongLength {
+            Err(ConvertError::Alignment(_)) => Err(ClaimError::Layout(misaligned::<T>(at))),
+            Err(ConvertError::Size(_)) => Err(ClaimError::Layout(ViewError::WrongLength {
                 type_name: std::any::type_name::<T>(),
                 expected: std::mem::size_of::<T>(),
                 found: claim.len(),

@@ -132,10 +132,10 @@ fn journal() -> (tempfile::TempDir, Appender, Cursor) {
 fn tick(i: i64) -> Tick {
     Tick {
         sym: *b"ESZ6\0\0\0\0",
-        px: 5_000_00 + i,
+        px: 500_000 + i,
         qty: i,
-        bid: 4_999_75 + i,
-        ask: 5_000_25 + i,
+        bid: 499_975 + i,
+        ask: 500_025 + i,
         exch_ns: 1_700_000_000_000_000_000 + i,
         venue: 3,
         flags: 0x8000_0001,
@@ -148,7 +148,7 @@ fn order(id: u64) -> Order {
         id,
         sym: "ESZ6".into(),
         side: if id % 2 == 0 { Side::Buy } else { Side::Sell },
-        px: -5_000_25,
+        px: -500_025,
         qty: 10,
         tags: vec!["algo=twap".into(), "desk=7".into()],
         parent: Some(Box::new(Order {
@@ -516,4 +516,62 @@ fn a_lying_length_allocates_a_bounded_amount() {
     let e = r.unwrap_err();
     assert!(matches!(e, DecodeError::Malformed { .. }), "{e:?}");
     assert!(e.to_string().contains("not a valid"), "{e}");
+}
+
+/// Encodes to one more byte each time it is serialized.
+#[derive(Deserialize, Debug)]
+struct Flaky(std::cell::Cell<u8>);
+impl Serialize for Flaky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.0.get();
+        self.0.set(n + 1);
+        vec![0u8; n as usize].serialize(s)
+    }
+}
+impl SerdeMessage for Flaky {
+    const TYPE: u32 = 15;
+}
+
+/// A sequence of unknown length, which bincode cannot encode.
+#[derive(Deserialize, Debug)]
+struct Unsized(Vec<u8>);
+impl Serialize for Unsized {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(None)?;
+        for b in &self.0 {
+            seq.serialize_element(b)?;
+        }
+        seq.end()
+    }
+}
+impl SerdeMessage for Unsized {
+    const TYPE: u32 = 16;
+}
+
+#[test]
+fn a_message_that_cannot_be_encoded_publishes_nothing() {
+    let (_dir, mut app, mut cur) = journal();
+    let e = app
+        .write_serde(&Flaky(std::cell::Cell::new(3)))
+        .unwrap_err();
+    assert!(
+        matches!(e, tape_typed::SerdeWriteError::Unstable { measured: 4 }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("nothing was written"), "{e}");
+    let e = app.write_serde(&Unsized(vec![1, 2])).unwrap_err();
+    assert!(matches!(e, tape_typed::SerdeWriteError::Encode(_)), "{e:?}");
+    assert!(
+        e.to_string().starts_with("cannot encode the message"),
+        "{e}"
+    );
+    assert!(cur.next().unwrap().is_none());
+    // The journal goes on at seq 1, its bytes past the tail still zero.
+    assert_eq!(app.write_serde(&Fill { id: 1, qty: 1 }).unwrap(), 1);
+    let f = cur.next().unwrap().unwrap();
+    assert_eq!(f.decode::<Fill>().unwrap(), Fill { id: 1, qty: 1 });
+    assert!(cur.next().unwrap().is_none());
+    drop(app);
+    assert!(tape_journal::verify(_dir.path(), "t").is_ok());
 }
