@@ -1,9 +1,10 @@
 //! Criterion benchmarks of typed messages (tape-typed) beside raw bytes:
 //!
-//! - `typed-write/64B`: a 64-byte frame appended as raw bytes
-//!   (`write(1, &[u8; 64])`, `claim(64)` + copy + commit) and as a
-//!   zero-copy struct (`write_plain(&tick)`, `claim_plain::<Tick>()` with
-//!   its fields set in place + commit);
+//! - `typed-write/64B`: a 64-byte frame (the examples' `Tick`) appended as
+//!   raw bytes (`write(1, bytes)`; `claim(64)`, copy, the last 8 bytes
+//!   set, commit) and as a zero-copy struct (`write_plain(&tick)`;
+//!   `claim_plain::<Tick>()`, the struct assigned and its `level` set in
+//!   place, commit);
 //! - `typed-read/64B`: a 64-byte frame read, one field taken from the raw
 //!   payload bytes, and viewed as `&Tick` (type, length and alignment
 //!   checked) with the same field taken;
@@ -22,43 +23,17 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tape_benches::temp_dir;
+use tape_examples::Tick;
 use tape_journal::{AppendOptions, Appender, Cursor, CursorOptions, Start};
 use tape_typed::{PlainMessage, SerdeMessage, TypedAppend, TypedFrame};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zerocopy::IntoBytes;
 
 const NAME: &str = "typed";
 
-/// A 64-byte market-data tick.
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug, PartialEq)]
-#[repr(C)]
-struct Tick {
-    sym: [u8; 8],
-    px: i64,
-    qty: i64,
-    bid: i64,
-    ask: i64,
-    exch_ns: i64,
-    venue: u32,
-    flags: u32,
-    level: u64,
-}
-impl PlainMessage for Tick {
-    const TYPE: u32 = 1;
-}
-const _: () = assert!(std::mem::size_of::<Tick>() == 64);
-
+/// The 64-byte tick of the examples (`tape_examples::Tick`), as its
+/// market-data writer sends it.
 fn tick(i: u64) -> Tick {
-    Tick {
-        sym: *b"ESZ6\0\0\0\0",
-        px: 500_000 + (i % 64) as i64,
-        qty: (i % 7) as i64 + 1,
-        bid: 499_975,
-        ask: 500_025,
-        exch_ns: 1_700_000_000_000_000_000 + i as i64,
-        venue: 3,
-        flags: 1,
-        level: i,
-    }
+    tape_examples::tick("CME", i)
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq, Clone, Copy)]
@@ -207,19 +182,38 @@ fn check_all(dir: &Path, n: u64, mut check: impl FnMut(u64, tape_journal::Frame<
     assert!(cur.next().unwrap().is_none(), "extra frame");
 }
 
-fn fill_in_place(app: &mut Appender, i: u64) -> u64 {
-    let mut t = app.claim_plain::<Tick>().unwrap();
-    t.sym = *b"ESZ6\0\0\0\0";
-    t.px = 500_000 + (i % 64) as i64;
-    t.qty = (i % 7) as i64 + 1;
-    t.bid = 499_975;
-    t.ask = 500_025;
-    t.exch_ns = 1_700_000_000_000_000_000 + i as i64;
-    t.venue = 3;
-    t.flags = 1;
-    t.level = i;
-    t.commit()
+/// The four ways to append a 64-byte tick, each writing `tick(1)` with
+/// `level` set to the frame's index (raw ones at its offset, 56).
+fn raw_write(app: &mut Appender, _: u64, t: &Tick) -> u64 {
+    app.write(Tick::TYPE, black_box(t.as_bytes())).unwrap()
 }
+
+fn write_plain(app: &mut Appender, _: u64, t: &Tick) -> u64 {
+    app.write_plain(black_box(t)).unwrap()
+}
+
+fn raw_claim(app: &mut Appender, i: u64, t: &Tick) -> u64 {
+    let mut c = app.claim(64).unwrap();
+    c.copy_from_slice(black_box(t.as_bytes()));
+    c[56..].copy_from_slice(&i.to_le_bytes());
+    c.commit(Tick::TYPE)
+}
+
+fn claim_plain(app: &mut Appender, i: u64, t: &Tick) -> u64 {
+    let mut c = app.claim_plain::<Tick>().unwrap();
+    *c = *black_box(t);
+    c.level = i;
+    c.commit()
+}
+
+type Append = fn(&mut Appender, u64, &Tick) -> u64;
+
+const APPENDS: [(&str, Append, bool); 4] = [
+    ("raw-write", raw_write, false),
+    ("write_plain", write_plain, false),
+    ("raw-claim", raw_claim, true),
+    ("claim_plain", claim_plain, true),
+];
 
 /// Frames in the journals the read benches read.
 const READ_FRAMES: u64 = 1_000_000;
@@ -228,21 +222,18 @@ const READ_FRAMES: u64 = 1_000_000;
 /// way of reading gets the values back.
 fn check_correctness() {
     let n = 10_000;
-    let raw = journal_of(n, |app, i| {
-        app.write(Tick::TYPE, tick(i).as_bytes()).unwrap();
-    });
-    for dir in [
-        journal_of(n, |app, i| {
-            app.write_plain(&tick(i)).unwrap();
-        }),
-        journal_of(n, |app, i| {
-            fill_in_place(app, i);
-        }),
-        raw,
-    ] {
+    let t = tick(1);
+    for (what, append, sets_level) in APPENDS {
+        let dir = journal_of(n, |app, i| {
+            append(app, i, &t);
+        });
         check_all(dir.path(), n, |i, f| {
-            assert_eq!(f.payload(), tick(i).as_bytes());
-            assert_eq!(*f.view::<Tick>().unwrap(), tick(i));
+            let want = Tick {
+                level: if sets_level { i } else { t.level },
+                ..t
+            };
+            assert_eq!(f.payload(), want.as_bytes(), "{what}");
+            assert_eq!(*f.view::<Tick>().unwrap(), want, "{what}");
         });
     }
     let dir = journal_of(n, |app, i| {
@@ -266,43 +257,17 @@ fn order_bytes() -> Vec<u8> {
 fn typed_write(c: &mut Criterion) {
     let mut g = c.benchmark_group("typed-write");
     g.throughput(Throughput::Elements(1));
-    let bytes = *tick(1).as_bytes().first_chunk::<64>().unwrap();
-    let mut sink = InPage::default();
-    g.bench_function(BenchmarkId::new("64B", "raw-write"), |b| {
-        b.iter_custom(|iters| {
-            sink.time(iters, |app, _| {
-                black_box(app.write(1, black_box(&bytes)).unwrap());
-            })
-        })
-    });
     let t = tick(1);
-    let mut sink = InPage::default();
-    g.bench_function(BenchmarkId::new("64B", "write_plain"), |b| {
-        b.iter_custom(|iters| {
-            sink.time(iters, |app, _| {
-                black_box(app.write_plain(black_box(&t)).unwrap());
+    for (what, append, _) in APPENDS {
+        let mut sink = InPage::default();
+        g.bench_function(BenchmarkId::new("64B", what), |b| {
+            b.iter_custom(|iters| {
+                sink.time(iters, |app, i| {
+                    black_box(append(app, i, &t));
+                })
             })
-        })
-    });
-    let mut sink = InPage::default();
-    g.bench_function(BenchmarkId::new("64B", "raw-claim"), |b| {
-        b.iter_custom(|iters| {
-            sink.time(iters, |app, i| {
-                let mut c = app.claim(64).unwrap();
-                c.copy_from_slice(black_box(&bytes));
-                c[56..].copy_from_slice(&i.to_le_bytes());
-                black_box(c.commit(1));
-            })
-        })
-    });
-    let mut sink = InPage::default();
-    g.bench_function(BenchmarkId::new("64B", "claim_plain"), |b| {
-        b.iter_custom(|iters| {
-            sink.time(iters, |app, i| {
-                black_box(fill_in_place(app, black_box(i)));
-            })
-        })
-    });
+        });
+    }
     g.finish();
 
     let mut g = c.benchmark_group("serde-write");
@@ -338,7 +303,7 @@ fn typed_read(c: &mut Criterion) {
         b.iter_custom(|iters| {
             time_reads(ticks.path(), READ_FRAMES, iters, |f| {
                 let p = f.payload();
-                black_box(i64::from_le_bytes(p[8..16].try_into().unwrap()));
+                black_box(i64::from_le_bytes(p[8..16].try_into().unwrap())); // px
             })
         })
     });
