@@ -12,6 +12,11 @@ and it reads what the Rust ``Writer`` writes. x86-64 Linux, Python 3.8+.
 - :class:`Reader`: reads any number of journals, ``next()`` returns the
   unread frame with the smallest write time, as a :class:`Frame` whose
   ``payload`` is a ``memoryview`` of the mapping.
+- :class:`Struct`: a zero-copy struct of tape-typed (a Rust
+  ``PlainMessage``) by a ``struct`` format: ``Tick.unpack(frame)`` checks
+  the frame's type and length and gives a namedtuple, ``Tick.write(w,
+  ...)`` packs one straight into a claimed frame; ``Frame.unpack(fmt)``
+  reads a payload by a bare format.
 - :class:`Connection`: ask the service who is online.
 - :class:`Requester` and :class:`Responder`: request/reply with any tape
   endpoint, Rust's or Python's: ``call`` returns the reply or raises
@@ -45,6 +50,7 @@ from .service import (
     socket_path,
 )
 from .writer import Claim, Writer
+from .typed import Struct, TypedError, WrongLength, WrongType
 from .rpc import No, Reply, Request, Requester, Responder, Timeout, endpoint_id
 
 __version__ = "0.1.0"
@@ -76,9 +82,13 @@ __all__ = [
     "Responder",
     "ServiceError",
     "Start",
+    "Struct",
     "TapeError",
     "Timeout",
+    "TypedError",
     "Writer",
+    "WrongLength",
+    "WrongType",
     "crc32c",
     "default_root",
     "endpoint_id",

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import os
 import platform
+import struct
 import time
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 from .bell import Bell, barrier, sleep_on
 from .checksum import crc32c
@@ -47,6 +48,7 @@ from .format import (
     page_numbers,
 )
 from .service import Lease, NotRunning, ServiceError, default_root, journal_dir
+from .typed import Struct, unpack_payload
 
 
 class Frame:
@@ -72,6 +74,15 @@ class Frame:
     crc: int
     #: The payload: a read-only view of the page itself.
     payload: memoryview
+
+    def unpack(self, fmt: "Union[str, struct.Struct, Struct]") -> Any:
+        """The payload's values by a ``struct`` format starting with ``<``
+        (a tuple; the payload must be exactly the format's size), or by a
+        :class:`tape.Struct` (a namedtuple, the frame's type checked too).
+        Raises :class:`tape.WrongLength` or :class:`tape.WrongType`."""
+        if isinstance(fmt, Struct):
+            return fmt.unpack(self)
+        return unpack_payload(fmt, self.payload)
 
     def __repr__(self) -> str:
         return (

@@ -52,9 +52,18 @@
 //! }
 //! assert_eq!(got, [b"a1".to_vec(), b"b1".to_vec(), b"a2".to_vec()]);
 //! ```
+//!
+//! Typed messages ([`tape_typed`]): with [`TypedFrame`] in scope, a frame
+//! gives its payload as a zero-copy plain struct
+//! ([`view::<T>()`](TypedFrame::view), a `&T` borrowed from the mapping)
+//! or decodes it as a serde type ([`decode::<T>()`](TypedFrame::decode)),
+//! each after checking the frame's type id and the payload.
+//! [`Reader::dispatch`] hands each frame to the [`Dispatch`] handler of
+//! its type.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod dispatch;
 mod merge;
 mod wait;
 
@@ -63,7 +72,9 @@ use std::path::{Path, PathBuf};
 use tape_journal::{Cursor, CursorOptions, DirWatch, OpenError, PageHelper, ReadError};
 use tape_service::{ReaderLease, RegisterError};
 
+pub use dispatch::{Dispatch, DispatchError};
 pub use tape_journal::{Frame, Idle, Start, AWAKE};
+pub use tape_typed::{DecodeError, PlainMessage, SerdeMessage, TypedFrame, ViewError};
 pub use wait::JOURNAL_APPEARS_POLL;
 
 /// Whether a reader registers with the service.

@@ -4,8 +4,12 @@
 //! what `tape tail` and `tape verify` accept, and keep the one-writer rule
 //! with Rust writers both ways; `tape.Requester` and `tape.Responder` call
 //! and answer the Rust `tape-echo`, `tape call` and `tape-ping`
-//! (`python/tests/test_rpc.py`). Each Python test starts its own `tape
-//! service` on its own temporary root.
+//! (`python/tests/test_rpc.py`); `tape.Struct` reads, field by field, the
+//! zero-copy structs that tape-examples' `typed-md` writes
+//! (`python/tests/test_typed.py`: it finds `typed-md` beside `tape`, which
+//! `cargo test --workspace` builds; alone, `cargo build -p tape-examples`
+//! first). Each Python test starts its own `tape service` on its own
+//! temporary root.
 //!
 //! Needs `python3` (3.8 or later) on the PATH; the tests of `tape.Vars`
 //! (`python/tests/test_vars.py`) also need nats-py and `nats-server`, which

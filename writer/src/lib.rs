@@ -37,8 +37,15 @@
 //! # drop(w);
 //! # assert!(dir.join("md.00000001.journal").exists());
 //! ```
+//!
+//! Typed messages ([`tape_typed`]): [`Writer::write_plain`] and
+//! [`Writer::claim_plain`] append a zero-copy plain struct (filled in place
+//! in the page), [`Writer::write_serde`] a serde value encoded with bincode
+//! straight into its frame; each frame's type is the message's type id.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+
+mod typed;
 
 use std::path::{Path, PathBuf};
 use tape_journal::{
@@ -47,6 +54,9 @@ use tape_journal::{
 use tape_service::{RegisterError, WriterLease};
 
 pub use tape_journal::format::DEFAULT_PAGE_SIZE;
+pub use tape_typed::{
+    ClaimError, PlainClaim, PlainMessage, SerdeMessage, SerdeWriteError, TypedAppend,
+};
 
 /// Why a [`Writer`] could not be created. No page file is created when the
 /// service refuses.
