@@ -52,6 +52,50 @@
 //! }
 //! assert_eq!(got, [b"a1".to_vec(), b"b1".to_vec(), b"a2".to_vec()]);
 //! ```
+//!
+//! ## Replay
+//!
+//! Recorded journals are read at the pace at which they were written with
+//! [`ReaderBuilder::paced`]: the first frame [`Reader::next`] returns sets
+//! the pace, and a frame recorded `d` ns after it is returned no earlier
+//! than `d / speed` ns later (on `CLOCK_MONOTONIC`, each moment computed
+//! from the first, so errors do not add up). Until then `next` returns
+//! `None`; [`Reader::due_in`] says how long is left, [`Reader::next_time`]
+//! which frame is next, and [`Reader::wait`] sleeps until it is due (a
+//! spin only for the last tens of µs, [`sleep_until`]). Nothing is copied.
+//!
+//! `tape replay` copies recorded journals into replay journals at their
+//! pace instead, for a strategy that reads live journals: each replayed
+//! frame is the recorded one byte for byte, its `seq` and `time_ns`
+//! included. So in a replay journal [`Frame::time_ns`] (through
+//! [`ReaderFrame`]) **is the original write time**, and the moment the
+//! reader sees the frame is when it was replayed.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! use tape_reader::{Reader, ServiceMode, Speed, Start};
+//! use tape_journal::{Appender, AppendOptions, FrameMeta};
+//! let opts = AppendOptions { page_size: 1 << 20, ..AppendOptions::default() };
+//! let mut md = Appender::create(dir.path(), "md", opts).unwrap();
+//! let t0 = tape_journal::clock::now_ns() - 3_600_000_000_000; // an hour ago
+//! md.write_replica(1, t0, &FrameMeta::default(), b"open").unwrap();
+//! md.write_replica(2, t0 + 20_000_000, &FrameMeta::default(), b"tick").unwrap();
+//!
+//! let mut r = Reader::builder("backtest").service(ServiceMode::Never)
+//!     .start(Start::First).paced(Speed::Times(10.0)).create().unwrap();
+//! r.add_journal(dir.path(), "md").unwrap();
+//! let start = std::time::Instant::now();
+//! let mut got = Vec::new();
+//! while got.len() < 2 {
+//!     match r.next().unwrap() {
+//!         Some(f) => got.push((f.time_ns(), f.payload().to_vec())),
+//!         None => { r.wait(std::time::Duration::from_secs(1)); }
+//!     }
+//! }
+//! // 20 ms recorded, 2 ms at ten times the pace.
+//! assert!(start.elapsed() >= std::time::Duration::from_millis(2));
+//! assert_eq!(got[1], (t0 + 20_000_000, b"tick".to_vec()));
+//! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 

@@ -170,10 +170,15 @@ pub fn run(
 /// The line `tape replay` prints.
 fn summary(r: &ReplayReport) -> String {
     let secs = r.elapsed.as_secs_f64();
-    let rate = if secs > 0.0 {
-        format!(", {:.2} M frames/s", r.frames as f64 / secs / 1e6)
+    let per_s = if secs > 0.0 {
+        r.frames as f64 / secs
     } else {
-        String::new()
+        0.0
+    };
+    let rate = match per_s {
+        x if x >= 1e6 => format!(", {:.2} M frames/s", x / 1e6),
+        x if x > 0.0 => format!(", {x:.0} frames/s"),
+        _ => String::new(),
     };
     let each: Vec<String> = r
         .journals
@@ -286,7 +291,7 @@ mod tests {
         };
         assert_eq!(
             summary(&r),
-            "replayed 3 frames in 0.500 s, 0.00 M frames/s: md -> replay.md 3"
+            "replayed 3 frames in 0.500 s, 6 frames/s: md -> replay.md 3"
         );
     }
 }
