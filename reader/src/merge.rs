@@ -65,7 +65,7 @@ impl Merge {
     #[inline]
     pub fn first_with_time(&self) -> Option<(usize, i64)> {
         let k = *self.tree.get(1)?;
-        (k != NONE).then(|| (k as u64 as usize, ((k >> 64) as u64 ^ (1 << 63)) as i64))
+        (k != NONE).then_some((k as u64 as usize, ((k >> 64) as u64 ^ (1 << 63)) as i64))
     }
 
     /// Whether journal `index`'s next frame is known.
