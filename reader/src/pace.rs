@@ -207,6 +207,15 @@ impl Pacer {
         at <= monotonic_ns()
     }
 
+    /// Sets the pace: a frame recorded at `time_ns` falls due when
+    /// `CLOCK_MONOTONIC` reads `mono_ns` (see [`monotonic_ns`]). A moment
+    /// a little ahead (a millisecond) has the first frame go through the
+    /// same sleep and spin as every other, so that its hand-out is no
+    /// later, relative to its moment, than theirs.
+    pub fn start_at(&mut self, time_ns: i64, mono_ns: u64) {
+        self.origin = Some((time_ns, mono_ns));
+    }
+
     /// Forgets the pace: the next frame asked about sets it again.
     pub fn restart(&mut self) {
         self.origin = None;
@@ -243,6 +252,8 @@ mod tests {
         assert_eq!(max.due_at(t0 + 3_600_000_000_000), m);
         p.restart();
         assert!(p.due_at(t0 + 10_000_000) >= m0);
+        p.start_at(t0, 5_000);
+        assert_eq!(p.due_at(t0 + 2_000), 6_000);
     }
 
     #[test]

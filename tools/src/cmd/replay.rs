@@ -14,8 +14,9 @@
 //!   numbers keeps request/reply pairs (`corr` = the request's `seq`)
 //!   matched in the replay.
 //! - Pacing ([`tape_reader::ReaderBuilder::paced`]): the first frame is
-//!   written at once; a frame recorded `d` after it is written `d / speed`
-//!   after it on the monotonic clock (asleep, then a spin of the last tens
+//!   written 2 ms after the replay starts ([`LEAD_IN`], through the same
+//!   sleep and spin as the others); a frame recorded `d` after it is
+//!   written `d / speed` after it on the monotonic clock (asleep, then a spin of the last tens
 //!   of µs). `max`: no pacing.
 //! - Bounds: `--from` is inclusive (the first frame written at or after
 //!   it), `--to` exclusive (frames written before it); without them, from
@@ -36,6 +37,9 @@ use tape_writer::Writer;
 
 /// The default `--into`.
 pub const DEFAULT_PREFIX: &str = "replay.";
+
+/// How long after its start a paced replay writes its first frame.
+const LEAD_IN: Duration = Duration::from_millis(2);
 
 /// Options of `tape replay`.
 #[derive(Debug, Clone)]
@@ -111,6 +115,16 @@ pub fn run(
     }
     if opts.speed != Speed::Max {
         tighten_timer_slack();
+        // The pace starts a moment ahead, so that the first frame is
+        // written through the same sleep and spin as every other (not
+        // straight away, while everything is cold): the offsets a reader
+        // sees count from a first frame that is on time like the rest.
+        if let Some(t) = reader.next_time()? {
+            let at = tape_reader::monotonic_ns() + LEAD_IN.as_nanos() as u64;
+            if let Some(p) = reader.pacer() {
+                p.start_at(t, at);
+            }
+        }
     }
     let to = opts.to.unwrap_or(i64::MAX);
     let mut counts = vec![0u64; journals.len()];
