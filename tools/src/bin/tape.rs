@@ -106,9 +106,10 @@ enum Command {
     ///
     /// Writes the frames of the journals, merged in write-time order, into
     /// replay journals (<PREFIX><journal>, in the same folder: md becomes
-    /// replay.md) at --speed times the recorded pace: the first frame at
-    /// once, each next one when as much time has passed since the first,
-    /// divided by the speed, as between them when they were written. Each
+    /// replay.md) at --speed times the recorded pace: the first frame 2 ms
+    /// after it starts, each next one when as much time has passed since
+    /// the first, divided by the speed, as between them when they were
+    /// written (max: as fast as they copy). Each
     /// replayed frame is the recorded one byte for byte: type, source,
     /// dest, corr, payload, and its seq and write time (time_ns, the
     /// original write time, which a strategy reads as ReaderFrame::time_ns

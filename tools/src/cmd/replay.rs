@@ -14,7 +14,7 @@
 //!   numbers keeps request/reply pairs (`corr` = the request's `seq`)
 //!   matched in the replay.
 //! - Pacing ([`tape_reader::ReaderBuilder::paced`]): the first frame is
-//!   written 2 ms after the replay starts ([`LEAD_IN`], through the same
+//!   written 2 ms after the replay starts (a lead-in, through the same
 //!   sleep and spin as the others); a frame recorded `d` after it is
 //!   written `d / speed` after it on the monotonic clock (asleep, then a spin of the last tens
 //!   of µs). `max`: no pacing.
@@ -61,7 +61,8 @@ pub struct ReplayReport {
     pub journals: Vec<(String, String, u64)>,
     /// Frames written in all.
     pub frames: u64,
-    /// From the first frame read to the last one written.
+    /// From the start of the copy (just before the first frame is read)
+    /// to the last frame written.
     pub elapsed: Duration,
 }
 
