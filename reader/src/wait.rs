@@ -24,7 +24,7 @@ impl Reader {
     ///
     /// A paced reader ([`ReaderBuilder::paced`](crate::ReaderBuilder::paced))
     /// with a frame waiting sleeps until that frame falls due instead
-    /// ([`sleep_until`](crate::sleep_until): asleep, then a spin of the
+    /// ([`sleep_until`]: asleep, then a spin of the
     /// last tens of µs), or until the timeout if that comes first.
     ///
     /// ```no_run
