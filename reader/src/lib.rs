@@ -60,11 +60,55 @@
 //! each after checking the frame's type id and the payload.
 //! [`Reader::dispatch`] hands each frame to the [`Dispatch`] handler of
 //! its type.
+//! ## Replay
+//!
+//! Recorded journals are read at the pace at which they were written with
+//! [`ReaderBuilder::paced`]: the first frame [`Reader::next`] returns sets
+//! the pace, and a frame recorded `d` ns after it is returned no earlier
+//! than `d / speed` ns later (on `CLOCK_MONOTONIC`, each moment computed
+//! from the first, so errors do not add up). Until then `next` returns
+//! `None`; [`Reader::due_in`] says how long is left, [`Reader::next_time`]
+//! which frame is next, and [`Reader::wait`] sleeps until it is due (a
+//! spin only for the last tens of µs, [`sleep_until`]). Nothing is copied.
+//!
+//! `tape replay` copies recorded journals into replay journals at their
+//! pace instead, for a strategy that reads live journals: each replayed
+//! frame is the recorded one byte for byte, its `seq` and `time_ns`
+//! included. So in a replay journal [`Frame::time_ns`] (through
+//! [`ReaderFrame`]) **is the original write time**, and the moment the
+//! reader sees the frame is when it was replayed.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! use tape_reader::{Reader, ServiceMode, Speed, Start};
+//! use tape_journal::{Appender, AppendOptions, FrameMeta};
+//! let opts = AppendOptions { page_size: 1 << 20, ..AppendOptions::default() };
+//! let mut md = Appender::create(dir.path(), "md", opts).unwrap();
+//! let t0 = tape_journal::clock::now_ns() - 3_600_000_000_000; // an hour ago
+//! md.write_replica(1, t0, &FrameMeta::default(), b"open").unwrap();
+//! md.write_replica(2, t0 + 20_000_000, &FrameMeta::default(), b"tick").unwrap();
+//!
+//! let mut r = Reader::builder("backtest").service(ServiceMode::Never)
+//!     .start(Start::First).paced(Speed::Times(10.0)).create().unwrap();
+//! r.add_journal(dir.path(), "md").unwrap();
+//! let start = std::time::Instant::now();
+//! let mut got = Vec::new();
+//! while got.len() < 2 {
+//!     match r.next().unwrap() {
+//!         Some(f) => got.push((f.time_ns(), f.payload().to_vec())),
+//!         None => { r.wait(std::time::Duration::from_secs(1)); }
+//!     }
+//! }
+//! // 20 ms recorded, 2 ms at ten times the pace.
+//! assert!(start.elapsed() >= std::time::Duration::from_millis(2));
+//! assert_eq!(got[1], (t0 + 20_000_000, b"tick".to_vec()));
+//! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 mod dispatch;
 mod merge;
+mod pace;
 mod wait;
 
 use merge::Merge;
@@ -73,6 +117,7 @@ use tape_journal::{Cursor, CursorOptions, DirWatch, OpenError, PageHelper, ReadE
 use tape_service::{ReaderLease, RegisterError};
 
 pub use dispatch::{Dispatch, DispatchError};
+pub use pace::{monotonic_ns, sleep_until, BadSpeed, Pacer, Speed, SPIN_NS};
 pub use tape_journal::{Frame, Idle, Start, AWAKE};
 pub use tape_typed::{DecodeError, PlainMessage, SerdeMessage, TypedFrame, ViewError};
 pub use wait::JOURNAL_APPEARS_POLL;
@@ -136,6 +181,7 @@ pub struct ReaderBuilder {
     opts: CursorOptions,
     background: bool,
     helper_core: Option<usize>,
+    speed: Speed,
 }
 
 impl ReaderBuilder {
@@ -191,6 +237,20 @@ impl ReaderBuilder {
         self
     }
 
+    /// Hand out recorded frames at `speed` times the pace at which they
+    /// were written (default [`Speed::Max`]: as soon as they are there).
+    /// The first frame [`next`](Reader::next) returns sets the pace; a
+    /// frame recorded `d` ns after it is returned no earlier than
+    /// `d / speed` ns after it (on `CLOCK_MONOTONIC`): until then `next`
+    /// returns `None`, [`Reader::due_in`] says how long is left and
+    /// [`Reader::wait`] sleeps until then. Nothing is copied: the frames
+    /// are read from the recorded journals themselves. See the crate docs,
+    /// "Replay".
+    pub fn paced(mut self, speed: Speed) -> Self {
+        self.speed = speed;
+        self
+    }
+
     /// Creates the reader (registering it, per the service mode).
     pub fn create(self) -> Result<Reader, ReaderCreateError> {
         let root = tape_journal::resolve_root(self.root.as_deref());
@@ -209,6 +269,10 @@ impl ReaderBuilder {
         } else {
             None
         };
+        let pacer = match self.speed {
+            Speed::Max => None,
+            speed => Some(Pacer::new(speed)),
+        };
         Ok(Reader {
             name: self.name,
             root,
@@ -225,6 +289,8 @@ impl ReaderBuilder {
             helper,
             watches: Vec::new(),
             looks: 0,
+            pacer,
+            single: false,
         })
     }
 }
@@ -296,6 +362,10 @@ pub struct Reader {
     watches: Vec<(PathBuf, DirWatch)>,
     /// Looks for journals not there yet (each lists a folder).
     looks: u64,
+    /// The pace of a paced reader ([`ReaderBuilder::paced`]).
+    pacer: Option<Pacer>,
+    /// One journal and no pacer: [`Reader::next`] is the cursor's own poll.
+    single: bool,
 }
 
 impl Reader {
@@ -318,6 +388,7 @@ impl Reader {
             },
             background: true,
             helper_core: None,
+            speed: Speed::Max,
         }
     }
 
@@ -361,6 +432,7 @@ impl Reader {
             name: name.to_string(),
             state,
         });
+        self.single = self.sources.len() == 1 && self.pacer.is_none();
         Ok(self.sources.len() - 1)
     }
 
@@ -373,7 +445,7 @@ impl Reader {
         // One journal, no housekeeping due: the cursor's own poll, inlined
         // into the caller's loop (a call per poll, and the frame handed back
         // through memory, cost a few ns each time).
-        if self.sources.len() == 1 && self.idle < HOUSEKEEPING_EVERY {
+        if self.single && self.idle < HOUSEKEEPING_EVERY {
             return self.next_one();
         }
         self.next_general()
@@ -396,40 +468,30 @@ impl Reader {
         Ok(None)
     }
 
-    /// [`next`](Self::next) with housekeeping due, or several journals to
-    /// merge.
+    /// [`next`](Self::next) with housekeeping due, several journals to
+    /// merge, or a pace to keep.
     #[inline(never)]
     fn next_general(&mut self) -> Result<Option<ReaderFrame<'_>>, ReadError> {
         if self.idle >= HOUSEKEEPING_EVERY {
             self.idle = 0;
             self.housekeeping();
         }
-        if self.sources.len() == 1 {
+        if self.sources.len() == 1 && self.pacer.is_none() {
             return self.next_one();
         }
-        // Many journals: a tournament tree over the write time of each
-        // one's next frame (O(log k) a frame), and the journals with none
-        // known looked at on every call.
-        if let Some(i) = self.last {
-            let State::Open { cursor } = &mut self.sources[i].state else {
-                unreachable!("only open journals are merged")
-            };
-            // On an error `last` stays, and so does the journal's stale
-            // entry, which `first` is not asked for before it is replaced.
-            let t = cursor.peek()?.map(|f| f.time_ns());
-            self.last = None;
-            self.merge.set(i, t);
-            if t.is_none() {
-                self.empty.push(i);
-            }
-        }
-        if !self.empty.is_empty() {
-            self.look_at_empty()?;
-        }
-        let Some(i) = self.merge.first() else {
+        let Some((i, time_ns)) = self.head()? else {
             self.idle += 1;
             return Ok(None);
         };
+        if let Some(p) = &mut self.pacer {
+            if !p.is_due(time_ns) {
+                self.idle += 1;
+                return Ok(None);
+            }
+        }
+        if self.sources.len() == 1 {
+            return self.next_one();
+        }
         self.last = Some(i);
         let src = &mut self.sources[i];
         let State::Open { cursor } = &mut src.state else {
@@ -441,6 +503,66 @@ impl Reader {
             journal_name: &src.name,
             frame,
         }))
+    }
+
+    /// The journal of the frame [`next`](Self::next) returns next (due or
+    /// not) and its write time, without reading past it.
+    fn head(&mut self) -> Result<Option<(usize, i64)>, ReadError> {
+        if self.sources.len() == 1 {
+            return Ok(match &mut self.sources[0].state {
+                State::Open { cursor } => cursor.peek()?.map(|f| (0, f.time_ns())),
+                State::Waiting => None,
+            });
+        }
+        // Many journals: a tournament tree over the write time of each
+        // one's next frame (O(log k) a frame), and the journals with none
+        // known looked at on every call.
+        if let Some(i) = self.last {
+            let State::Open { cursor } = &mut self.sources[i].state else {
+                unreachable!("only open journals are merged")
+            };
+            // On an error `last` stays, and so does the journal's stale
+            // entry, which the merge is not asked for before it is replaced.
+            let t = cursor.peek()?.map(|f| f.time_ns());
+            self.last = None;
+            self.merge.set(i, t);
+            if t.is_none() {
+                self.empty.push(i);
+            }
+        }
+        if !self.empty.is_empty() {
+            self.look_at_empty()?;
+        }
+        Ok(self.merge.first_with_time())
+    }
+
+    /// The write time of the frame [`next`](Self::next) returns next,
+    /// whether or not it is due yet on a paced reader; `None` when no
+    /// journal has an unread frame. Reads past nothing. A replay stops at
+    /// a time bound with it, without waiting for a frame past the bound
+    /// to fall due.
+    pub fn next_time(&mut self) -> Result<Option<i64>, ReadError> {
+        Ok(self.head()?.map(|(_, t)| t))
+    }
+
+    /// How long until the frame [`next`](Self::next) returns next falls
+    /// due ([`ReaderBuilder::paced`]): zero when it is due (always, on a
+    /// reader that is not paced), `None` when no journal has an unread
+    /// frame.
+    pub fn due_in(&mut self) -> Result<Option<std::time::Duration>, ReadError> {
+        let Some((_, t)) = self.head()? else {
+            return Ok(None);
+        };
+        Ok(Some(match &mut self.pacer {
+            Some(p) => p.due_in(t),
+            None => std::time::Duration::ZERO,
+        }))
+    }
+
+    /// The pace of a paced reader (`None` when it is not paced): the
+    /// moment each recorded frame falls due, on `CLOCK_MONOTONIC`.
+    pub fn pacer(&mut self) -> Option<&mut Pacer> {
+        self.pacer.as_mut()
     }
 
     /// Looks for a next frame in each open journal that had none.

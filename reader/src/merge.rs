@@ -60,11 +60,12 @@ impl Merge {
         }
     }
 
-    /// The journal with the earliest next frame, if any is known.
+    /// The journal with the earliest next frame and that frame's write
+    /// time, if any is known.
     #[inline]
-    pub fn first(&self) -> Option<usize> {
+    pub fn first_with_time(&self) -> Option<(usize, i64)> {
         let k = *self.tree.get(1)?;
-        (k != NONE).then_some(k as u64 as usize)
+        (k != NONE).then_some((k as u64 as usize, ((k >> 64) as u64 ^ (1 << 63)) as i64))
     }
 
     /// Whether journal `index`'s next frame is known.
@@ -116,7 +117,13 @@ mod tests {
                     .filter_map(|(i, t)| t.map(|t| (t, i)))
                     .min()
                     .map(|(_, i)| i);
-                assert_eq!(m.first(), want, "k {k} step {step}: {model:?}");
+                assert_eq!(
+                    m.first_with_time().map(|(i, _)| i),
+                    want,
+                    "k {k} step {step}: {model:?}"
+                );
+                let want_t = want.map(|i| (i, model[i].expect("known")));
+                assert_eq!(m.first_with_time(), want_t);
                 for (j, t) in model.iter().enumerate() {
                     assert_eq!(m.is_known(j), t.is_some());
                 }
@@ -127,7 +134,7 @@ mod tests {
     #[test]
     fn empty_merge_has_no_first() {
         let m = Merge::default();
-        assert_eq!(m.first(), None);
+        assert_eq!(m.first_with_time(), None);
         assert!(!m.is_known(0));
     }
 }

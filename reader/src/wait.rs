@@ -1,6 +1,7 @@
 //! Sleeping until a frame: [`Reader::wait`] on the journals' doorbells,
 //! and on inotify watches for journals that do not exist yet.
 
+use crate::pace::{monotonic_ns, sleep_until};
 use crate::{Reader, State};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,6 +22,11 @@ impl Reader {
     /// there (every [`JOURNAL_APPEARS_POLL`] where inotify is refused), and
     /// read from its first frame.
     ///
+    /// A paced reader ([`ReaderBuilder::paced`](crate::ReaderBuilder::paced))
+    /// with a frame waiting sleeps until that frame falls due instead
+    /// ([`sleep_until`]: asleep, then a spin of the
+    /// last tens of µs), or until the timeout if that comes first.
+    ///
     /// ```no_run
     /// # let mut r = tape_reader::Reader::create("strategy").unwrap();
     /// loop {
@@ -31,6 +37,34 @@ impl Reader {
     /// }
     /// ```
     pub fn wait(&mut self, timeout: Duration) -> bool {
+        if self.pacer.is_none() {
+            return self.wait_frame(timeout);
+        }
+        let deadline = monotonic_ns().saturating_add(timeout.as_nanos() as u64);
+        loop {
+            let head = match self.head() {
+                Ok(h) => h,
+                // next() has the error to return.
+                Err(_) => return true,
+            };
+            match head {
+                Some((_, t)) => {
+                    let at = self.pacer.as_mut().expect("a paced reader").due_at(t);
+                    sleep_until(at.min(deadline));
+                    return at <= deadline;
+                }
+                None => {
+                    let left = deadline.saturating_sub(monotonic_ns());
+                    if left == 0 || !self.wait_frame(Duration::from_nanos(left)) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`wait`](Self::wait) for a frame to be there, due or not.
+    fn wait_frame(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         if self.is_waiting() && self.watch_missing() {
             // A new watch: look once after it is made (a page made before

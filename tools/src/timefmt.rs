@@ -96,6 +96,15 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
     Ok(secs * 1_000_000_000 + frac_ns)
 }
 
+/// Parses a time given on the command line after `time:`: ns since the
+/// epoch, or an RFC 3339 date-time ([`parse_rfc3339`]).
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    match s.parse::<i64>() {
+        Ok(ns) => Ok(ns),
+        Err(_) => parse_rfc3339(s),
+    }
+}
+
 /// Formats ns since the epoch as RFC 3339 UTC with nanoseconds.
 pub fn format_rfc3339(ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);

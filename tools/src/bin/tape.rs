@@ -102,6 +102,49 @@ enum Command {
         #[arg(long)]
         no_check: bool,
     },
+    /// Replay recorded journals at the pace at which they were written.
+    ///
+    /// Writes the frames of the journals, merged in write-time order, into
+    /// replay journals (<PREFIX><journal>, in the same folder: md becomes
+    /// replay.md) at --speed times the recorded pace: the first frame 2 ms
+    /// after it starts, each next one when as much time has passed since
+    /// the first, divided by the speed, as between them when they were
+    /// written (max: as fast as they copy). Each
+    /// replayed frame is the recorded one byte for byte: type, source,
+    /// dest, corr, payload, and its seq and write time (time_ns, the
+    /// original write time, which a strategy reads as ReaderFrame::time_ns
+    /// and `tape tail --format json` shows); when it was replayed is when a
+    /// reader sees it. Ends at --to or at the last frame written when it
+    /// gets there, and prints how many frames it wrote.
+    ///
+    /// Needs a running `tape service` (the replay journals' writers
+    /// register with it). A replay journal that already has frames is
+    /// refused (delete it, or name another --into); one with no frame is
+    /// written into.
+    Replay {
+        /// Journal names (one or more, merged in time order).
+        #[arg(required = true)]
+        journals: Vec<String>,
+        /// Replay frames written at or after this time (inclusive):
+        /// time:RFC3339, e.g. time:2026-11-21T09:30:00+08:00, or
+        /// time:NANOS (default: the first frame on disk).
+        #[arg(long, value_name = "time:RFC3339", value_parser = cmd::replay::parse_time)]
+        from: Option<i64>,
+        /// Replay frames written before this time (exclusive), as --from
+        /// (default: up to the last frame written).
+        #[arg(long, value_name = "time:RFC3339", value_parser = cmd::replay::parse_time)]
+        to: Option<i64>,
+        /// Pace: a positive number of times the recorded pace (1 = as
+        /// written, 10 = ten times faster, 0.5 = half as fast), or max (as
+        /// fast as the frames can be copied).
+        #[arg(long, value_name = "X|max", default_value = "1")]
+        speed: tape_reader::Speed,
+        /// Prefix of the replay journals' names.
+        #[arg(long, value_name = "PREFIX", default_value = cmd::replay::DEFAULT_PREFIX)]
+        into: String,
+        #[command(flatten)]
+        root: RootArg,
+    },
     /// List the journals of a root: pages, frames, last sequence, size on
     /// disk, writer pid, readers.
     Ls {
@@ -298,6 +341,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd::tail::run(&root, &dir, &journals, &opts, &mut out)?;
             out.flush()?;
             Ok(())
+        }
+        Command::Replay {
+            journals,
+            from,
+            to,
+            speed,
+            into,
+            root,
+        } => {
+            let root = root.root();
+            let dir = tape_journal::journal_dir(&root);
+            let opts = cmd::replay::ReplayOptions {
+                from,
+                to,
+                speed,
+                into,
+            };
+            cmd::replay::run(&root, &dir, &journals, &opts, &mut stdout.lock()).map(|_| ())
         }
         Command::Ls { root, json } => {
             let root = root.root();

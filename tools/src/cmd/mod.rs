@@ -7,6 +7,7 @@ pub mod ls;
 pub mod nats;
 pub mod online;
 pub mod prune;
+pub mod replay;
 pub mod rpc;
 pub mod service;
 pub mod tail;

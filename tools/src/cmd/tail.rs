@@ -40,10 +40,7 @@ pub fn parse_from(s: &str) -> Result<Start, String> {
             .map_err(|_| format!("{n:?} is not a sequence number"));
     }
     if let Some(t) = s.strip_prefix("time:") {
-        if let Ok(ns) = t.parse::<i64>() {
-            return Ok(Start::Time(ns));
-        }
-        return crate::timefmt::parse_rfc3339(t).map(Start::Time);
+        return crate::timefmt::parse_time(t).map(Start::Time);
     }
     Err(format!(
         "{s:?} is not a start position: use start, end, seq:N or time:RFC3339"

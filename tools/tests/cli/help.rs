@@ -4,8 +4,8 @@ use crate::common::*;
 
 #[test]
 fn every_subcommand_explains_its_flags() {
-    let cases: [(&[&str], &[&str]); 6] = [
-        (&[], &["service", "write", "tail", "ls", "verify"]),
+    let cases: [(&[&str], &[&str]); 7] = [
+        (&[], &["service", "write", "tail", "ls", "verify", "replay"]),
         (&["service"], &["--root"]),
         (&["write"], &["--root", "--type", "--page-size"]),
         (
@@ -16,6 +16,21 @@ fn every_subcommand_explains_its_flags() {
         ),
         (&["ls"], &["--root", "--json"]),
         (&["verify"], &["--root"]),
+        (
+            &["replay"],
+            &[
+                "--root",
+                "--from",
+                "--to",
+                "--speed",
+                "--into",
+                "time:",
+                "max",
+                "inclusive",
+                "exclusive",
+                "time_ns",
+            ],
+        ),
     ];
     for (verb, flags) in cases {
         let mut args = verb.to_vec();

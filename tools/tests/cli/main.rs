@@ -25,6 +25,7 @@ mod other_user;
 mod pipe;
 mod prune;
 mod readonly;
+mod replay;
 mod restart;
 mod roles;
 mod rpc;
