@@ -66,18 +66,28 @@ class Checksum(unittest.TestCase):
 
 class Format(unittest.TestCase):
     def test_page_header_round_trip_and_offsets(self) -> None:
-        h = fmt.PageHeader(page_size=MiB, page_no=7, created_ns=123)
+        h = fmt.PageHeader(page_size=MiB, page_no=7, created_ns=123, max_page_size=4 * MiB)
         b = h.pack()
         self.assertEqual(len(b), 64)
         self.assertEqual(b[:8], b"TAPEJRNL")
-        self.assertEqual(struct.unpack_from("<IIQQqII", b, 8), (1, 64, MiB, 7, 123, 48, 0))
+        self.assertEqual(struct.unpack_from("<IIQQqIIQ", b, 8), (2, 64, MiB, 7, 123, 48, 0, 4 * MiB))
+        self.assertEqual(b[56:], bytes(8))
         self.assertEqual(fmt.PageHeader.parse(b, "x"), h)
+        self.assertEqual(h.geometry, (2, 4 * MiB))
+        self.assertTrue(h.may_be_empty)
+        # Version 1: bytes 48 to 63 reserved, one page size.
+        v1 = fmt.PageHeader(page_size=MiB, page_no=7, created_ns=123, version=1)
+        self.assertEqual(v1.pack()[48:], bytes(16))
+        self.assertEqual(fmt.PageHeader.parse(v1.pack(), "x").geometry, (1, MiB))
+        self.assertFalse(v1.may_be_empty)
 
     def test_bad_page_headers_are_refused_naming_the_file(self) -> None:
         good = fmt.PageHeader(page_size=MiB, page_no=1, created_ns=1).pack()
         cases = {
             "magic": b"NOTATAPE" + good[8:],
-            "version": good[:8] + struct.pack("<I", 2) + good[12:],
+            "version": good[:8] + struct.pack("<I", 3) + good[12:],
+            "max_page_size": good[:48] + struct.pack("<Q", 0) + good[56:],
+            "page_size above max_page_size": good[:16] + struct.pack("<Q", 2 * MiB) + good[24:],
             "header_len": good[:12] + struct.pack("<I", 32) + good[16:],
             "page size": good[:16] + struct.pack("<Q", 3 * MiB) + good[24:],
             "frame_header_len": good[:40] + struct.pack("<I", 40) + good[44:],
