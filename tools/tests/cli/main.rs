@@ -21,6 +21,7 @@ mod lock_holder;
 mod ls_verify;
 mod no_service;
 mod one_writer;
+mod page_sizes;
 mod other_user;
 mod pipe;
 mod prune;
