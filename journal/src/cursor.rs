@@ -488,12 +488,11 @@ impl Cursor {
         // The pages after this one, where the writer has not written yet.
         let mut next_no = self.page.page_no() + 1;
         loop {
-            let next =
-                match PageRef::open(&self.dir, &self.name, next_no, Some(self.geo), false) {
-                    Ok(p) => p,
-                    Err(e) if e.is_not_found() => return Ok(()),
-                    Err(e) => return Err(ReadError::Page(e)),
-                };
+            let next = match PageRef::open(&self.dir, &self.name, next_no, Some(self.geo), false) {
+                Ok(p) => p,
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(ReadError::Page(e)),
+            };
             let b = next.bytes();
             // The writer stores the end-of-page marker here before it
             // publishes anything in a later page: seeing a frame there

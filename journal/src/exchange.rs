@@ -275,7 +275,8 @@ impl PageExchange {
         if !half_way {
             return (worked, wait);
         }
-        if let Ok(page) = PageRef::open(&self.dir, &self.name, want, Some(self.geo), self.populate) {
+        if let Ok(page) = PageRef::open(&self.dir, &self.name, want, Some(self.geo), self.populate)
+        {
             let base = page.bytes().as_ptr() as usize;
             // The slot was emptied above and only a look (which holds the
             // helper's mutex) puts in it, so the put finds it empty; were

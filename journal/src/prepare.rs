@@ -56,7 +56,9 @@ impl State {
         let (next, before) = self
             .ready
             .back()
-            .map_or((self.want, self.before_want), |p| (p.page_no() + 1, p.size()));
+            .map_or((self.want, self.before_want), |p| {
+                (p.page_no() + 1, p.size())
+            });
         let size = geo.next_page_size(before);
         let size = if next == self.want {
             geo.page_size_for(size, self.want_frame)

@@ -115,7 +115,15 @@ fn header() -> impl Strategy<Value = (PageHeader, u64)> {
         len,
     )
         .prop_map(|(magic, version, hl, size, no, fhl, flags, len)| {
-            let mut h = PageHeader::new(Geometry { version: 1, max_page_size: size }, size, no, 1);
+            let mut h = PageHeader::new(
+                Geometry {
+                    version: 1,
+                    max_page_size: size,
+                },
+                size,
+                no,
+                1,
+            );
             if !magic {
                 h.magic = *b"TAPEJRNX";
             }

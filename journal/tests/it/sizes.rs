@@ -50,7 +50,11 @@ fn read_all(dir: &Path, start: Start) -> Vec<(u64, usize, u8)> {
     let mut c = Cursor::open(dir, NAME, start, opts).unwrap();
     let mut out = Vec::new();
     while let Some(f) = c.next().unwrap() {
-        out.push((f.seq(), f.payload().len(), f.payload().first().copied().unwrap_or(0)));
+        out.push((
+            f.seq(),
+            f.payload().len(),
+            f.payload().first().copied().unwrap_or(0),
+        ));
     }
     out
 }
@@ -70,7 +74,11 @@ fn pages_double_from_1_mib_up_to_the_largest_and_stay_there() {
         drop(app);
         let s = sizes(dir);
         // Pages 1..=6, and with the background thread the spare after.
-        assert_eq!(&s[..6], [MIB, 2 * MIB, 4 * MIB, 8 * MIB, 8 * MIB, 8 * MIB], "{s:?}");
+        assert_eq!(
+            &s[..6],
+            [MIB, 2 * MIB, 4 * MIB, 8 * MIB, 8 * MIB, 8 * MIB],
+            "{s:?}"
+        );
         if background {
             assert_eq!(s.len(), 7, "{s:?}");
             assert_eq!(s[6], 8 * MIB);
@@ -187,15 +195,27 @@ fn recovery_after_a_cut_at_a_skipped_page_continues_from_the_frame_before_it() {
     assert_eq!(&sizes(dir)[..3], [MIB, 2 * MIB, 4 * MIB]);
     // As if the writer was cut off after the skip marker in page 2, before
     // it published the large frame in page 3: that frame's bytes are gone.
-    pwrite(&page_file(dir, NAME, 3), 64, &vec![0u8; 48 + 3 * MIB as usize]);
+    pwrite(
+        &page_file(dir, NAME, 3),
+        64,
+        &vec![0u8; 48 + 3 * MIB as usize],
+    );
     assert_eq!(read_all(dir, Start::First), [(1, 3, b'o')]);
     let s = stats(dir, NAME).unwrap();
     assert_eq!((s.last_seq, s.frames), (1, 1));
     verify(dir, NAME).unwrap();
     // Prune keeps page 1, which holds the last frame, though the tail is in
     // page 3.
-    let r = prune(dir, NAME, &PruneRule { keep_last: Some(1), ..PruneRule::default() }, false)
-        .unwrap();
+    let r = prune(
+        dir,
+        NAME,
+        &PruneRule {
+            keep_last: Some(1),
+            ..PruneRule::default()
+        },
+        false,
+    )
+    .unwrap();
     assert!(r.deleted.is_empty(), "{r:?}");
     // The next writer continues at seq 2, in page 3, and readers at the end
     // see it.
@@ -259,7 +279,10 @@ fn seek_by_seq_and_time_and_prune_work_across_page_sizes() {
     }
     let last = app.next_seq() - 1;
     drop(app);
-    assert_eq!(sizes(dir), [MIB, 2 * MIB, 4 * MIB, 4 * MIB, 4 * MIB, 4 * MIB]);
+    assert_eq!(
+        sizes(dir),
+        [MIB, 2 * MIB, 4 * MIB, 4 * MIB, 4 * MIB, 4 * MIB]
+    );
     for &(_, seq, time) in &starts {
         for s in [seq - 1, seq, seq + 1] {
             if s >= 1 && s <= last {
@@ -288,8 +311,16 @@ fn seek_by_seq_and_time_and_prune_work_across_page_sizes() {
     let v = verify(dir, NAME).unwrap();
     assert_eq!((v.first_seq, v.last_seq), (first, last));
     // keep_last counts pages whatever their size.
-    let r = prune(dir, NAME, &PruneRule { keep_last: Some(1), ..PruneRule::default() }, false)
-        .unwrap();
+    let r = prune(
+        dir,
+        NAME,
+        &PruneRule {
+            keep_last: Some(1),
+            ..PruneRule::default()
+        },
+        false,
+    )
+    .unwrap();
     assert_eq!(r.deleted, [4, 5]);
     let mut app = Appender::create(dir, NAME, opts(4 * MIB, false)).unwrap();
     assert_eq!(app.write(1, b"on").unwrap(), last + 1);
@@ -327,7 +358,10 @@ fn a_page_smaller_than_the_growth_rule_or_a_skip_in_a_largest_page_is_damage() {
             Err(e) => break e.to_string(),
         }
     };
-    assert!(e.contains(&p3.display().to_string()) && e.contains("offset 64"), "{e}");
+    assert!(
+        e.contains(&p3.display().to_string()) && e.contains("offset 64"),
+        "{e}"
+    );
 
     // A page 2 of 1 MiB after a 1 MiB page 1: smaller than the rule's 2 MiB.
     let tmp = tempfile::tempdir().unwrap();
@@ -343,5 +377,8 @@ fn a_page_smaller_than_the_growth_rule_or_a_skip_in_a_largest_page_is_damage() {
     pwrite(&p2, 16, &MIB.to_le_bytes());
     pwrite(&p2, 64, &vec![0u8; MIB as usize - 64]);
     let e = verify(dir, NAME).unwrap_err().to_string();
-    assert!(e.contains(&p2.display().to_string()) && e.contains("pages only grow"), "{e}");
+    assert!(
+        e.contains(&p2.display().to_string()) && e.contains("pages only grow"),
+        "{e}"
+    );
 }

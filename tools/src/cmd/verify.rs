@@ -20,7 +20,10 @@ pub fn run(dir: &Path, name: &str, out: &mut dyn Write) -> Result<()> {
         r.geometry.map_or_else(String::new, |g| version_text(&g)),
         r.pages,
         if r.skipped_pages > 0 {
-            format!(" ({} skipped as too small for the frame after them)", r.skipped_pages)
+            format!(
+                " ({} skipped as too small for the frame after them)",
+                r.skipped_pages
+            )
         } else {
             String::new()
         },

@@ -65,17 +65,27 @@ fn a_version_1_journal_is_read_verified_and_continued_as_version_1() {
     let root = Root::new();
     let _service = Service::start(&root);
     // --page-size 1 MiB: every page 1 MiB, as a version-1 journal's are.
-    let big: Vec<u8> = (1..=30000u64).flat_map(|i| format!("{i:0>20}\n").into_bytes()).collect();
+    let big: Vec<u8> = (1..=30000u64)
+        .flat_map(|i| format!("{i:0>20}\n").into_bytes())
+        .collect();
     write_journal(&root, "old", &big);
     make_version_1(&root, "old");
     let out = String::from_utf8(ok(&mut root.tape("verify", &["old"]), b"")).unwrap();
-    assert!(out.contains("format version 1 (every page 1.0 MiB"), "{out}");
+    assert!(
+        out.contains("format version 1 (every page 1.0 MiB"),
+        "{out}"
+    );
     assert_eq!(ok(&mut root.tape("tail", &["old"]), b""), big);
     // Appending goes on in version 1, with pages of its one size.
-    let more: Vec<u8> = (30001..=60000u64).flat_map(|i| format!("{i:0>20}\n").into_bytes()).collect();
+    let more: Vec<u8> = (30001..=60000u64)
+        .flat_map(|i| format!("{i:0>20}\n").into_bytes())
+        .collect();
     write_journal(&root, "old", &more);
     let (_, sizes) = allocated(&root, "old");
-    assert!(sizes.len() >= 3 && sizes.iter().all(|&s| s == 1 << 20), "{sizes:?}");
+    assert!(
+        sizes.len() >= 3 && sizes.iter().all(|&s| s == 1 << 20),
+        "{sizes:?}"
+    );
     let out = String::from_utf8(ok(&mut root.tape("verify", &["old"]), b"")).unwrap();
     assert!(out.contains("format version 1"), "{out}");
     let mut all = big.clone();
