@@ -71,6 +71,10 @@ fn pages_double_from_1_mib_up_to_the_largest_and_stay_there() {
         while app.position().0 < 6 {
             app.write(1, &payload).unwrap();
         }
+        if background {
+            // The thread makes page 7 while the writer fills page 6.
+            app.wait_pages_ready(std::time::Duration::from_secs(30));
+        }
         drop(app);
         let s = sizes(dir);
         // Pages 1..=6, and with the background thread the spare after.
