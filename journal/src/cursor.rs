@@ -4,7 +4,7 @@
 
 use crate::bell::Bell;
 use crate::exchange::PageExchange;
-use crate::format::{FrameHeader, END_OF_PAGE, FRAME_HEADER_LEN, PAGE_HEADER_LEN};
+use crate::format::{FrameHeader, Geometry, END_OF_PAGE, FRAME_HEADER_LEN, PAGE_HEADER_LEN};
 use crate::hint::{prefetch_read, WARM_SHIFT};
 use crate::locate::{first_frame, locate_tail, missing_next_damage, page_before, pages, OpenError};
 use crate::page::{PageError, PageRef};
@@ -128,7 +128,9 @@ impl<'a> Frame<'a> {
 pub struct Cursor {
     dir: PathBuf,
     name: String,
-    page_size: u64,
+    /// The journal's version and largest page size, which every page it
+    /// opens must have.
+    geo: Geometry,
     page: PageRef,
     off: usize,
     /// Sequence number the next frame must have, once known.
@@ -179,14 +181,16 @@ impl Cursor {
         opts: CursorOptions,
     ) -> Result<Cursor, OpenError> {
         let pages = pages(dir, name)?;
-        let size = Some(pages.page_size);
+        let size = Some(pages.geometry);
         let open = |no| PageRef::open(dir, name, no, size, opts.populate);
         let cursor = |page_no, off, expect_seq, last_time| -> Result<Cursor, OpenError> {
+            let page = open(page_no)?;
             Ok(Cursor {
                 dir: dir.to_path_buf(),
                 name: name.to_string(),
-                page_size: pages.page_size,
-                page: open(page_no)?,
+                geo: pages.geometry,
+                progress_shift: progress_shift(&page),
+                page,
                 off,
                 expect_seq,
                 last_time,
@@ -196,7 +200,6 @@ impl Cursor {
                 mapped_here: 0,
                 opts,
                 exchange: None,
-                progress_shift: pages.page_size.trailing_zeros() - 3,
                 bell: None,
             })
         };
@@ -394,13 +397,12 @@ impl Cursor {
     #[cold]
     #[inline(never)]
     fn turn_page(&mut self) -> Result<(), ReadError> {
-        if self.off == PAGE_HEADER_LEN {
-            // Every frame fits an empty page: no writer ends a page before
-            // its first frame. The damage is here, not in the next page.
-            return Err(self.damage(
-                self.off,
-                "an end-of-page marker where the page's first frame belongs".into(),
-            ));
+        if self.off == PAGE_HEADER_LEN && !crate::page::may_be_empty(self.page.bytes()) {
+            // Every frame fits an empty page of the journal's largest size:
+            // no writer ends one before its first frame. The damage is
+            // here, not in the next page. (A smaller page may end there:
+            // it was too small for the frame after it.)
+            return Err(self.damage(self.off, crate::scan::EMPTY_LARGEST.into()));
         }
         let next_no = self.page.page_no() + 1;
         // The next page mapped ahead (taken from the helper while the
@@ -416,7 +418,7 @@ impl Cursor {
                     &self.dir,
                     &self.name,
                     next_no,
-                    Some(self.page_size),
+                    Some(self.geo),
                     self.opts.populate,
                 )
                 .map_err(|e| {
@@ -442,9 +444,10 @@ impl Cursor {
         // helper, at the next empty poll. No lock, no allocation.
         std::mem::swap(&mut self.page, &mut next);
         self.off = PAGE_HEADER_LEN;
+        self.progress_shift = progress_shift(&self.page);
         match &self.exchange {
             Some(ex) => {
-                ex.moved_to(next_no);
+                ex.moved_to(next_no, self.page.size());
                 if let Some(older) = self.left.replace(next) {
                     // Never idle since the last switch: hand it back now.
                     ex.give_back(older);
@@ -485,12 +488,11 @@ impl Cursor {
         // The pages after this one, where the writer has not written yet.
         let mut next_no = self.page.page_no() + 1;
         loop {
-            let next =
-                match PageRef::open(&self.dir, &self.name, next_no, Some(self.page_size), false) {
-                    Ok(p) => p,
-                    Err(e) if e.is_not_found() => return Ok(()),
-                    Err(e) => return Err(ReadError::Page(e)),
-                };
+            let next = match PageRef::open(&self.dir, &self.name, next_no, Some(self.geo), false) {
+                Ok(p) => p,
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(ReadError::Page(e)),
+            };
             let b = next.bytes();
             // The writer stores the end-of-page marker here before it
             // publishes anything in a later page: seeing a frame there
@@ -528,9 +530,10 @@ impl Cursor {
         let ex = Arc::new(PageExchange::new(
             self.dir.clone(),
             self.name.clone(),
-            self.page_size,
+            self.geo,
             populate,
             self.page.page_no(),
+            self.page.size(),
         ));
         ex.progress(self.off);
         self.exchange = Some(ex.clone());
@@ -548,7 +551,7 @@ impl Cursor {
             &self.dir,
             &self.name,
             next_no,
-            Some(self.page_size),
+            Some(self.geo),
             self.opts.populate,
         ) {
             Ok(p) => {
@@ -588,15 +591,26 @@ impl Cursor {
         &self.name
     }
 
-    /// Page size of the journal.
+    /// Size of the page the cursor reads now (each page's own, from its
+    /// header: pages grow, FORMAT.md "Page sizes").
     pub fn page_size(&self) -> u64 {
-        self.page_size
+        self.page.size()
+    }
+
+    /// The journal's largest page size.
+    pub fn max_page_size(&self) -> u64 {
+        self.geo.max_page_size
     }
 
     /// (seq, time) of the first frame in the cursor's current page.
     pub fn page_first_frame(&self) -> Option<(u64, i64)> {
         first_frame(&self.page)
     }
+}
+
+/// log2 of an eighth of `page`'s size (see [`Cursor::crossed`]).
+fn progress_shift(page: &PageRef) -> u32 {
+    page.size().trailing_zeros() - 3
 }
 
 impl crate::bell::Waitable for &mut Cursor {

@@ -4,6 +4,7 @@
 //! reading thread never makes a system call, takes a lock or a page fault
 //! at a page switch. [`PageHelper`] is that thread, serving any number of
 //! cursors.
+use crate::format::Geometry;
 use crate::pace::Pace;
 use crate::page::PageRef;
 use crate::Cursor;
@@ -38,10 +39,13 @@ struct HelperState {
 pub(crate) struct PageExchange {
     dir: PathBuf,
     name: String,
-    page_size: u64,
+    /// The journal's version and largest page size.
+    geo: Geometry,
     populate: bool,
     /// Number of the page the cursor reads now.
     current: AtomicU64,
+    /// That page's size (pages grow); stored before `current`.
+    current_size: AtomicU64,
     /// Roughly where the cursor is in that page (updated every eighth).
     pos: AtomicUsize,
     /// The next page, mapped, or empty.
@@ -139,16 +143,18 @@ impl PageExchange {
     pub(crate) fn new(
         dir: PathBuf,
         name: String,
-        page_size: u64,
+        geo: Geometry,
         populate: bool,
         current: u64,
+        current_size: u64,
     ) -> Self {
         PageExchange {
             dir,
             name,
-            page_size,
+            geo,
             populate,
             current: AtomicU64::new(current),
+            current_size: AtomicU64::new(current_size),
             pos: AtomicUsize::new(0),
             ready: Slot::new(),
             ready_base: AtomicUsize::new(0),
@@ -193,8 +199,9 @@ impl PageExchange {
     /// Two plain stores, made at the switch itself: the helper maps the page
     /// after it from the first look past half way.
     #[inline]
-    pub(crate) fn moved_to(&self, page_no: u64) {
+    pub(crate) fn moved_to(&self, page_no: u64, size: u64) {
         self.pos.store(0, Ordering::Relaxed);
+        self.current_size.store(size, Ordering::Relaxed);
         self.current.store(page_no, Ordering::Release);
     }
 
@@ -261,17 +268,15 @@ impl PageExchange {
         }
         // Anything still offered was for a page the cursor went past.
         worked |= self.ready.take().is_some();
-        let half_way = self.pos.load(Ordering::Relaxed) as u64 >= self.page_size / 2;
+        // The size of page `current` (stored before `current`, loaded
+        // after it: Acquire above). A hint like `pos`.
+        let size = self.current_size.load(Ordering::Relaxed);
+        let half_way = self.pos.load(Ordering::Relaxed) as u64 >= size / 2;
         if !half_way {
             return (worked, wait);
         }
-        if let Ok(page) = PageRef::open(
-            &self.dir,
-            &self.name,
-            want,
-            Some(self.page_size),
-            self.populate,
-        ) {
+        if let Ok(page) = PageRef::open(&self.dir, &self.name, want, Some(self.geo), self.populate)
+        {
             let base = page.bytes().as_ptr() as usize;
             // The slot was emptied above and only a look (which holds the
             // helper's mutex) puts in it, so the put finds it empty; were

@@ -8,8 +8,13 @@ use std::mem::{offset_of, size_of};
 
 /// The eight bytes every page file starts with.
 pub const MAGIC: [u8; 8] = *b"TAPEJRNL";
-/// The format version this crate writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this crate writes (pages that grow; FORMAT.md,
+/// "Page sizes"). It also reads and continues journals of [`VERSION_1`].
+pub const VERSION: u32 = 2;
+/// The first format version: every page of a journal has one size, and the
+/// header has no [`PageHeader::max_page_size`]. Read, and continued in
+/// that version (with pages of that size), never converted.
+pub const VERSION_1: u32 = 1;
 /// Size of [`PageHeader`]; the first frame of a page starts here.
 pub const PAGE_HEADER_LEN: usize = 64;
 /// Size of [`FrameHeader`]; a frame's payload starts this far after it.
@@ -25,8 +30,14 @@ pub const END_MARKER_ROOM: usize = 8;
 pub const MIN_PAGE_SIZE: u64 = 1 << 20;
 /// Largest page size a journal may have (1 GiB): a frame's `len` is a u32.
 pub const MAX_PAGE_SIZE: u64 = 1 << 30;
-/// Page size used when a journal is created without one (128 MiB).
+/// Largest page size of a journal created without one (128 MiB).
 pub const DEFAULT_PAGE_SIZE: u64 = 128 << 20;
+/// Size of a version-2 journal's page 1 (1 MiB, or the journal's largest
+/// page size if that is smaller, which it cannot be): each next page is
+/// twice the one before, up to the journal's largest.
+pub const FIRST_PAGE_SIZE: u64 = MIN_PAGE_SIZE;
+/// Offset of [`PageHeader::max_page_size`] in a page file.
+pub const MAX_PAGE_SIZE_OFFSET: usize = 48;
 /// Bit of [`PageHeader::flags`], meaningful in page 1 only: the journal's
 /// first frame carries a sequence number above 1 on purpose (a replica of
 /// a journal whose first pages were pruned keeps its source's numbers).
@@ -49,8 +60,9 @@ pub struct PageHeader {
     pub version: u32,
     /// Offset of the first frame, [`PAGE_HEADER_LEN`].
     pub header_len: u32,
-    /// Size of the page file in bytes: a power of two from
-    /// [`MIN_PAGE_SIZE`] to [`MAX_PAGE_SIZE`], the same for every page.
+    /// Size of this page file in bytes: a power of two from
+    /// [`MIN_PAGE_SIZE`] to the journal's largest page size (FORMAT.md,
+    /// "Page sizes"); in version 1 the same for every page.
     pub page_size: u64,
     /// Page number, 1 for the first page of a journal; equal to the number
     /// in the file name.
@@ -62,8 +74,12 @@ pub struct PageHeader {
     /// Bit 0 ([`PAGE_FLAG_FIRST_SEQ_ANY`]) in page 1; every other bit is
     /// reserved, 0.
     pub flags: u32,
+    /// Version 2: the journal's largest page size, a power of two from
+    /// [`MIN_PAGE_SIZE`] to [`MAX_PAGE_SIZE`], the same in every page.
+    /// Version 1: reserved, 0 (the largest page size is `page_size`).
+    pub max_page_size: u64,
     /// Reserved, zero.
-    pub reserved: [u8; 16],
+    pub reserved: [u8; 8],
 }
 
 const _: () = assert!(size_of::<PageHeader>() == PAGE_HEADER_LEN);
@@ -76,21 +92,42 @@ const _: () = assert!(offset_of!(PageHeader, created_ns) == 32);
 const _: () = assert!(offset_of!(PageHeader, frame_header_len) == 40);
 const _: () = assert!(offset_of!(PageHeader, flags) == 44);
 const _: () = assert!(offset_of!(PageHeader, flags) == PAGE_FLAGS_OFFSET);
-const _: () = assert!(offset_of!(PageHeader, reserved) == 48);
+const _: () = assert!(offset_of!(PageHeader, max_page_size) == 48);
+const _: () = assert!(offset_of!(PageHeader, max_page_size) == MAX_PAGE_SIZE_OFFSET);
+const _: () = assert!(offset_of!(PageHeader, reserved) == 56);
 
 impl PageHeader {
-    /// A header for page `page_no` of a journal with pages of `page_size`.
-    pub fn new(page_size: u64, page_no: u64, created_ns: i64) -> Self {
+    /// A header for page `page_no` of `page_size` bytes in a journal of
+    /// geometry `geo` (its version, and in version 2 its largest page size).
+    pub fn new(geo: Geometry, page_size: u64, page_no: u64, created_ns: i64) -> Self {
         PageHeader {
             magic: MAGIC,
-            version: VERSION,
+            version: geo.version,
             header_len: PAGE_HEADER_LEN as u32,
             page_size,
             page_no,
             created_ns,
             frame_header_len: FRAME_HEADER_LEN as u32,
             flags: 0,
-            reserved: [0; 16],
+            max_page_size: if geo.version == VERSION_1 {
+                0
+            } else {
+                geo.max_page_size
+            },
+            reserved: [0; 8],
+        }
+    }
+
+    /// The geometry of the journal this page belongs to, as its header
+    /// says (version 1: the largest page size is the page's own).
+    pub fn geometry(&self) -> Geometry {
+        Geometry {
+            version: self.version,
+            max_page_size: if self.version == VERSION_1 {
+                self.page_size
+            } else {
+                self.max_page_size
+            },
         }
     }
 
@@ -107,7 +144,8 @@ impl PageHeader {
             created_ns: u64_at(b, 32) as i64,
             frame_header_len: u32_at(b, 40),
             flags: u32_at(b, 44),
-            reserved: b[48..64].try_into().ok()?,
+            max_page_size: u64_at(b, 48),
+            reserved: b[56..64].try_into().ok()?,
         })
     }
 
@@ -122,8 +160,69 @@ impl PageHeader {
         b[32..40].copy_from_slice(&self.created_ns.to_le_bytes());
         b[40..44].copy_from_slice(&self.frame_header_len.to_le_bytes());
         b[44..48].copy_from_slice(&self.flags.to_le_bytes());
-        b[48..64].copy_from_slice(&self.reserved);
+        b[48..56].copy_from_slice(&self.max_page_size.to_le_bytes());
+        b[56..64].copy_from_slice(&self.reserved);
         b
+    }
+}
+
+/// What every page of one journal shares: the format version and the
+/// largest page size. The size of each page follows from them and the page
+/// before (FORMAT.md, "Page sizes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// [`VERSION`] (pages grow) or [`VERSION_1`] (every page has
+    /// `max_page_size` bytes).
+    pub version: u32,
+    /// The largest page size, a valid page size ([`valid_page_size`]).
+    pub max_page_size: u64,
+}
+
+impl Geometry {
+    /// A new journal's: this crate's version, pages growing to `max`.
+    pub const fn new(max: u64) -> Self {
+        Geometry {
+            version: VERSION,
+            max_page_size: max,
+        }
+    }
+
+    /// Size of a journal's page 1.
+    pub const fn first_page_size(&self) -> u64 {
+        if self.version == VERSION_1 || self.max_page_size < FIRST_PAGE_SIZE {
+            self.max_page_size
+        } else {
+            FIRST_PAGE_SIZE
+        }
+    }
+
+    /// Size of the page after one of `prev` bytes, made before the frame
+    /// that goes there is known: twice `prev`, at most the largest.
+    pub const fn next_page_size(&self, prev: u64) -> u64 {
+        let twice = prev.saturating_mul(2);
+        if twice > self.max_page_size {
+            self.max_page_size
+        } else {
+            twice
+        }
+    }
+
+    /// Size of a page of at least `size` bytes (a power of two) made for a
+    /// frame of `frame` bytes (header, payload and padding): the smallest
+    /// power of two from `size` that holds it at offset 64 with the
+    /// end-of-page marker's room, at most the largest page size.
+    pub const fn page_size_for(&self, size: u64, frame: usize) -> u64 {
+        let need = (PAGE_HEADER_LEN + frame + END_MARKER_ROOM) as u64;
+        let mut s = size;
+        while s < need && s < self.max_page_size {
+            s *= 2;
+        }
+        s
+    }
+
+    /// Largest payload one frame can carry in this journal.
+    pub const fn max_payload(&self) -> usize {
+        max_payload(self.max_page_size)
     }
 }
 
@@ -298,7 +397,7 @@ mod tests {
 
     #[test]
     fn page_header_round_trips() {
-        let h = PageHeader::new(1 << 20, 7, 123);
+        let h = PageHeader::new(Geometry::new(1 << 22), 1 << 20, 7, 123);
         assert_eq!(PageHeader::parse(&h.to_bytes()), Some(h));
         assert_eq!(PageHeader::parse(&[0u8; 10]), None);
     }
@@ -311,5 +410,48 @@ mod tests {
         assert!(!valid_page_size(3 << 20));
         assert!(!valid_page_size(1 << 19));
         assert_eq!(max_payload(1 << 20), (1 << 20) - 120);
+    }
+
+    #[test]
+    fn pages_double_from_1_mib_to_the_largest() {
+        let g = Geometry::new(16 << 20);
+        let mut sizes = vec![g.first_page_size()];
+        for _ in 0..6 {
+            sizes.push(g.next_page_size(*sizes.last().unwrap()));
+        }
+        let mib: Vec<u64> = sizes.iter().map(|s| s >> 20).collect();
+        assert_eq!(mib, [1, 2, 4, 8, 16, 16, 16]);
+        // A journal whose largest page is 1 MiB has only 1 MiB pages.
+        let small = Geometry::new(1 << 20);
+        assert_eq!(small.first_page_size(), 1 << 20);
+        assert_eq!(small.next_page_size(1 << 20), 1 << 20);
+        // Version 1: every page has the one size.
+        let v1 = Geometry {
+            version: VERSION_1,
+            max_page_size: 128 << 20,
+        };
+        assert_eq!(v1.first_page_size(), 128 << 20);
+        assert_eq!(v1.next_page_size(128 << 20), 128 << 20);
+    }
+
+    #[test]
+    fn a_page_made_for_a_large_frame_is_the_smallest_that_holds_it() {
+        let g = Geometry::new(64 << 20);
+        // Fits the step size: the step size.
+        assert_eq!(g.page_size_for(2 << 20, 1000), 2 << 20);
+        // Exactly fills a 4 MiB page (64 header, 8 marker room).
+        assert_eq!(g.page_size_for(2 << 20, (4 << 20) - 72), 4 << 20);
+        assert_eq!(g.page_size_for(2 << 20, (4 << 20) - 64), 8 << 20);
+        // Never past the largest.
+        assert_eq!(g.page_size_for(2 << 20, 100 << 20), 64 << 20);
+        let h = PageHeader::new(g, 8 << 20, 3, 0);
+        assert_eq!(PageHeader::parse(&h.to_bytes()).unwrap().geometry(), g);
+        let v1 = Geometry {
+            version: VERSION_1,
+            max_page_size: 1 << 20,
+        };
+        let h1 = PageHeader::new(v1, 1 << 20, 3, 0);
+        assert_eq!(h1.to_bytes()[48..64], [0u8; 16]);
+        assert_eq!(PageHeader::parse(&h1.to_bytes()).unwrap().geometry(), v1);
     }
 }

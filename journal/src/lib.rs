@@ -1,7 +1,9 @@
 //! tape-journal: the on-disk journal of tape.
 //!
-//! A journal is a named sequence of fixed-size page files in one folder
-//! (`<name>.<page_no:08>.journal`). Each page starts with a
+//! A journal is a named sequence of page files in one folder
+//! (`<name>.<page_no:08>.journal`) that grow from 1 MiB to the journal's
+//! largest page size, each page's size in its own header
+//! ([`Geometry`](format::Geometry), FORMAT.md "Page sizes"). Each page starts with a
 //! [`PageHeader`](format::PageHeader); frames follow, each a
 //! [`FrameHeader`](format::FrameHeader) and a payload, 8-byte aligned, never
 //! split across pages. The byte-level specification is `journal/FORMAT.md`;

@@ -3,7 +3,7 @@
 //! and summary statistics for `tape ls`.
 
 use crate::files::{list_pages, page_path};
-use crate::format::{PAGE_FLAGS_OFFSET, PAGE_FLAG_FIRST_SEQ_ANY, PAGE_HEADER_LEN};
+use crate::format::{Geometry, PAGE_FLAGS_OFFSET, PAGE_FLAG_FIRST_SEQ_ANY, PAGE_HEADER_LEN};
 use crate::page::{PageError, PageRef};
 use crate::publish::load_len;
 use crate::scan::{hole_damage, published_past_hole, read_header, scan_page, Damage, ScanCheck};
@@ -94,11 +94,12 @@ impl From<Damage> for OpenError {
     }
 }
 
-/// The pages of a journal and their size, checked to be contiguous.
+/// The pages of a journal, checked to be contiguous, and its geometry (as
+/// the first page on disk says; every page must agree).
 #[derive(Debug, Clone)]
 pub(crate) struct Pages {
     pub numbers: Vec<u64>,
-    pub page_size: u64,
+    pub geometry: Geometry,
 }
 
 pub(crate) fn pages(dir: &Path, name: &str) -> Result<Pages, OpenError> {
@@ -133,7 +134,7 @@ pub(crate) fn pages(dir: &Path, name: &str) -> Result<Pages, OpenError> {
             Ok(h) => {
                 return Ok(Pages {
                     numbers,
-                    page_size: h.page_size,
+                    geometry: h.geometry(),
                 })
             }
             // Pruned since it was listed: list again.
@@ -257,6 +258,12 @@ fn page_is_empty(page: &[u8]) -> bool {
     load_len(page, PAGE_HEADER_LEN) == 0
 }
 
+/// Whether the page holds no frame and ends at offset 64: a page too small
+/// for the frame that came after it (FORMAT.md, "Page sizes").
+pub(crate) fn page_is_skipped(page: &[u8]) -> bool {
+    load_len(page, PAGE_HEADER_LEN) == crate::format::END_OF_PAGE
+}
+
 /// Finds the tail: the highest page with a frame, walked to its end. Pages
 /// after it that have no frame are spares a writer made ahead of time.
 ///
@@ -270,7 +277,7 @@ pub(crate) fn locate_tail(
     pages: &Pages,
     recovery: bool,
 ) -> Result<Tail, OpenError> {
-    let size = Some(pages.page_size);
+    let size = Some(pages.geometry);
     for (i, &no) in pages.numbers.iter().enumerate().rev() {
         let page = PageRef::open(dir, name, no, size, false)?;
         if page_is_empty(page.bytes()) && i > 0 {
@@ -280,7 +287,11 @@ pub(crate) fn locate_tail(
             crc: recovery,
             ..ScanCheck::default()
         };
-        let scan = scan_page(page.bytes(), page.path(), check)?;
+        let mut scan = scan_page(page.bytes(), page.path(), check)?;
+        if scan.last.is_none() && scan.ended {
+            // A page skipped as too small: the last frame is further back.
+            scan.last = last_frame_before(dir, name, pages, i)?;
+        }
         if scan.ended && !page_path(dir, name, no + 1).exists() {
             // The writer makes the next page before it marks this one
             // ended: someone deleted it, and whatever it held.
@@ -325,7 +336,9 @@ pub(crate) fn locate_tail(
                 first_page = PageRef::open(dir, name, first_no, size, false)?;
                 &first_page
             };
-            if let Some((seq, _)) = first_frame(first_page) {
+            // (The journal's first frame may be in a later page than the
+            // first when that one was skipped as too small for it.)
+            if let Some((seq, _)) = first_frame_from(dir, name, pages, 0)? {
                 check_first_seq(first_page, seq)?;
             }
         }
@@ -334,10 +347,29 @@ pub(crate) fn locate_tail(
     unreachable!("pages() returns at least one page")
 }
 
+/// (seq, time) of the last frame in the pages before `pages.numbers[i]`,
+/// walking back over pages skipped as too small (none of which has a
+/// frame); `None` when there is none on disk.
+fn last_frame_before(
+    dir: &Path,
+    name: &str,
+    pages: &Pages,
+    i: usize,
+) -> Result<Option<(u64, i64)>, OpenError> {
+    for &no in pages.numbers[..i].iter().rev() {
+        let page = PageRef::open(dir, name, no, Some(pages.geometry), false)?;
+        if page_is_skipped(page.bytes()) {
+            continue;
+        }
+        return Ok(scan_page(page.bytes(), page.path(), ScanCheck::default())?.last);
+    }
+    Ok(None)
+}
+
 /// Refuses to write in a page when the page before it stops without an
 /// end-of-page marker: readers would never get to what is written.
 fn check_ended(dir: &Path, name: &str, pages: &Pages, no: u64) -> Result<(), OpenError> {
-    let page = PageRef::open(dir, name, no, Some(pages.page_size), false)?;
+    let page = PageRef::open(dir, name, no, Some(pages.geometry), false)?;
     let scan = scan_page(page.bytes(), page.path(), ScanCheck::default())?;
     if scan.ended {
         return Ok(());
@@ -374,7 +406,7 @@ fn check_no_hole(
             }
             (tail_page, tail.offset)
         } else {
-            later = PageRef::open(dir, name, no, Some(pages.page_size), false)?;
+            later = PageRef::open(dir, name, no, Some(pages.geometry), false)?;
             (&later, PAGE_HEADER_LEN)
         };
         let bounded = no == tail.page_no;
@@ -402,9 +434,29 @@ pub(crate) fn first_frame(page: &PageRef) -> Option<(u64, i64)> {
     Some((h.seq, h.time_ns))
 }
 
+/// (seq, time) of the first frame at or after the start of page
+/// `pages.numbers[i]`: its own first frame, or for a page skipped as too
+/// small the first frame of the next page that is not; `None` when no
+/// frame comes.
+pub(crate) fn first_frame_from(
+    dir: &Path,
+    name: &str,
+    pages: &Pages,
+    i: usize,
+) -> Result<Option<(u64, i64)>, PageError> {
+    for &no in &pages.numbers[i..] {
+        let p = PageRef::open(dir, name, no, Some(pages.geometry), false)?;
+        if !page_is_skipped(p.bytes()) {
+            return Ok(first_frame(&p));
+        }
+    }
+    Ok(None)
+}
+
 /// The last page whose first frame is before `target` by `key`, found by
 /// binary search over the page headers' first frames (pages with no frame
-/// yet only come last). Falls back to the first page.
+/// yet only come last; a page skipped as too small counts as the page
+/// after it). Falls back to the first page.
 pub(crate) fn page_before(
     dir: &Path,
     name: &str,
@@ -412,13 +464,12 @@ pub(crate) fn page_before(
     key: impl Fn((u64, i64)) -> bool,
 ) -> Result<u64, OpenError> {
     let mut err = None;
-    let idx = pages.numbers.partition_point(|&no| {
-        match PageRef::open(dir, name, no, Some(pages.page_size), false) {
-            Ok(p) => first_frame(&p).is_some_and(&key),
-            Err(e) => {
-                err.get_or_insert(e);
-                false
-            }
+    let index: Vec<usize> = (0..pages.numbers.len()).collect();
+    let idx = index.partition_point(|&i| match first_frame_from(dir, name, pages, i) {
+        Ok(f) => f.is_some_and(&key),
+        Err(e) => {
+            err.get_or_insert(e);
+            false
         }
     });
     if let Some(e) = err {
@@ -434,8 +485,12 @@ pub struct JournalStats {
     pub pages: u64,
     /// First page number on disk (1 unless old pages were pruned).
     pub first_page: u64,
-    /// Page size in bytes.
+    /// Size of the last page in bytes (pages grow, FORMAT.md "Page sizes").
     pub page_size: u64,
+    /// The journal's largest page size in bytes.
+    pub max_page_size: u64,
+    /// The journal's format version (1: every page has one size).
+    pub version: u32,
     /// Number of frames (last_seq - first_seq + 1; sequence numbers have no
     /// gap).
     pub frames: u64,
@@ -457,15 +512,16 @@ pub fn stats(dir: &Path, name: &str) -> Result<JournalStats, OpenError> {
 fn stats_once(dir: &Path, name: &str) -> Result<JournalStats, OpenError> {
     let pages = pages(dir, name)?;
     let first_no = pages.numbers[0];
-    let first_page = PageRef::open(dir, name, first_no, Some(pages.page_size), false)?;
-    let first = first_frame(&first_page);
+    let first = first_frame_from(dir, name, &pages, 0)?;
     let tail = locate_tail(dir, name, &pages, false)?;
     let mut disk_bytes = 0;
+    let mut page_size = 0;
     for &no in &pages.numbers {
         use std::os::unix::fs::MetadataExt;
         let path = page_path(dir, name, no);
         let meta = std::fs::metadata(&path).map_err(|source| OpenError::Io { path, source })?;
         disk_bytes += meta.blocks() * 512;
+        page_size = meta.len();
     }
     let (first_seq, last_seq, last_time_ns) = match (first, tail.last) {
         (Some((f, _)), Some((l, t))) => (f, l, t),
@@ -474,7 +530,9 @@ fn stats_once(dir: &Path, name: &str) -> Result<JournalStats, OpenError> {
     Ok(JournalStats {
         pages: pages.numbers.len() as u64,
         first_page: first_no,
-        page_size: pages.page_size,
+        page_size,
+        max_page_size: pages.geometry.max_page_size,
+        version: pages.geometry.version,
         frames: if last_seq == 0 {
             0
         } else {
@@ -500,7 +558,7 @@ fn page_starts_once(dir: &Path, name: &str) -> Result<Vec<PageStart>, OpenError>
     let pages = pages(dir, name)?;
     let mut out = Vec::with_capacity(pages.numbers.len());
     for &no in &pages.numbers {
-        let page = PageRef::open(dir, name, no, Some(pages.page_size), false)?;
+        let page = PageRef::open(dir, name, no, Some(pages.geometry), false)?;
         out.push((no, first_frame(&page)));
     }
     Ok(out)

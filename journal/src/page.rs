@@ -26,7 +26,7 @@
 //! reported as not found, so callers list the pages again.
 
 use crate::files::{page_path, page_tmp_path};
-use crate::format::{PageHeader, MAGIC, PAGE_HEADER_LEN, VERSION};
+use crate::format::{Geometry, PageHeader, MAGIC, PAGE_HEADER_LEN, VERSION, VERSION_1};
 use memmap2::{Mmap, MmapMut, MmapOptions};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -112,8 +112,13 @@ impl std::fmt::Display for PageError {
             }
             PageError::BadVersion { path, version } => write!(
                 f,
-                "{}: journal format version {version}, this tape reads version {VERSION}",
-                path.display()
+                "{}: journal format version {version}, this tape reads versions {VERSION_1} and {VERSION}: read it with the tape that wrote it{}",
+                path.display(),
+                if *version > VERSION {
+                    " or a newer one"
+                } else {
+                    ""
+                }
             ),
             PageError::BadHeader { path, what } => {
                 write!(f, "{}: bad page header: {what}", path.display())
@@ -198,13 +203,14 @@ fn hold_page(file: &File, path: &Path) -> Result<(), PageError> {
     Ok(())
 }
 
-/// Reads and checks the header of an open page file. `expected_size`, when
-/// given, is the page size the journal's other pages have.
+/// Reads and checks the header of an open page file. `expected`, when
+/// given, is the geometry (version and largest page size) the journal's
+/// other pages have.
 fn check_header(
     file: &File,
     path: &Path,
     page_no: u64,
-    expected_size: Option<u64>,
+    expected: Option<Geometry>,
 ) -> Result<PageHeader, PageError> {
     let len = file.metadata().map_err(io_err(path))?.len();
     let mut buf = [0u8; PAGE_HEADER_LEN];
@@ -212,11 +218,39 @@ fn check_header(
         return Err(PageError::Truncated {
             path: path.to_path_buf(),
             len,
-            expected: expected_size.unwrap_or(PAGE_HEADER_LEN as u64),
+            expected: PAGE_HEADER_LEN as u64,
         });
     }
     file.read_exact_at(&mut buf, 0).map_err(io_err(path))?;
     let h = PageHeader::parse(&buf).expect("buffer holds a whole header");
+    check_fields(&h, path, page_no, expected)?;
+    if len < h.page_size {
+        return Err(PageError::Truncated {
+            path: path.to_path_buf(),
+            len,
+            expected: h.page_size,
+        });
+    }
+    if len > h.page_size {
+        return Err(PageError::BadHeader {
+            path: path.to_path_buf(),
+            what: format!(
+                "file is {len} bytes, longer than its page_size {}",
+                h.page_size
+            ),
+        });
+    }
+    Ok(h)
+}
+
+/// The checks of a page header's fields (FORMAT.md, "Page header"), the
+/// file's length aside.
+pub(crate) fn check_fields(
+    h: &PageHeader,
+    path: &Path,
+    page_no: u64,
+    expected: Option<Geometry>,
+) -> Result<(), PageError> {
     let bad = |what: String| PageError::BadHeader {
         path: path.to_path_buf(),
         what,
@@ -226,7 +260,7 @@ fn check_header(
             path: path.to_path_buf(),
         });
     }
-    if h.version != VERSION {
+    if h.version != VERSION && h.version != VERSION_1 {
         return Err(PageError::BadVersion {
             path: path.to_path_buf(),
             version: h.version,
@@ -247,12 +281,38 @@ fn check_header(
             h.page_size
         )));
     }
-    if let Some(want) = expected_size {
-        if h.page_size != want {
+    let geo = h.geometry();
+    if !crate::format::valid_page_size(geo.max_page_size) {
+        return Err(bad(format!(
+            "max_page_size {} is not a power of two from 1 MiB to 1 GiB",
+            geo.max_page_size
+        )));
+    }
+    if h.page_size > geo.max_page_size {
+        return Err(bad(format!(
+            "page_size {} is larger than the journal's max_page_size {}",
+            h.page_size, geo.max_page_size
+        )));
+    }
+    if let Some(want) = expected {
+        if geo.version != want.version {
             return Err(bad(format!(
-                "page_size {} differs from the journal's {want}",
-                h.page_size
+                "format version {} differs from the journal's {} (every page of a journal has one version)",
+                geo.version, want.version
             )));
+        }
+        if geo.max_page_size != want.max_page_size {
+            return Err(bad(if want.version == VERSION_1 {
+                format!(
+                    "page_size {} differs from the journal's {} (a version 1 journal's pages have one size)",
+                    h.page_size, want.max_page_size
+                )
+            } else {
+                format!(
+                    "max_page_size {} differs from the journal's {}",
+                    geo.max_page_size, want.max_page_size
+                )
+            }));
         }
     }
     if h.page_no != page_no {
@@ -261,20 +321,21 @@ fn check_header(
             h.page_no
         )));
     }
-    if len < h.page_size {
-        return Err(PageError::Truncated {
-            path: path.to_path_buf(),
-            len,
-            expected: h.page_size,
-        });
-    }
-    if len > h.page_size {
-        return Err(bad(format!(
-            "file is {len} bytes, longer than its page_size {}",
-            h.page_size
-        )));
-    }
-    Ok(h)
+    Ok(())
+}
+
+/// The geometry of the page whose mapping (or first 64 bytes) is `page`,
+/// read from its header, which was checked when it was opened.
+pub(crate) fn mapped_geometry(page: &[u8]) -> Option<Geometry> {
+    PageHeader::parse(page).map(|h| h.geometry())
+}
+
+/// Whether the page whose bytes are `page` may hold no frame: an
+/// end-of-page marker at offset 64 (FORMAT.md, "Page sizes"). Only a
+/// version-2 page smaller than its journal's largest may.
+pub(crate) fn may_be_empty(page: &[u8]) -> bool {
+    mapped_geometry(page)
+        .is_some_and(|g| g.version != VERSION_1 && (page.len() as u64) < g.max_page_size)
 }
 
 /// Reads the header of page `page_no` and checks it, without mapping.
@@ -282,11 +343,11 @@ pub fn read_header(
     dir: &Path,
     name: &str,
     page_no: u64,
-    expected_size: Option<u64>,
+    expected: Option<Geometry>,
 ) -> Result<PageHeader, PageError> {
     let path = page_path(dir, name, page_no);
     let file = File::open(&path).map_err(io_err(&path))?;
-    check_header(&file, &path, page_no, expected_size)
+    check_header(&file, &path, page_no, expected)
 }
 
 /// A page mapped read-only, as readers map it. Holds the shared page lock
@@ -301,20 +362,21 @@ pub struct PageRef {
 }
 
 impl PageRef {
-    /// Opens and maps page `page_no` read-only after checking its header.
-    /// `populate` pre-faults the page tables (MAP_POPULATE) so that later
-    /// reads take no page fault.
+    /// Opens and maps page `page_no` read-only, at the size its header
+    /// says, after checking the header (against the journal's geometry
+    /// when `expected` is given). `populate` pre-faults the page tables
+    /// (MAP_POPULATE) so that later reads take no page fault.
     pub fn open(
         dir: &Path,
         name: &str,
         page_no: u64,
-        expected_size: Option<u64>,
+        expected: Option<Geometry>,
         populate: bool,
     ) -> Result<PageRef, PageError> {
         let path = page_path(dir, name, page_no);
         let file = File::open(&path).map_err(io_err(&path))?;
         hold_page(&file, &path)?;
-        let h = check_header(&file, &path, page_no, expected_size)?;
+        let h = check_header(&file, &path, page_no, expected)?;
         let mut opts = MmapOptions::new();
         opts.len(h.page_size as usize);
         if populate {
@@ -341,6 +403,12 @@ impl PageRef {
     /// Page number.
     pub fn page_no(&self) -> u64 {
         self.page_no
+    }
+
+    /// This page's size in bytes (its header's `page_size`).
+    #[inline(always)]
+    pub fn size(&self) -> u64 {
+        self.map.len() as u64
     }
 
     /// The page file.
@@ -370,20 +438,22 @@ pub struct PrepareOptions {
 }
 
 impl PageMut {
-    /// Opens page `page_no` read-write if it exists, else creates it (built
-    /// under a temporary name, sized with `posix_fallocate` so that a full
-    /// disk shows here and not as SIGBUS later, then renamed into place).
+    /// Opens page `page_no` read-write if it exists (at whatever size its
+    /// header says), else creates it with `page_size` bytes (built under a
+    /// temporary name, sized with `posix_fallocate` so that a full disk
+    /// shows here and not as SIGBUS later, then renamed into place).
     pub fn create_or_open(
         dir: &Path,
         name: &str,
         page_no: u64,
+        geo: Geometry,
         page_size: u64,
         opts: PrepareOptions,
     ) -> Result<PageMut, PageError> {
         let path = page_path(dir, name, page_no);
-        let page = match Self::open(dir, name, page_no, Some(page_size)) {
+        let page = match Self::open(dir, name, page_no, Some(geo)) {
             Ok(p) => p,
-            Err(e) if e.is_not_found() => Self::create(dir, name, page_no, page_size)?,
+            Err(e) if e.is_not_found() => Self::create(dir, name, page_no, geo, page_size)?,
             Err(e) => return Err(e),
         };
         debug_assert_eq!(page.path, path);
@@ -396,7 +466,7 @@ impl PageMut {
         dir: &Path,
         name: &str,
         page_no: u64,
-        expected_size: Option<u64>,
+        expected: Option<Geometry>,
     ) -> Result<PageMut, PageError> {
         let path = page_path(dir, name, page_no);
         let file = OpenOptions::new()
@@ -405,7 +475,7 @@ impl PageMut {
             .open(&path)
             .map_err(io_err(&path))?;
         hold_page(&file, &path)?;
-        let h = check_header(&file, &path, page_no, expected_size)?;
+        let h = check_header(&file, &path, page_no, expected)?;
         // SAFETY: the file is page_size bytes long (checked above); only the
         // holder of the journal lock maps pages writable.
         let map = unsafe { MmapOptions::new().len(h.page_size as usize).map_mut(&file) }
@@ -418,7 +488,14 @@ impl PageMut {
         })
     }
 
-    fn create(dir: &Path, name: &str, page_no: u64, page_size: u64) -> Result<PageMut, PageError> {
+    fn create(
+        dir: &Path,
+        name: &str,
+        page_no: u64,
+        geo: Geometry,
+        page_size: u64,
+    ) -> Result<PageMut, PageError> {
+        debug_assert!(crate::format::valid_page_size(page_size) && page_size <= geo.max_page_size);
         let path = page_path(dir, name, page_no);
         let tmp = page_tmp_path(dir, name, page_no);
         let file = OpenOptions::new()
@@ -444,7 +521,7 @@ impl PageMut {
                 source: io::Error::from_raw_os_error(rc),
             }));
         }
-        let header = PageHeader::new(page_size, page_no, crate::clock::now_ns());
+        let header = PageHeader::new(geo, page_size, page_no, crate::clock::now_ns());
         file.write_all_at(&header.to_bytes(), 0)
             .map_err(|e| cleanup(io_err(&tmp)(e)))?;
         // SAFETY: the file was just sized to page_size bytes and nobody else
@@ -510,5 +587,10 @@ impl PageMut {
     /// Page number.
     pub fn page_no(&self) -> u64 {
         self.page_no
+    }
+
+    /// This page's size in bytes (its header's `page_size`).
+    pub fn size(&self) -> u64 {
+        self.map.len() as u64
     }
 }

@@ -2,7 +2,13 @@
 //! page (creates, sizes, maps and pre-faults it) before it is needed, and
 //! unmaps the pages the writer is done with, so that a page switch on the
 //! hot path is a pointer swap and never a file-system call.
+//!
+//! Each page it makes has the size the growth rule gives it (FORMAT.md,
+//! "Page sizes"): twice the page before, up to the journal's largest. A
+//! page already on disk (a spare a writer made before) is taken at its own
+//! size.
 
+use crate::format::Geometry;
 use crate::pace::Pace;
 use crate::page::{PageMut, PrepareOptions};
 use std::collections::VecDeque;
@@ -23,6 +29,11 @@ const MAX_POLL_PER_PAGE: Duration = Duration::from_millis(2);
 struct State {
     /// The page number the writer will need next; 0 for none yet.
     want: u64,
+    /// Size of page `want - 1` (the writer's current page).
+    before_want: u64,
+    /// A frame (its bytes) page `want` must hold at offset 64, 0 for
+    /// none: the writer waits to place one too large for the page it has.
+    want_frame: usize,
     /// How many pages from `want` on to keep ready (at least 1).
     ahead: u64,
     /// Pages made ready ahead of time, in page order, all `>= want`.
@@ -36,14 +47,25 @@ struct State {
 }
 
 impl State {
-    /// The next page to make: the first of the window `[want, want +
-    /// ahead)` that is not ready, unless making it failed.
-    fn job(&self) -> Option<u64> {
+    /// The next page to make and its size: the first of the window `[want, want + ahead)` that is not ready, unless
+    /// making it failed.
+    fn job(&self, geo: &Geometry) -> Option<(u64, u64)> {
         if self.want == 0 {
             return None;
         }
-        let next = self.ready.back().map_or(self.want, |p| p.page_no() + 1);
-        (next < self.want + self.ahead && self.failed != Some(next)).then_some(next)
+        let (next, before) = self
+            .ready
+            .back()
+            .map_or((self.want, self.before_want), |p| {
+                (p.page_no() + 1, p.size())
+            });
+        let size = geo.next_page_size(before);
+        let size = if next == self.want {
+            geo.page_size_for(size, self.want_frame)
+        } else {
+            size
+        };
+        (next < self.want + self.ahead && self.failed != Some(next)).then_some((next, size))
     }
 
     /// Whether page `no` is in the window the thread is making.
@@ -74,7 +96,7 @@ impl Preparer {
     pub fn spawn(
         dir: PathBuf,
         name: String,
-        page_size: u64,
+        geo: Geometry,
         opts: PrepareOptions,
         core: Option<usize>,
         ahead: u64,
@@ -89,7 +111,7 @@ impl Preparer {
                     // Best effort: an unpinned helper still works.
                     let _ = crate::cpu::pin_thread(c);
                 }
-                run(&s, &dir, &name, page_size, opts)
+                run(&s, &dir, &name, geo, opts)
             })?;
         Ok(Preparer {
             shared,
@@ -98,13 +120,17 @@ impl Preparer {
     }
 
     /// Asks for pages `page_no` onwards (as many as the thread keeps
-    /// ahead) to be made ready; the thread sees it within an eighth of the
-    /// time since the previous request (at most 2 ms per page kept ahead)
-    /// and nothing is woken. Pages before `page_no` it still holds are
-    /// unmapped.
-    pub fn request(&self, page_no: u64) {
+    /// ahead) to be made ready, page `page_no - 1` having `before` bytes
+    /// and page `page_no` having to hold a frame of `frame` bytes (0: any
+    /// frame that fits the growth rule's size); the thread sees it within
+    /// an eighth of the time since the previous request (at most 2 ms per
+    /// page kept ahead) and nothing is woken. Pages before `page_no` it
+    /// still holds are unmapped.
+    pub fn request(&self, page_no: u64, before: u64, frame: usize) {
         let mut st = lock(&self.shared.state);
         st.want = page_no;
+        st.before_want = before;
+        st.want_frame = frame;
         while st.ready.front().is_some_and(|p| p.page_no() < page_no) {
             if let Some(stale) = st.ready.pop_front() {
                 st.retired.push(stale);
@@ -125,7 +151,10 @@ impl Preparer {
                 // Handed over: the window moves past it, so the thread never
                 // makes (and pre-faults) it again while the writer fills it.
                 st.want = page_no + 1;
-                return st.ready.pop_front();
+                let page = st.ready.pop_front();
+                st.before_want = page.as_ref().map_or(st.before_want, PageMut::size);
+                st.want_frame = 0;
+                return page;
             }
             if !st.in_window(page_no) || st.failed == Some(page_no) || st.stop {
                 return None;
@@ -206,7 +235,7 @@ impl Drop for Preparer {
 
 use crate::sync::lock;
 
-fn run(shared: &Shared, dir: &std::path::Path, name: &str, page_size: u64, opts: PrepareOptions) {
+fn run(shared: &Shared, dir: &std::path::Path, name: &str, geo: Geometry, opts: PrepareOptions) {
     // When the writer last asked for a new page: the thread looks as often
     // as the writer turns pages.
     let mut pace = Pace::new(0, Instant::now());
@@ -217,7 +246,7 @@ fn run(shared: &Shared, dir: &std::path::Path, name: &str, page_size: u64, opts:
                 if st.stop {
                     return;
                 }
-                let job = st.job();
+                let job = st.job(&geo);
                 if job.is_some() || !st.retired.is_empty() {
                     break (job, std::mem::take(&mut st.retired));
                 }
@@ -240,10 +269,10 @@ fn run(shared: &Shared, dir: &std::path::Path, name: &str, page_size: u64, opts:
             }
         };
         drop(retired);
-        if let Some(no) = job {
+        if let Some((no, size)) = job {
             // A failure (a full disk) is not reported here: the appender
             // makes the page itself when it needs it and gets the error.
-            match PageMut::create_or_open(dir, name, no, page_size, opts) {
+            match PageMut::create_or_open(dir, name, no, geo, size, opts) {
                 Ok(page) => {
                     let mut st = lock(&shared.state);
                     // The writer may have moved past it meanwhile (it made

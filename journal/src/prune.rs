@@ -12,7 +12,7 @@
 
 use crate::files::page_path;
 use crate::format::PAGE_HEADER_LEN;
-use crate::locate::{first_frame, locate_tail, pages, retry_pruned, OpenError};
+use crate::locate::{first_frame_from, locate_tail, pages, retry_pruned, OpenError};
 use crate::page::PageRef;
 use std::fs::File;
 use std::io;
@@ -197,12 +197,21 @@ fn select(dir: &Path, name: &str, rule: &PruneRule) -> Result<(u64, u64), OpenEr
     let tail = locate_tail(dir, name, &pages, false)?;
     // The page with the last frame: the tail's page, or the page before it
     // when the tail is at the start of a page after an end-of-page marker.
-    let keep_from = if tail.last.is_some() && tail.offset == PAGE_HEADER_LEN && tail.page_no > first
-    {
-        tail.page_no - 1
-    } else {
-        tail.page_no
-    };
+    let mut keep_from =
+        if tail.last.is_some() && tail.offset == PAGE_HEADER_LEN && tail.page_no > first {
+            tail.page_no - 1
+        } else {
+            tail.page_no
+        };
+    // Pages skipped as too small hold no frame: the last frame is before
+    // them (FORMAT.md, "Page sizes").
+    while keep_from > first && tail.last.is_some() {
+        let page = PageRef::open(dir, name, keep_from, Some(pages.geometry), false)?;
+        if !crate::locate::page_is_skipped(page.bytes()) {
+            break;
+        }
+        keep_from -= 1;
+    }
     let most = keep_from.saturating_sub(first);
     let mut wanted = 0u64;
     if let Some(n) = rule.keep_last {
@@ -215,8 +224,8 @@ fn select(dir: &Path, name: &str, rule: &PruneRule) -> Result<(u64, u64), OpenEr
         while k < most {
             // Every frame of page first+k is no newer than the first frame
             // of the page after it.
-            let next = PageRef::open(dir, name, first + k + 1, Some(pages.page_size), false)?;
-            match first_frame(&next) {
+            // (A page skipped as too small: the first frame after it.)
+            match first_frame_from(dir, name, &pages, k as usize + 1)? {
                 Some((_, t)) if t < cutoff => k += 1,
                 _ => break,
             }

@@ -43,6 +43,11 @@ impl Damage {
     }
 }
 
+/// What an end-of-page marker at offset 64 of a page that may not be
+/// skipped is (FORMAT.md, "Page sizes").
+pub(crate) const EMPTY_LARGEST: &str =
+    "an end-of-page marker where the page's first frame belongs (every frame fits a page of the journal's largest size)";
+
 /// Reads the header of a frame whose `len` was already loaded non-zero
 /// by [`load_len`] (Acquire), so its bytes are published and no longer
 /// change.
@@ -121,14 +126,10 @@ pub(crate) fn scan_page(page: &[u8], file: &Path, check: ScanCheck) -> Result<Pa
             break;
         }
         if len == END_OF_PAGE {
-            if off == PAGE_HEADER_LEN {
-                // Every frame fits an empty page: no writer ends a page
-                // before its first frame.
-                return Err(Damage::new(
-                    file,
-                    off,
-                    "an end-of-page marker where the page's first frame belongs",
-                ));
+            if off == PAGE_HEADER_LEN && !crate::page::may_be_empty(page) {
+                // Every frame fits an empty page of the journal's largest
+                // size: no writer ends such a page before its first frame.
+                return Err(Damage::new(file, off, EMPTY_LARGEST));
             }
             s.ended = true;
             if check.zeros {

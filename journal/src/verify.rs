@@ -2,11 +2,14 @@
 //! damage with its file and offset.
 
 use crate::files::page_path;
-use crate::format::{PAGE_FLAGS_OFFSET, PAGE_FLAG_FIRST_SEQ_ANY, PAGE_HEADER_LEN};
+use crate::format::{
+    Geometry, MAX_PAGE_SIZE_OFFSET, PAGE_FLAGS_OFFSET, PAGE_FLAG_FIRST_SEQ_ANY, PAGE_HEADER_LEN,
+    VERSION_1,
+};
 use crate::locate::{
     check_first_seq, missing_next_damage, no_frame_damage, page_flags, pages, OpenError,
 };
-use crate::page::PageRef;
+use crate::page::{PageError, PageRef};
 use crate::scan::{
     first_nonzero, hole_damage, nonzero_end, published_past_hole, scan_page, Damage, ScanCheck,
 };
@@ -25,6 +28,12 @@ pub struct VerifyReport {
     pub first_seq: u64,
     /// Sequence number of the last frame, 0 when none.
     pub last_seq: u64,
+    /// The journal's format version (every page has the same; 1: pages
+    /// of one size, written before pages grew) and largest page size.
+    pub geometry: Option<Geometry>,
+    /// Pages skipped as too small for the frame after them (an
+    /// end-of-page marker at offset 64).
+    pub skipped_pages: u64,
     /// Things that are not damage but worth saying (bytes a crashed writer
     /// left past the last frame, which its successor clears).
     pub notes: Vec<String>,
@@ -96,9 +105,15 @@ fn verify_once(dir: &Path, name: &str) -> Result<Option<VerifyReport>, OpenError
     };
     // The last page's end-of-page marker, if it has one.
     let mut ended_at: Option<(u64, usize)> = None;
+    let geo = pages.geometry;
+    report.geometry = Some(geo);
+    // The size of the page before (FORMAT.md, "Page sizes").
+    let mut before: Option<u64> = None;
     for &no in &pages.numbers {
-        let page = PageRef::open(dir, name, no, Some(pages.page_size), false)?;
-        check_reserved(&page)?;
+        let page = PageRef::open(dir, name, no, Some(geo), false)?;
+        check_reserved(&page, geo)?;
+        check_size(&page, geo, before)?;
+        before = Some(page.size());
         if let Some((file, at)) = &stopped {
             // A frame, or an end-of-page marker, where the page begins.
             if crate::publish::load_len(page.bytes(), PAGE_HEADER_LEN) != 0 {
@@ -116,6 +131,9 @@ fn verify_once(dir: &Path, name: &str) -> Result<Option<VerifyReport>, OpenError
         }
         let scan = scan_page(page.bytes(), page.path(), check)?;
         ended_at = scan.ended.then_some((no, scan.tail));
+        if scan.ended && scan.frames == 0 {
+            report.skipped_pages += 1;
+        }
         if !scan.ended {
             // Bounded as recovery bounds it in the page where frames stop;
             // in a page after that no writer wrote, so any frame counts.
@@ -139,7 +157,14 @@ fn verify_once(dir: &Path, name: &str) -> Result<Option<VerifyReport>, OpenError
         if let Some((first, _)) = scan.first {
             if report.first_seq == 0 {
                 report.first_seq = first;
-                check_first_seq(&page, first)?;
+                // The rule is about the first page on disk, which holds no
+                // frame when it was skipped as too small for this one.
+                if no == pages.numbers[0] {
+                    check_first_seq(&page, first)?;
+                } else {
+                    let first_page = PageRef::open(dir, name, pages.numbers[0], Some(geo), false)?;
+                    check_first_seq(&first_page, first)?;
+                }
             }
         }
         if let Some((seq, time)) = scan.last {
@@ -198,9 +223,36 @@ fn verify_once(dir: &Path, name: &str) -> Result<Option<VerifyReport>, OpenError
     Ok(Some(report))
 }
 
-/// The page header's reserved bytes (48 to 63) and the `flags` bits other
-/// than bit 0 are zero.
-fn check_reserved(page: &PageRef) -> Result<(), Damage> {
+/// A page's size follows the rule of FORMAT.md, "Page sizes": page 1 at
+/// least the first page size, every next page at least twice the one
+/// before (at most the largest, which opening checked), all the same in
+/// version 1 (opening checked that too).
+fn check_size(page: &PageRef, geo: Geometry, before: Option<u64>) -> Result<(), PageError> {
+    let size = page.size();
+    let least = match before {
+        Some(b) => geo.next_page_size(b),
+        None if page.page_no() == 1 => geo.first_page_size(),
+        // The first page on disk after pruning: any size.
+        None => return Ok(()),
+    };
+    if size >= least {
+        return Ok(());
+    }
+    Err(PageError::BadHeader {
+        path: page.path().to_path_buf(),
+        what: match before {
+            Some(b) => format!(
+                "page_size {size} is less than twice the page before's ({b}) and less than the journal's largest ({}): pages only grow",
+                geo.max_page_size
+            ),
+            None => format!("page_size {size} of page 1 is less than the first page size {least}"),
+        },
+    })
+}
+
+/// The page header's reserved bytes (56 to 63; 48 to 63 in version 1) and
+/// the `flags` bits other than bit 0 are zero.
+fn check_reserved(page: &PageRef, geo: Geometry) -> Result<(), Damage> {
     let flags = page_flags(page.bytes());
     if flags & !PAGE_FLAG_FIRST_SEQ_ANY != 0 {
         return Err(Damage::new(
@@ -209,7 +261,12 @@ fn check_reserved(page: &PageRef) -> Result<(), Damage> {
             format!("page header flags {flags:#x}: only bit 0 is defined, the others are 0"),
         ));
     }
-    if let Some(at) = first_nonzero(&page.bytes()[..PAGE_HEADER_LEN], PAGE_FLAGS_OFFSET + 4) {
+    let from = if geo.version == VERSION_1 {
+        MAX_PAGE_SIZE_OFFSET
+    } else {
+        MAX_PAGE_SIZE_OFFSET + 8
+    };
+    if let Some(at) = first_nonzero(&page.bytes()[..PAGE_HEADER_LEN], from) {
         return Err(Damage::new(
             page.path(),
             at,

@@ -1,4 +1,4 @@
-"""The on-disk format of a tape journal, version 1, as ``journal/FORMAT.md``
+"""The on-disk format of a tape journal, version 2 (and 1), as ``journal/FORMAT.md``
 gives it: constants, page and frame headers, file names, and the checks a
 reader makes on a page.
 
@@ -30,8 +30,12 @@ if sys.byteorder != "little":  # pragma: no cover - no such box in use
 
 #: ``magic`` of every page.
 MAGIC = b"TAPEJRNL"
-#: Format version this package reads and writes.
-VERSION = 1
+#: Format version this package writes (pages that grow, FORMAT.md "Page
+#: sizes"); it also reads and continues journals of :data:`VERSION_1`.
+VERSION = 2
+#: The first version: every page of a journal has one size; read and
+#: continued in that version, never converted.
+VERSION_1 = 1
 #: Size of the page header, and offset of a page's first frame.
 PAGE_HEADER_LEN = 64
 #: Size of a frame header.
@@ -45,21 +49,27 @@ PAGE_FLAGS_OFFSET = 44
 #: Bit of ``flags`` in page 1: the journal's first frame has a seq above 1
 #: on purpose (a replica of a pruned journal); without it page 1 starts at 1.
 PAGE_FLAG_FIRST_SEQ_ANY = 1
-#: Smallest and largest page size, and the default.
+#: Offset of the page header's ``max_page_size`` (version 2).
+MAX_PAGE_SIZE_OFFSET = 48
+#: Smallest and largest page size, and the default largest page size.
 MIN_PAGE_SIZE = 1 << 20
 MAX_PAGE_SIZE = 1 << 30
 DEFAULT_PAGE_SIZE = 128 << 20
+#: Size of a version-2 journal's page 1; each next page is twice the one
+#: before, up to the journal's largest.
+FIRST_PAGE_SIZE = MIN_PAGE_SIZE
 
 #: Page header: magic, version, header_len, page_size, page_no, created_ns,
-#: frame_header_len, flags (the 16 reserved bytes follow, zeros).
-PAGE_HEADER = struct.Struct("<8sIIQQqII")
+#: frame_header_len, flags, max_page_size (the 8 reserved bytes follow,
+#: zeros; in version 1 ``max_page_size`` is reserved too, 0).
+PAGE_HEADER = struct.Struct("<8sIIQQqIIQ")
 #: Frame header after ``len`` (offset 4 to 48): msg_type, seq, time_ns,
 #: source, dest, corr, crc, flags.
 FRAME_REST = struct.Struct("<IQqIIQII")
 #: The whole frame header, ``len`` first.
 FRAME_HEADER = struct.Struct("<IIQqIIQII")
 
-assert PAGE_HEADER.size == 48
+assert PAGE_HEADER.size == 56
 assert FRAME_REST.size == FRAME_HEADER_LEN - 4
 assert FRAME_HEADER.size == FRAME_HEADER_LEN
 
@@ -109,6 +119,31 @@ def max_payload(page_size: int) -> int:
     return page_size - PAGE_HEADER_LEN - MARKER_ROOM - FRAME_HEADER_LEN
 
 
+#: A journal's geometry: ``(version, max_page_size)``, the same in every page.
+Geometry = Tuple[int, int]
+
+
+def first_page_size(geo: Geometry) -> int:
+    """Size of page 1 of a journal of geometry ``geo`` (FORMAT.md, "Page sizes")."""
+    version, top = geo
+    return top if version == VERSION_1 else min(FIRST_PAGE_SIZE, top)
+
+
+def next_page_size(geo: Geometry, before: int) -> int:
+    """Size of the page after one of ``before`` bytes, made before the frame
+    that goes there is known: twice it, at most the largest."""
+    return min(before * 2, geo[1])
+
+
+def page_size_for(geo: Geometry, size: int, frame: int) -> int:
+    """The smallest power of two from ``size`` that holds a frame of
+    ``frame`` bytes (header, payload, padding) at offset 64 with the
+    marker's room, at most the largest page size."""
+    while size < PAGE_HEADER_LEN + frame + MARKER_ROOM and size < geo[1]:
+        size *= 2
+    return size
+
+
 def page_file_name(name: str, page_no: int) -> str:
     """``<name>.<page_no:08>.journal``."""
     return f"{name}.{page_no:08d}.journal"
@@ -156,6 +191,23 @@ class PageHeader:
     header_len: int = PAGE_HEADER_LEN
     frame_header_len: int = FRAME_HEADER_LEN
     flags: int = 0
+    #: Version 2: the journal's largest page size (0 when made here: the
+    #: page's own size). Version 1: 0.
+    max_page_size: int = 0
+
+    @property
+    def geometry(self) -> Geometry:
+        """``(version, largest page size)``; in version 1 the page's own size."""
+        if self.version == VERSION_1:
+            return (self.version, self.page_size)
+        return (self.version, self.max_page_size or self.page_size)
+
+    @property
+    def may_be_empty(self) -> bool:
+        """Whether this page may end at offset 64 with no frame (a version-2
+        page smaller than the journal's largest: it was too small for the
+        frame after it)."""
+        return self.version != VERSION_1 and self.page_size < self.geometry[1]
 
     def pack(self) -> bytes:
         """The 64 bytes of this header."""
@@ -169,8 +221,9 @@ class PageHeader:
                 self.created_ns,
                 self.frame_header_len,
                 self.flags,
+                0 if self.version == VERSION_1 else self.geometry[1],
             )
-            + bytes(16)
+            + bytes(8)
         )
 
     @staticmethod
@@ -179,11 +232,15 @@ class PageHeader:
         version, header and frame header sizes, page size)."""
         if len(buf) < PAGE_HEADER_LEN:
             raise FormatError(path, f"file is {len(buf)} bytes, shorter than a page header: not a tape page")
-        magic, version, header_len, page_size, page_no, created_ns, fhl, flags = PAGE_HEADER.unpack_from(buf, 0)
+        magic, version, header_len, page_size, page_no, created_ns, fhl, flags, top = PAGE_HEADER.unpack_from(buf, 0)
         if magic != MAGIC:
             raise FormatError(path, f"bad magic {magic!r}, expected {MAGIC!r}: not a tape page")
-        if version != VERSION:
-            raise FormatError(path, f"format version {version}, this reader reads version {VERSION}")
+        if version not in (VERSION_1, VERSION):
+            newer = " or a newer one" if version > VERSION else ""
+            raise FormatError(
+                path,
+                f"journal format version {version}, this reader reads versions {VERSION_1} and {VERSION}: read it with the tape that wrote it{newer}",
+            )
         if header_len != PAGE_HEADER_LEN:
             raise FormatError(path, f"header_len {header_len}, expected {PAGE_HEADER_LEN}")
         if fhl != FRAME_HEADER_LEN:
@@ -192,39 +249,53 @@ class PageHeader:
             check_page_size(page_size)
         except ValueError as e:
             raise FormatError(path, str(e)) from None
-        return PageHeader(page_size, page_no, created_ns, version, header_len, fhl, flags)
+        if version == VERSION_1:
+            top = 0
+        else:
+            try:
+                check_page_size(top)
+            except ValueError as e:
+                raise FormatError(path, f"max_page_size: {e}") from None
+            if page_size > top:
+                raise FormatError(path, f"page_size {page_size} is larger than the journal's max_page_size {top}")
+        return PageHeader(page_size, page_no, created_ns, version, header_len, fhl, flags, top)
 
 
-def check_page_header(buf: bytes, path: str, page_no: int, size: int, page_size: Optional[int] = None) -> PageHeader:
+def check_page_header(buf: bytes, path: str, page_no: int, size: int, geometry: Optional[Geometry] = None) -> PageHeader:
     """Checks the header bytes ``buf`` of page file ``path``, ``size`` bytes
     long: every rule of FORMAT.md's page header section, including
-    ``page_no`` equal to the file name's and ``page_size`` equal to the
-    file's length (and to ``page_size`` when given)."""
+    ``page_no`` equal to the file name's, ``page_size`` equal to the file's
+    length, and (when given) the journal's ``(version, max_page_size)``."""
     h = PageHeader.parse(buf, path)
     if h.page_no != page_no:
         raise FormatError(path, f"page_no {h.page_no} in the header, {page_no} in the file name")
     if h.page_size != size:
         raise FormatError(path, f"page_size {h.page_size} in the header, file is {size} bytes")
-    if page_size is not None and h.page_size != page_size:
-        raise FormatError(path, f"page_size {h.page_size}, the journal's other pages are {page_size}")
+    if geometry is not None and h.geometry != geometry:
+        if geometry[0] != h.version:
+            raise FormatError(path, f"format version {h.version}, the journal's other pages are version {geometry[0]}")
+        if h.version == VERSION_1:
+            raise FormatError(path, f"page_size {h.page_size}, the journal's other pages are {geometry[1]}")
+        raise FormatError(path, f"max_page_size {h.geometry[1]}, the journal's other pages say {geometry[1]}")
     return h
 
 
-def read_page_header(path: str, page_no: int, page_size: Optional[int] = None) -> Tuple[PageHeader, int]:
+def read_page_header(path: str, page_no: int, geometry: Optional[Geometry] = None) -> Tuple[PageHeader, int]:
     """Reads and checks the header of page file ``path`` (see
     :func:`check_page_header`). Returns the header and the file's length."""
     with open(path, "rb") as f:
         buf = f.read(PAGE_HEADER_LEN)
         size = os.fstat(f.fileno()).st_size
-    return check_page_header(buf, path, page_no, size, page_size), size
+    return check_page_header(buf, path, page_no, size, geometry), size
 
 
-def map_page(path: str, page_no: int, page_size: Optional[int], writable: bool) -> Tuple[int, mmap.mmap, int]:
+def map_page(path: str, page_no: int, geometry: Optional[Geometry], writable: bool) -> Tuple[int, mmap.mmap, int, PageHeader]:
     """Opens page file ``path``, takes its shared page lock (FORMAT.md,
     "Pruning"; held while the descriptor stays open), maps it shared,
-    read-only or read-write, and checks its header (see
-    :func:`check_page_header`). Returns the descriptor, which the caller
-    closes when it unmaps, the mapping and the file's length."""
+    read-only or read-write, at the size the file (and its header) has,
+    and checks its header (see :func:`check_page_header`). Returns the
+    descriptor, which the caller closes when it unmaps, the mapping, the
+    file's length and the header."""
     fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
     try:
         hold_page(fd, path)
@@ -237,12 +308,12 @@ def map_page(path: str, page_no: int, page_size: Optional[int], writable: bool) 
         os.close(fd)
         raise
     try:
-        check_page_header(mm[:PAGE_HEADER_LEN], path, page_no, size, page_size)
+        h = check_page_header(mm[:PAGE_HEADER_LEN], path, page_no, size, geometry)
     except BaseException:
         mm.close()
         os.close(fd)
         raise
-    return fd, mm, size
+    return fd, mm, size, h
 
 
 def hold_page(fd: int, path: str) -> None:

@@ -41,6 +41,7 @@ from .format import (
     MARKER_ROOM,
     PAGE_HEADER_LEN,
     FormatError,
+    Geometry,
     map_page,
     TapeError,
     check_name,
@@ -150,14 +151,19 @@ class _Page:
     of the descriptor, so a frame's payload view, which keeps the mapping,
     keeps the lock too.)"""
 
-    __slots__ = ("path", "page_no", "size", "mv", "u32", "fd")
+    __slots__ = ("path", "page_no", "size", "mv", "u32", "fd", "geometry", "may_be_empty")
 
-    def __init__(self, path: str, page_no: int, page_size: Optional[int]) -> None:
+    def __init__(self, path: str, page_no: int, geometry: Optional[Geometry]) -> None:
         self.fd = -1
-        self.fd, mm, size = map_page(path, page_no, page_size, writable=False)
+        # Mapped at its own size, as its header says (pages grow).
+        self.fd, mm, size, h = map_page(path, page_no, geometry, writable=False)
         self.path = path
         self.page_no = page_no
         self.size = size
+        self.geometry = h.geometry
+        #: An end-of-page marker at offset 64 is allowed here (FORMAT.md,
+        #: "Page sizes": a page too small for the frame after it).
+        self.may_be_empty = h.may_be_empty
         # The mmap object lives as long as a view of it does: frames handed
         # out keep their page mapped, and it is unmapped when the last goes.
         self.mv = memoryview(mm)
@@ -185,7 +191,7 @@ class _Cursor:
     """One journal being read."""
 
     __slots__ = (
-        "dir", "name", "index", "verify_crc", "start", "page", "page_size", "off", "seq", "head", "head_len",
+        "dir", "name", "index", "verify_crc", "start", "page", "geometry", "off", "seq", "head", "head_len",
         "next_look", "bell", "last_time",
     )
 
@@ -196,7 +202,8 @@ class _Cursor:
         self.verify_crc = verify_crc
         self.start: Optional[Start] = start
         self.page: Optional[_Page] = None
-        self.page_size: Optional[int] = None
+        #: ``(version, max_page_size)`` of the journal, once a page is mapped.
+        self.geometry: Optional[Geometry] = None
         self.off = PAGE_HEADER_LEN
         #: Expected seq of the next frame (0: not known yet).
         self.seq = 0
@@ -213,8 +220,8 @@ class _Cursor:
         return os.path.join(self.dir, page_file_name(self.name, page_no))
 
     def _map(self, page_no: int) -> _Page:
-        p = _Page(self._path(page_no), page_no, self.page_size)
-        self.page_size = p.size
+        p = _Page(self._path(page_no), page_no, self.geometry)
+        self.geometry = p.geometry
         return p
 
     def _open(self) -> None:
@@ -262,12 +269,19 @@ class _Cursor:
     def _seek(self, pages: List[int], kind: str, target: int) -> None:
         # Binary search: the last page whose first frame is before the
         # target; spares (no frame yet) count as after it.
+        # A page skipped as too small (a marker at 64) counts as the page
+        # after it.
         lo, hi = 0, len(pages) - 1
         best = 0
         while lo <= hi:
             mid = (lo + hi) // 2
-            p = self._map(pages[mid])
-            ln, seq, t = p.first()
+            j = mid
+            while True:
+                p = self._map(pages[j])
+                ln, seq, t = p.first()
+                if ln != END_OF_PAGE or j + 1 == len(pages):
+                    break
+                j += 1
             key = seq if kind == "seq" else t
             if ln != 0 and ln != END_OF_PAGE and key < target:
                 best = mid
@@ -310,9 +324,15 @@ class _Cursor:
     def _next_page(self, page: _Page, off: int) -> _Page:
         """The page after ``page``, whose end-of-page marker is at ``off``:
         FORMAT.md says the writer makes it before the marker, so a missing
-        one is damage (frames may be lost), and so is a marker at 64."""
-        if off == PAGE_HEADER_LEN:
-            raise FormatError(page.path, "an end-of-page marker where the page's first frame belongs", off)
+        one is damage (frames may be lost), and so is a marker at 64 unless
+        the page is smaller than the journal's largest (FORMAT.md, "Page
+        sizes")."""
+        if off == PAGE_HEADER_LEN and not page.may_be_empty:
+            raise FormatError(
+                page.path,
+                "an end-of-page marker where the page's first frame belongs (every frame fits a page of the journal's largest size)",
+                off,
+            )
         nxt = page.page_no + 1
         if not os.path.exists(self._path(nxt)):
             lost = f"frames after seq {self.seq - 1} may be lost" if self.seq > 1 else "frames may be lost"
@@ -345,14 +365,13 @@ class _Cursor:
         ln = page.u32[off >> 2]
         if ln == 0:
             return None
-        if ln == END_OF_PAGE:
+        while ln == END_OF_PAGE:
+            # (Again when the next page was skipped as too small.)
             page = self.page = self._next_page(page, off)
             off = self.off = PAGE_HEADER_LEN
             ln = page.u32[off >> 2]
             if ln == 0:
                 return None
-            if ln == END_OF_PAGE:
-                raise FormatError(page.path, "end-of-page marker at the first frame", off)
         if ln < FRAME_HEADER_LEN or off + ((ln + 7) & ~7) + MARKER_ROOM > page.size:
             raise FormatError(page.path, f"damaged frame: len {ln} does not fit the page", off)
         f = Frame()

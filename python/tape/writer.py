@@ -50,6 +50,8 @@ from .checksum import crc32c
 from .format import (
     DEFAULT_PAGE_SIZE,
     END_OF_PAGE,
+    VERSION,
+    VERSION_1,
     FRAME_HEADER_LEN,
     FRAME_REST,
     MARKER_ROOM,
@@ -57,14 +59,18 @@ from .format import (
     PAGE_FLAGS_OFFSET,
     PAGE_HEADER_LEN,
     FormatError,
+    Geometry,
     PageHeader,
     TapeError,
     align8,
     check_name,
     check_page_size,
     lock_file_name,
+    first_page_size,
     map_page,
     max_payload,
+    next_page_size,
+    page_size_for,
     page_file_name,
     page_numbers,
     tmp_file_name,
@@ -87,8 +93,10 @@ def _check_cpu() -> None:
         )
 
 
-def create_page(directory: str, name: str, page_no: int, page_size: int) -> str:
-    """Makes page ``page_no`` as FORMAT.md says: build it under its ``.tmp``
+def create_page(directory: str, name: str, page_no: int, geometry: Geometry, page_size: int) -> str:
+    """Makes page ``page_no`` of ``page_size`` bytes in a journal of
+    ``geometry`` (its version and largest page size) as FORMAT.md says:
+    build it under its ``.tmp``
     name (sized with ``posix_fallocate``, header written, memory pre-faulted),
     then rename it into place. Returns its path. Only the lock holder may
     call this. On failure (e.g. a full disk) nothing is left behind."""
@@ -102,7 +110,14 @@ def create_page(directory: str, name: str, page_no: int, page_size: int) -> str:
             if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise
             os.ftruncate(fd, page_size)
-        header = PageHeader(page_size=page_size, page_no=page_no, created_ns=time.time_ns()).pack()
+        version, top = geometry
+        header = PageHeader(
+            page_size=page_size,
+            page_no=page_no,
+            created_ns=time.time_ns(),
+            version=version,
+            max_page_size=0 if version == VERSION_1 else top,
+        ).pack()
         os.pwrite(fd, header, 0)
         try:
             with mmap.mmap(fd, page_size) as mm:
@@ -124,15 +139,17 @@ def create_page(directory: str, name: str, page_no: int, page_size: int) -> str:
 class _Page:
     """One page mapped read-write."""
 
-    __slots__ = ("path", "page_no", "size", "mm", "mv", "u32", "fd")
+    __slots__ = ("path", "page_no", "size", "mm", "mv", "u32", "fd", "geometry", "may_be_empty")
 
-    def __init__(self, path: str, page_no: int, page_size: Optional[int]) -> None:
+    def __init__(self, path: str, page_no: int, geometry: Optional[Geometry]) -> None:
         self.fd = -1
         # Holds the shared page lock (FORMAT.md, "Pruning") while mapped.
-        self.fd, mm, size = map_page(path, page_no, page_size, writable=True)
+        self.fd, mm, size, h = map_page(path, page_no, geometry, writable=True)
         self.path = path
         self.page_no = page_no
         self.size = size
+        self.geometry = h.geometry
+        self.may_be_empty = h.may_be_empty
         self.mm = mm
         self.mv = memoryview(mm)
         #: The page as 32-bit words: ``u32[off >> 2]`` is one aligned load
@@ -196,8 +213,10 @@ class Writer:
     :param name: the journal name (1 to 64 of ``A-Z a-z 0-9 _ - .``).
     :param root: the tape root (default ``$TAPE_ROOT``, else ``/tmp/trading``).
     :param dir: the journal's folder (default ``<root>/journal``).
-    :param page_size: page size when this writer creates the journal (a power
-        of two, 1 MiB to 1 GiB); an existing journal keeps its own.
+    :param page_size: the largest page size when this writer creates the
+        journal (a power of two, 1 MiB to 1 GiB): its pages grow from 1 MiB
+        to it, each twice the one before (FORMAT.md, "Page sizes"); an
+        existing journal keeps its own.
     :param service: register with the service of ``root`` (default). Without
         it only the lock keeps other writers out and the service does not
         know this writer.
@@ -287,20 +306,23 @@ class Writer:
                 missing = self._path(pages[0] + i)
                 raise FormatError(missing, "page file is missing from the middle of the journal: refusing to append")
         if not pages:
-            create_page(self.dir, self.name, 1, page_size)
-            self._page = _Page(self._path(1), 1, page_size)
-            self._page_size = page_size
+            self._geometry: Geometry = (VERSION, page_size)
+            create_page(self.dir, self.name, 1, self._geometry, first_page_size(self._geometry))
+            self._page = _Page(self._path(1), 1, self._geometry)
+            self._page_size = self._page.size
             self._off = PAGE_HEADER_LEN
             self._seq = 1
             self._last_time = 0
             return
         first = _Page(self._path(pages[0]), pages[0], None)
-        self._page_size = first.size
+        # An existing journal keeps its version and largest page size (a
+        # version-1 journal goes on in version 1, with pages of its size).
+        self._geometry = first.geometry
         # Step 1: from the last page, skip spares (first len 0).
         i = len(pages) - 1
         page = None
         while True:
-            page = first if i == 0 else _Page(self._path(pages[i]), pages[i], self._page_size)
+            page = first if i == 0 else _Page(self._path(pages[i]), pages[i], self._geometry)
             if i == 0 or page.u32[PAGE_HEADER_LEN >> 2] != 0:
                 break
             page.release()
@@ -322,8 +344,12 @@ class Writer:
                 # and whatever frames it held.
                 nxt = page.page_no + 1
                 path = self._path(nxt)
-                if off == PAGE_HEADER_LEN:
-                    raise FormatError(page.path, "an end-of-page marker where the page's first frame belongs: refusing to append", off)
+                if off == PAGE_HEADER_LEN and not page.may_be_empty:
+                    raise FormatError(
+                        page.path,
+                        "an end-of-page marker where the page's first frame belongs (every frame fits a page of the journal's largest size): refusing to append",
+                        off,
+                    )
                 if not os.path.exists(path):
                     lost = f"frames after seq {seq} may be lost" if seq else "frames may be lost"
                     raise FormatError(
@@ -332,7 +358,7 @@ class Writer:
                         off,
                     )
                 page.release()
-                page = _Page(path, nxt, self._page_size)
+                page = _Page(path, nxt, self._geometry)
                 off = PAGE_HEADER_LEN
                 if page.u32[off >> 2] != 0:
                     raise FormatError(page.path, "page after an end-of-page marker already has frames and was not found as the tail", off)
@@ -367,7 +393,7 @@ class Writer:
         # a hole (FORMAT.md, "Holes"), and whatever else is there goes.
         for no in pages:
             if no > page.page_no:
-                spare = _Page(self._path(no), no, self._page_size)
+                spare = _Page(self._path(no), no, self._geometry)
                 try:
                     _refuse_frame_past_hole(spare, seq + 1 if seq else 0, last_time if seq else None, page.path, off)
                     _zero_tail(spare, PAGE_HEADER_LEN)
@@ -376,6 +402,7 @@ class Writer:
         # Step 4: zero whatever a killed writer left past the tail.
         _zero_tail(page, off)
         self._page = page
+        self._page_size = page.size
         self._off = off
         self._seq = seq + 1
         self._last_time = last_time
@@ -383,14 +410,25 @@ class Writer:
     def _check_first_seq(self, first_no: int) -> None:
         """FORMAT.md, "The first sequence number": no frame has seq 0, and
         page 1's first frame has seq 1 unless page 1's header has flag bit
-        0 (a replica's writer sets it)."""
-        p = _Page(self._path(first_no), first_no, self._page_size)
+        0 (a replica's writer sets it). The first frame is in a later page
+        when the first was skipped as too small for it."""
+        p = _Page(self._path(first_no), first_no, self._geometry)
         try:
-            ln = p.u32[PAGE_HEADER_LEN >> 2]
-            if ln == 0 or ln == END_OF_PAGE:
-                return
-            _t, fseq, *_ = FRAME_REST.unpack_from(p.mm, PAGE_HEADER_LEN + 4)
             flags = p.u32[PAGE_FLAGS_OFFSET >> 2]
+            q, no = p, first_no
+            while q.u32[PAGE_HEADER_LEN >> 2] == END_OF_PAGE:
+                no += 1
+                if not os.path.exists(self._path(no)):
+                    return
+                if q is not p:
+                    q.release()
+                q = _Page(self._path(no), no, self._geometry)
+            ln = q.u32[PAGE_HEADER_LEN >> 2]
+            if ln == 0:
+                return
+            _t, fseq, *_ = FRAME_REST.unpack_from(q.mm, PAGE_HEADER_LEN + 4)
+            if q is not p:
+                q.release()
             if fseq == 0:
                 raise FormatError(p.path, "sequence 0: sequence numbers start at 1: refusing to append", PAGE_HEADER_LEN)
             if first_no == 1 and fseq != 1 and not flags & PAGE_FLAG_FIRST_SEQ_ANY:
@@ -403,8 +441,12 @@ class Writer:
             p.release()
 
     def _last_of(self, page_no: int) -> Tuple[int, int]:
-        """``(seq, time_ns)`` of the last frame of page ``page_no``."""
-        p = _Page(self._path(page_no), page_no, self._page_size)
+        """``(seq, time_ns)`` of the last frame of page ``page_no``, or of
+        the page before when it was skipped as too small (no frame)."""
+        p = _Page(self._path(page_no), page_no, self._geometry)
+        if p.u32[PAGE_HEADER_LEN >> 2] == END_OF_PAGE and page_no > 1 and os.path.exists(self._path(page_no - 1)):
+            p.release()
+            return self._last_of(page_no - 1)
         try:
             off = PAGE_HEADER_LEN
             seq = t = 0
@@ -428,8 +470,14 @@ class Writer:
 
     @property
     def page_size(self) -> int:
-        """The journal's page size."""
+        """Size of the page the writer writes now (pages grow to
+        :attr:`max_page_size`)."""
         return self._page_size
+
+    @property
+    def max_page_size(self) -> int:
+        """The journal's largest page size."""
+        return self._geometry[1]
 
     @property
     def page_no(self) -> int:
@@ -452,11 +500,12 @@ class Writer:
         size = align8(FRAME_HEADER_LEN + n)
         off = self._off
         if off + size + MARKER_ROOM > self._page_size:
-            if n > max_payload(self._page_size):
+            top = self._geometry[1]
+            if n > max_payload(top):
                 raise ValueError(
-                    f"payload of {n} bytes does not fit a page of {self._page_size}: at most {max_payload(self._page_size)}"
+                    f"payload of {n} bytes does not fit the journal's largest page of {top}: at most {max_payload(top)}"
                 )
-            self._switch()
+            self._switch(size)
             off = self._off
         elif off >= self._page_size >> 1 and self._next is None:
             self._prepare(self._page.page_no + 1)  # type: ignore[union-attr]
@@ -570,7 +619,8 @@ class Writer:
         def run() -> None:
             try:
                 if not os.path.exists(self._path(page_no)):
-                    create_page(self.dir, self.name, page_no, self._page_size)
+                    size = next_page_size(self._geometry, self._page_size)
+                    create_page(self.dir, self.name, page_no, self._geometry, size)
             except OSError:
                 pass
 
@@ -578,26 +628,35 @@ class Writer:
         t.start()
         self._next = t
 
-    def _switch(self) -> None:
+    def _switch(self, frame: int) -> None:
         """Moves to the next page: make it (unless made already), then write
-        the end-of-page marker, then continue at its offset 64."""
-        page = self._page
-        assert page is not None
-        nxt = page.page_no + 1
+        the end-of-page marker, then continue at its offset 64; until a page
+        holds a frame of ``frame`` bytes there. A page made earlier at the
+        growth rule's size may be too small for it: it gets its marker at
+        offset 64 and stays empty, and the page after it is made large
+        enough (FORMAT.md, "Page sizes")."""
         if self._next is not None:
             self._next.join()
             self._next = None
-        path = self._path(nxt)
-        if not os.path.exists(path):
-            create_page(self.dir, self.name, nxt, self._page_size)
-        new = _Page(path, nxt, self._page_size)
-        if new.u32[PAGE_HEADER_LEN >> 2] != 0:
-            new.release()
-            raise FormatError(path, "the next page already has frames: another writer was here", PAGE_HEADER_LEN)
-        page.u32[self._off >> 2] = END_OF_PAGE
-        self._page = new
-        self._off = PAGE_HEADER_LEN
-        page.release()
+        while True:
+            page = self._page
+            assert page is not None
+            nxt = page.page_no + 1
+            path = self._path(nxt)
+            if not os.path.exists(path):
+                size = page_size_for(self._geometry, next_page_size(self._geometry, self._page_size), frame)
+                create_page(self.dir, self.name, nxt, self._geometry, size)
+            new = _Page(path, nxt, self._geometry)
+            if new.u32[PAGE_HEADER_LEN >> 2] != 0:
+                new.release()
+                raise FormatError(path, "the next page already has frames: another writer was here", PAGE_HEADER_LEN)
+            page.u32[self._off >> 2] = END_OF_PAGE
+            self._page = new
+            self._page_size = new.size
+            self._off = PAGE_HEADER_LEN
+            page.release()
+            if PAGE_HEADER_LEN + frame + MARKER_ROOM <= new.size:
+                return
 
     # -- closing ----------------------------------------------------------
 

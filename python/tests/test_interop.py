@@ -17,6 +17,7 @@ import helpers
 from helpers import Root, kill9, payload_of, wait_until
 
 import tape
+from tape.reader import Start
 
 MiB = 1 << 20
 
@@ -81,6 +82,33 @@ class Interop(unittest.TestCase):
         r = tape.Reader(root=self.root.path, start="start", service="never", verify_crc=True)
         r.add_journal(None, "md")
         self.assertEqual(sum(1 for _ in r), 30000)
+
+    def test_python_reads_a_grown_rust_journal_and_tape_verifies_a_grown_python_one(self) -> None:
+        """FORMAT.md, "Page sizes", both ways: `tape write` with the default
+        largest page (pages of 1, 2, 4, 8 MiB) read by the Python reader;
+        a Python journal with a skipped page verified by `tape verify` and
+        read by `tape tail`."""
+        self.root.start_service()
+        lines = [b"%060d" % i for i in range(1, 100001)]  # about 11 MiB of frames
+        self.root.tape("write", "md", input=b"\n".join(lines) + b"\n")
+        sizes = [os.path.getsize(self.root.page("md", n)) for n in range(1, 5)]
+        self.assertEqual(sizes, [MiB, 2 * MiB, 4 * MiB, 8 * MiB])
+        self.assertEqual([bytes(f.payload) for f in self.reader("md")], lines)
+        self.assertEqual(self.reader("md", start=Start.seq(50000)).next().seq, 50000)  # type: ignore[union-attr]
+        w = self.writer("py", page_size=16 * MiB)
+        w.write(1, b"first")
+        w._prepare(2)  # page 2 made ahead, at 2 MiB (as past half of page 1)
+        assert w._next is not None
+        w._next.join()
+        big = bytes(range(256)) * (3 * MiB // 256)
+        w.write(2, big)
+        w.write(3, b"last")
+        w.close()
+        v = self.root.tape("verify", "py").stdout.decode()
+        self.assertIn("format version 2", v)
+        self.assertIn("1 skipped", v)
+        tail = self.root.tail_json("py")
+        self.assertEqual([payload_of(j) for j in tail], [b"first", big, b"last"])
 
     def test_tape_prune_keeps_the_pages_a_python_reader_reads(self) -> None:
         """A Python reader holds the shared lock on the page it reads

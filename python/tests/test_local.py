@@ -66,18 +66,28 @@ class Checksum(unittest.TestCase):
 
 class Format(unittest.TestCase):
     def test_page_header_round_trip_and_offsets(self) -> None:
-        h = fmt.PageHeader(page_size=MiB, page_no=7, created_ns=123)
+        h = fmt.PageHeader(page_size=MiB, page_no=7, created_ns=123, max_page_size=4 * MiB)
         b = h.pack()
         self.assertEqual(len(b), 64)
         self.assertEqual(b[:8], b"TAPEJRNL")
-        self.assertEqual(struct.unpack_from("<IIQQqII", b, 8), (1, 64, MiB, 7, 123, 48, 0))
+        self.assertEqual(struct.unpack_from("<IIQQqIIQ", b, 8), (2, 64, MiB, 7, 123, 48, 0, 4 * MiB))
+        self.assertEqual(b[56:], bytes(8))
         self.assertEqual(fmt.PageHeader.parse(b, "x"), h)
+        self.assertEqual(h.geometry, (2, 4 * MiB))
+        self.assertTrue(h.may_be_empty)
+        # Version 1: bytes 48 to 63 reserved, one page size.
+        v1 = fmt.PageHeader(page_size=MiB, page_no=7, created_ns=123, version=1)
+        self.assertEqual(v1.pack()[48:], bytes(16))
+        self.assertEqual(fmt.PageHeader.parse(v1.pack(), "x").geometry, (1, MiB))
+        self.assertFalse(v1.may_be_empty)
 
     def test_bad_page_headers_are_refused_naming_the_file(self) -> None:
         good = fmt.PageHeader(page_size=MiB, page_no=1, created_ns=1).pack()
         cases = {
             "magic": b"NOTATAPE" + good[8:],
-            "version": good[:8] + struct.pack("<I", 2) + good[12:],
+            "version": good[:8] + struct.pack("<I", 3) + good[12:],
+            "max_page_size": good[:48] + struct.pack("<Q", 0) + good[56:],
+            "page_size above max_page_size": good[:16] + struct.pack("<Q", 2 * MiB) + good[24:],
             "header_len": good[:12] + struct.pack("<I", 32) + good[16:],
             "page size": good[:16] + struct.pack("<Q", 3 * MiB) + good[24:],
             "frame_header_len": good[:40] + struct.pack("<I", 40) + good[44:],
@@ -181,6 +191,120 @@ class WriteRead(Tmp):
         got = [(f.seq, bytes(f.payload)) for f in self.reader("md")]
         self.assertEqual(got, [(1, b"x"), (2, big), (3, b"y")])
         self.assertEqual(w.page_no, 3)
+
+    def test_pages_grow_to_the_largest_and_readers_map_each_at_its_size(self) -> None:
+        """FORMAT.md, "Page sizes": 1, 2, 4, 8, 8 MiB with a largest of
+        8 MiB; every header says the largest; the reader reads every frame
+        and seeks into each page."""
+        w = self.writer(page_size=8 * MiB)
+        payload = bytes(range(256)) * 200
+        while w.page_no < 5:
+            w.write(1, payload)
+        last = w.next_seq - 1
+        self.assertEqual((w.page_size, w.max_page_size), (8 * MiB, 8 * MiB))
+        w.close()
+        sizes = [os.path.getsize(self.path("md", n)) for n in range(1, 6)]
+        self.assertEqual(sizes, [MiB, 2 * MiB, 4 * MiB, 8 * MiB, 8 * MiB])
+        for n in range(1, 6):
+            with open(self.path("md", n), "rb") as f:
+                h = fmt.PageHeader.parse(f.read(64), "x")
+            self.assertEqual((h.version, h.page_size, h.max_page_size), (2, sizes[n - 1], 8 * MiB))
+        per = [(size - 72) // (48 + len(payload)) for size in sizes]
+        self.assertEqual([f.seq for f in self.reader("md")], list(range(1, last + 1)))
+        first = 1
+        for n in range(4):
+            first += per[n]
+            for s in (first - 1, first, first + 1):
+                if s > last:
+                    continue
+                with self.subTest(seq=s):
+                    self.assertEqual(self.reader("md", start=Start.seq(s)).next().seq, s)  # type: ignore[union-attr]
+
+    def test_a_frame_larger_than_the_page_made_ahead_skips_it(self) -> None:
+        """Page 2, made ahead at 2 MiB, is too small for a 3 MiB frame: it
+        gets its end-of-page marker at offset 64 and page 3 holds the frame
+        (the smallest power of two from 4 MiB that does)."""
+        w = self.writer(page_size=64 * MiB)
+        small = b"s" * 1000
+        while w.page_no == 1 and w._off < 600 * 1024:  # past half of page 1
+            w.write(1, small)
+        w.write(1, small)
+        assert w._next is not None
+        w._next.join()  # page 2 made ahead, at 2 MiB
+        self.assertEqual(os.path.getsize(self.path("md", 2)), 2 * MiB)
+        big = bytes(range(251)) * (3 * MiB // 251)
+        seq = w.write(2, big)
+        w.write(3, b"after")
+        self.assertEqual(w.page_no, 3)
+        self.assertEqual(os.path.getsize(self.path("md", 3)), 4 * MiB)
+        with open(self.path("md", 2), "rb") as f:
+            f.seek(64)
+            self.assertEqual(f.read(4), b"\xff\xff\xff\xff")
+        got = [(f.seq, f.type, bytes(f.payload)) for f in self.reader("md", verify_crc=True)]
+        self.assertEqual(got[-2:], [(seq, 2, big), (seq + 1, 3, b"after")])
+        self.assertEqual([g[0] for g in got], list(range(1, seq + 2)))
+        self.assertEqual(self.reader("md", start=Start.seq(seq)).next().seq, seq)  # type: ignore[union-attr]
+        w.close()
+        # A new writer goes on after the large frame.
+        w2 = self.writer(page_size=64 * MiB)
+        self.assertEqual(w2.write(1, b"on"), seq + 2)
+        # A marker at offset 64 of a page of the largest size is damage.
+        w2.close()
+
+    def test_a_skip_in_a_page_of_the_largest_size_is_damage(self) -> None:
+        w = self.writer(page_size=MiB)  # every page is the largest
+        while w.page_no < 2:
+            w.write(1, b"x" * 100)
+        w.close()
+        with open(self.path("md", 2), "r+b") as f:
+            f.seek(64)
+            f.write(bytes(MiB - 64))
+            f.seek(64)
+            f.write(b"\xff\xff\xff\xff")
+        shutil.copy(self.path("md", 2), self.path("md", 3))
+        with open(self.path("md", 3), "r+b") as f:
+            f.seek(24)
+            f.write(struct.pack("<Q", 3))
+            f.seek(64)
+            f.write(bytes(4))
+        with self.assertRaises(tape.FormatError) as cm:
+            list(self.reader("md"))
+        self.assertIn(self.path("md", 2), str(cm.exception))
+        self.assertIn("largest size", str(cm.exception))
+
+    def test_a_version_1_journal_is_read_and_continued_in_version_1(self) -> None:
+        w = self.writer(page_size=MiB)
+        for i in range(30000):
+            w.write(1, b"%020d" % i)
+        w.close()
+        pages = fmt.page_numbers(self.dir, "md")
+        self.assertGreaterEqual(len(pages), 3)
+        for n in pages:  # as a tape before pages grew wrote them
+            with open(self.path("md", n), "r+b") as f:
+                f.seek(8)
+                f.write(struct.pack("<I", 1))
+                f.seek(48)
+                f.write(bytes(16))
+        self.assertEqual(sum(1 for _ in self.reader("md", verify_crc=True)), 30000)
+        w = self.writer(page_size=8 * MiB)  # the journal keeps its own
+        self.assertEqual(w.max_page_size, MiB)
+        for i in range(30000, 60000):
+            w.write(1, b"%020d" % i)
+        w.close()
+        for n in fmt.page_numbers(self.dir, "md"):
+            with open(self.path("md", n), "rb") as f:
+                h = fmt.PageHeader.parse(f.read(64), "x")
+            self.assertEqual((h.version, h.page_size), (1, MiB), n)
+        got = [bytes(f.payload) for f in self.reader("md")]
+        self.assertEqual(got, [b"%020d" % i for i in range(60000)])
+        # Another version is refused naming the file and the version.
+        with open(self.path("md", 1), "r+b") as f:
+            f.seek(8)
+            f.write(struct.pack("<I", 3))
+        with self.assertRaises(tape.FormatError) as cm:
+            list(self.reader("md"))
+        self.assertIn(self.path("md", 1), str(cm.exception))
+        self.assertIn("format version 3", str(cm.exception))
 
     def test_reopen_continues_sequence_and_page_size(self) -> None:
         w = self.writer()

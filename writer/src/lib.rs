@@ -113,8 +113,10 @@ impl WriterBuilder {
         self
     }
 
-    /// Page size for a journal this writer creates (default 128 MiB; an
-    /// existing journal keeps its own).
+    /// Largest page size for a journal this writer creates (default
+    /// 128 MiB): its pages grow from 1 MiB to it, each twice the one before
+    /// (journal/FORMAT.md, "Page sizes"); an existing journal keeps its
+    /// own.
     pub fn page_size(mut self, bytes: u64) -> Self {
         self.opts.page_size = bytes;
         self

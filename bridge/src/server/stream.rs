@@ -347,8 +347,9 @@ fn send_failed(stall: Duration, e: io::Error) -> String {
 }
 
 impl Feed {
-    /// Opens the cursor if the journal exists: `Ok(Some(page_size))`;
-    /// `Ok(None)` when it does not exist yet.
+    /// Opens the cursor if the journal exists: `Ok(Some(max_page_size))`
+    /// (the source's largest page size, which the replica gets and which
+    /// bounds a frame); `Ok(None)` when it does not exist yet.
     fn open(&mut self, dir: &Path) -> Result<Option<u64>, Refusal> {
         let start = match self.from_seq {
             0 => Start::First,
@@ -356,7 +357,7 @@ impl Feed {
         };
         match Cursor::open(dir, &self.name, start, CursorOptions::default()) {
             Ok(c) => {
-                let size = c.page_size();
+                let size = c.max_page_size();
                 self.cursor = Some(c);
                 Ok(Some(size))
             }

@@ -5,7 +5,7 @@
 use crate::bell::{register_writer, Bell};
 use crate::files::{check_name, JournalLock};
 use crate::format::{
-    align_frame, checksum, max_payload, valid_page_size, FrameHeader, END_MARKER_ROOM, END_OF_PAGE,
+    align_frame, checksum, valid_page_size, FrameHeader, Geometry, END_MARKER_ROOM, END_OF_PAGE,
     FRAME_HEADER_LEN, PAGE_HEADER_LEN,
 };
 use crate::hint::{prefetch_write, WARM_BLOCK, WARM_SHIFT};
@@ -49,7 +49,10 @@ pub struct Appender {
     page: PageMut,
     /// `page.base()`, cached.
     base: *mut u8,
+    /// `page`'s size (pages grow: FORMAT.md, "Page sizes").
     page_size: usize,
+    /// The journal's version and largest page size.
+    geo: Geometry,
     max_payload: usize,
     /// Offset of the next frame in `page`.
     tail: usize,
@@ -77,8 +80,8 @@ pub struct Appender {
 
 /// Zeroes page `no` (a page after the tail page, with no frame) from its
 /// first frame slot to its last byte that is not zero.
-fn clear_spare(dir: &Path, name: &str, no: u64, page_size: u64) -> Result<(), OpenError> {
-    let page = PageMut::open(dir, name, no, Some(page_size))?;
+fn clear_spare(dir: &Path, name: &str, no: u64, geo: Geometry) -> Result<(), OpenError> {
+    let page = PageMut::open(dir, name, no, Some(geo))?;
     let dirty_end = nonzero_end(page.bytes(), PAGE_HEADER_LEN);
     if dirty_end > PAGE_HEADER_LEN {
         // SAFETY: [64, dirty_end) is inside the mapping; we hold the
@@ -121,27 +124,37 @@ impl Appender {
             source,
         })?;
         let lock = JournalLock::acquire(dir, name).map_err(OpenError::Locked)?;
-        let (page, tail, last, page_size, fresh) = match pages(dir, name) {
+        let (page, tail, last, geo, fresh) = match pages(dir, name) {
             Err(OpenError::NotFound { .. }) => {
-                // No page file at all: page 1 is made now, under the lock.
-                let page = PageMut::create_or_open(dir, name, 1, opts.page_size, opts.prepare)?;
-                (page, PAGE_HEADER_LEN, None, opts.page_size, true)
+                // No page file at all: page 1 is made now, under the lock,
+                // the first of pages that grow to `opts.page_size`.
+                let geo = Geometry::new(opts.page_size);
+                let size = geo.first_page_size();
+                let page = PageMut::create_or_open(dir, name, 1, geo, size, opts.prepare)?;
+                (page, PAGE_HEADER_LEN, None, geo, true)
             }
             Err(e) => return Err(e),
             Ok(p) => {
+                // An existing journal keeps its version and largest page
+                // size (a version-1 journal goes on with pages of its one
+                // size, in version 1).
+                let geo = p.geometry;
                 let t = locate_tail(dir, name, &p, true)?;
-                let page =
-                    PageMut::create_or_open(dir, name, t.page_no, p.page_size, opts.prepare)?;
+                // The tail's page exists (recovery refuses a marker whose
+                // next page is missing); the size is never used.
+                let size = geo.first_page_size();
+                let page = PageMut::create_or_open(dir, name, t.page_no, geo, size, opts.prepare)?;
                 // The pages after the tail page (spares) get frames only
                 // from this writer: whatever is in them past the header
                 // (checked above to hold no frame published past a hole)
                 // becomes zeros too, before the tail gets there.
                 for &no in p.numbers.iter().filter(|&&no| no > t.page_no) {
-                    clear_spare(dir, name, no, p.page_size)?;
+                    clear_spare(dir, name, no, geo)?;
                 }
-                (page, t.offset, t.last, p.page_size, false)
+                (page, t.offset, t.last, geo, false)
             }
         };
+        let page_size = page.size();
         // Recovery: whatever a crashed writer left past the tail (a frame
         // it had not published) becomes zeros, so no later frame can be
         // read through it. The tail's own len word is already 0, so a reader
@@ -163,7 +176,7 @@ impl Appender {
             let p = Preparer::spawn(
                 dir.to_path_buf(),
                 name.to_string(),
-                page_size,
+                geo,
                 opts.prepare,
                 opts.helper_core,
                 u64::from(opts.pages_ahead),
@@ -172,7 +185,7 @@ impl Appender {
                 path: dir.to_path_buf(),
                 source,
             })?;
-            p.request(page.page_no() + 1);
+            p.request(page.page_no() + 1, page_size, 0);
             Some(p)
         } else {
             None
@@ -191,7 +204,8 @@ impl Appender {
             next_base: 0,
             page,
             page_size: page_size as usize,
-            max_payload: max_payload(page_size),
+            geo,
+            max_payload: geo.max_payload(),
             tail,
             next_seq: last.map_or(1, |(s, _)| s + 1),
             has_frames: last.is_some(),
@@ -286,7 +300,7 @@ impl Appender {
         }
         let size = align_frame(FRAME_HEADER_LEN + len);
         if self.tail + size + END_MARKER_ROOM > self.page_size {
-            self.switch_page()?;
+            self.switch_page(size)?;
         }
         Ok(self.tail)
     }
@@ -385,42 +399,64 @@ impl Appender {
     }
 
     /// Marks the current page ended and moves to the next one, which the
-    /// preparer has normally made ready already.
+    /// preparer has normally made ready already, until a page holds a
+    /// frame of `frame` bytes (header, payload, padding) at offset 64.
+    ///
+    /// A page made before that frame was known (a spare, at the growth
+    /// rule's size) may be too small for it: it then gets its end-of-page
+    /// marker at offset 64 and stays empty, and the page after it is made
+    /// large enough (FORMAT.md, "Page sizes"). Only a page smaller than the
+    /// journal's largest can be too small, since `reserve` refused a frame
+    /// that the largest page does not hold.
     #[cold]
     #[inline(never)]
-    fn switch_page(&mut self) -> Result<(), WriteError> {
-        let next_no = self.page.page_no() + 1;
-        let ready = self.preparer.as_ref().and_then(|p| p.take_wait(next_no));
-        let next = match ready {
-            Some(p) => p,
-            None => PageMut::create_or_open(
-                &self.dir,
-                &self.name,
-                next_no,
-                self.page_size as u64,
-                self.prepare,
-            )
-            .map_err(WriteError::NewPage)?,
-        };
-        // The next page exists on disk before the marker tells readers to
-        // go there.
-        // SAFETY: tail + END_MARKER_ROOM <= page_size always holds, and the
-        // tail is 8-aligned; the page is mapped read-write and its len words
-        // are only touched atomically (`publish`).
-        unsafe { store_len(self.base.add(self.tail), END_OF_PAGE) };
-        let old = std::mem::replace(&mut self.page, next);
-        self.base = self.page.base();
-        self.next_base = 0;
-        self.tail = PAGE_HEADER_LEN;
-        self.switches += 1;
-        match &self.preparer {
-            Some(p) => {
-                p.retire(old);
-                p.request(next_no + 1);
+    fn switch_page(&mut self, frame: usize) -> Result<(), WriteError> {
+        loop {
+            let next_no = self.page.page_no() + 1;
+            let ready = self.preparer.as_ref().and_then(|p| p.take_wait(next_no));
+            let next = match ready {
+                Some(p) => p,
+                None => {
+                    let step = self.geo.next_page_size(self.page_size as u64);
+                    PageMut::create_or_open(
+                        &self.dir,
+                        &self.name,
+                        next_no,
+                        self.geo,
+                        self.geo.page_size_for(step, frame),
+                        self.prepare,
+                    )
+                    .map_err(WriteError::NewPage)?
+                }
+            };
+            // The next page exists on disk before the marker tells readers
+            // to go there.
+            // SAFETY: tail + END_MARKER_ROOM <= page_size always holds, and
+            // the tail is 8-aligned; the page is mapped read-write and its
+            // len words are only touched atomically (`publish`).
+            unsafe { store_len(self.base.add(self.tail), END_OF_PAGE) };
+            let old = std::mem::replace(&mut self.page, next);
+            self.base = self.page.base();
+            self.page_size = self.page.size() as usize;
+            self.next_base = 0;
+            self.tail = PAGE_HEADER_LEN;
+            self.switches += 1;
+            let fits = PAGE_HEADER_LEN + frame + END_MARKER_ROOM <= self.page_size;
+            match &self.preparer {
+                Some(p) => {
+                    p.retire(old);
+                    p.request(
+                        next_no + 1,
+                        self.page_size as u64,
+                        if fits { 0 } else { frame },
+                    );
+                }
+                None => drop(old),
             }
-            None => drop(old),
+            if fits {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Sequence number the next frame gets.
@@ -448,9 +484,20 @@ impl Appender {
         self.max_payload
     }
 
-    /// Page size of this journal.
+    /// Size of the page the writer writes now (pages grow from 1 MiB to
+    /// [`max_page_size`](Self::max_page_size)).
     pub fn page_size(&self) -> u64 {
         self.page_size as u64
+    }
+
+    /// The journal's largest page size.
+    pub fn max_page_size(&self) -> u64 {
+        self.geo.max_page_size
+    }
+
+    /// The journal's format version and largest page size.
+    pub fn geometry(&self) -> Geometry {
+        self.geo
     }
 
     /// The journal's folder.

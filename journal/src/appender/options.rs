@@ -6,8 +6,10 @@ use crate::page::PrepareOptions;
 /// How an [`Appender`] opens its journal.
 #[derive(Debug, Clone, Copy)]
 pub struct AppendOptions {
-    /// Page size for a journal that does not exist yet (an existing journal
-    /// keeps its own). A power of two from 1 MiB to 1 GiB.
+    /// Largest page size for a journal that does not exist yet: its pages
+    /// grow from 1 MiB to it, each twice the one before (FORMAT.md, "Page
+    /// sizes"); an existing journal keeps its own. A power of two from
+    /// 1 MiB to 1 GiB.
     pub page_size: u64,
     /// Make the next page ready on a background thread (the normal case).
     /// Without it a page switch creates the page on the caller's thread.
@@ -22,8 +24,8 @@ pub struct AppendOptions {
     /// making of pages (fresh memory runs at 1-2 GB/s on a small VM) write
     /// a burst at full speed; making the day's pages at start-up, as
     /// Chronicle's pretoucher and Aeron's pre-allocated terms do, is this
-    /// with a large count. Each ready page holds `page_size` bytes of
-    /// memory.
+    /// with a large count. Each ready page holds its own size of memory
+    /// (up to `page_size`).
     pub pages_ahead: u32,
 }
 

@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use tape_journal::format::{checksum, FrameHeader, PageHeader, FRAME_HEADER_LEN};
+use tape_journal::format::{checksum, FrameHeader, Geometry, PageHeader, FRAME_HEADER_LEN};
 use tape_journal::{AppendOptions, PrepareOptions};
 
 /// Page size the tests use: the smallest allowed, 1 MiB.
@@ -133,7 +133,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// marker when `end` is set. Returns the image and the number of frames put.
 pub fn model_page(page_len: usize, sizes: &[usize], end: bool) -> (Vec<u8>, usize) {
     let mut page = vec![0u8; page_len];
-    let h = PageHeader::new(PAGE, 1, 1);
+    let h = PageHeader::new(Geometry::new(PAGE), PAGE, 1, 1);
     page[..64].copy_from_slice(&h.to_bytes());
     let mut off = 64usize;
     let mut put = 0;

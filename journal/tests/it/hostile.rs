@@ -13,7 +13,7 @@
 use crate::common::*;
 use proptest::prelude::*;
 use std::path::Path;
-use tape_journal::format::{checksum, FrameHeader, PageHeader, FRAME_HEADER_LEN};
+use tape_journal::format::{checksum, FrameHeader, Geometry, PageHeader, FRAME_HEADER_LEN};
 use tape_journal::{
     stats, verify, AppendOptions, Appender, Cursor, CursorOptions, OpenError, Start,
 };
@@ -115,7 +115,15 @@ fn header() -> impl Strategy<Value = (PageHeader, u64)> {
         len,
     )
         .prop_map(|(magic, version, hl, size, no, fhl, flags, len)| {
-            let mut h = PageHeader::new(size, no, 1);
+            let mut h = PageHeader::new(
+                Geometry {
+                    version: 1,
+                    max_page_size: size,
+                },
+                size,
+                no,
+                1,
+            );
             if !magic {
                 h.magic = *b"TAPEJRNX";
             }
@@ -263,7 +271,7 @@ proptest! {
             let first = put1 + 1;
             let sizes2: Vec<usize> = if with_frames { vec![10, 20, 30] } else { Vec::new() };
             let (mut p2, _) = model_page(PAGE as usize, &sizes2, false);
-            let mut h = PageHeader::new(PAGE, 2, 1);
+            let mut h = PageHeader::new(Geometry::new(PAGE), PAGE, 2, 1);
             h.created_ns = 2;
             p2[..64].copy_from_slice(&h.to_bytes());
             // Renumber page 2's frames to follow page 1's.

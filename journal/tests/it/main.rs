@@ -20,3 +20,4 @@ mod props;
 mod prune;
 mod recovery;
 mod rules;
+mod sizes;

@@ -6,7 +6,7 @@
 
 use crate::common::*;
 use std::path::{Path, PathBuf};
-use tape_journal::format::{PageHeader, PAGE_FLAGS_OFFSET, PAGE_FLAG_FIRST_SEQ_ANY};
+use tape_journal::format::{Geometry, PageHeader, PAGE_FLAGS_OFFSET, PAGE_FLAG_FIRST_SEQ_ANY};
 use tape_journal::{verify, Appender, Cursor, CursorOptions, FrameMeta, Start};
 
 const NAME: &str = "md";
@@ -36,7 +36,7 @@ fn page(dir: &Path, no: u64) -> PathBuf {
 /// A spare page `no` as a writer makes it: header, then zeros.
 fn make_spare(dir: &Path, no: u64) {
     let mut bytes = vec![0u8; PAGE as usize];
-    bytes[..64].copy_from_slice(&PageHeader::new(PAGE, no, 1).to_bytes());
+    bytes[..64].copy_from_slice(&PageHeader::new(Geometry::new(PAGE), PAGE, no, 1).to_bytes());
     std::fs::write(page(dir, no), bytes).unwrap();
 }
 
@@ -300,8 +300,9 @@ fn verify_checks_the_zero_bytes() {
     // A reserved byte of a page header, and an undefined flag.
     let t = base();
     let p2 = page(t.path(), 2);
-    pwrite(&p2, 50, &[1]);
-    names(&verify(t.path(), NAME).unwrap_err(), &p2, 50, "reserved");
+    // (Bytes 48 to 55 are max_page_size in version 2; 56 to 63 reserved.)
+    pwrite(&p2, 58, &[1]);
+    names(&verify(t.path(), NAME).unwrap_err(), &p2, 58, "reserved");
     let t = base();
     let p2 = page(t.path(), 2);
     pwrite(&p2, PAGE_FLAGS_OFFSET as u64, &4u32.to_le_bytes());

@@ -106,7 +106,8 @@ impl Exporter {
         let damaged = |e: &dyn std::fmt::Display| Fail::Fatal(format!("journal {name}: {e}"));
         let (first, page_size) = match Cursor::open(&dir, name, Start::First, copts) {
             Ok(mut cur) => {
-                let ps = cur.page_size();
+                // The largest page size: the replica's pages grow to it.
+                let ps = cur.max_page_size();
                 match cur.peek() {
                     Ok(Some(f)) => (f.seq(), ps),
                     Ok(None) => {

@@ -333,17 +333,31 @@ fn watch(cfg: &Config, ctl: &Ctl, what: &str, frames: u64) {
 
 /// Pages to make ahead for a phase of `frames` frames: `--pages-ahead`, else
 /// every page past the first that the phase fills, within 8 GiB and half of
-/// the memory available.
+/// the memory available. Pages grow from 1 MiB to `--page-size` (FORMAT.md,
+/// "Page sizes"), so each page's own size counts.
 fn pages_ahead(cfg: &Config, frames: u64) -> u32 {
     if let Some(n) = cfg.pages_ahead {
         return n.max(1);
     }
-    use tape_journal::format::{align_frame, END_MARKER_ROOM, FRAME_HEADER_LEN, PAGE_HEADER_LEN};
+    use tape_journal::format::{
+        align_frame, Geometry, END_MARKER_ROOM, FRAME_HEADER_LEN, PAGE_HEADER_LEN,
+    };
     let frame = align_frame(FRAME_HEADER_LEN + cfg.size) as u64;
-    let per_page = ((cfg.page_size - (PAGE_HEADER_LEN + END_MARKER_ROOM) as u64) / frame).max(1);
-    let needed = frames.div_ceil(per_page);
-    let budget = (8u64 << 30).min(mem_available() / 2) / cfg.page_size;
-    needed.min(budget).clamp(1, u32::MAX as u64) as u32
+    let geo = Geometry::new(cfg.page_size);
+    let budget = (8u64 << 30).min(mem_available() / 2);
+    let (mut size, mut left, mut bytes, mut pages) = (geo.first_page_size(), frames, 0u64, 0u64);
+    while left > 0 {
+        let per_page = ((size - (PAGE_HEADER_LEN + END_MARKER_ROOM) as u64) / frame).max(1);
+        left = left.saturating_sub(per_page);
+        size = geo.next_page_size(size);
+        // The page after this one, made ahead.
+        if bytes + size > budget {
+            break;
+        }
+        bytes += size;
+        pages += 1;
+    }
+    pages.clamp(1, u32::MAX as u64) as u32
 }
 
 /// MemAvailable of /proc/meminfo in bytes (0 when unknown).
@@ -374,7 +388,7 @@ pub fn text(r: &Results) -> String {
     use std::fmt::Write;
     let _ = writeln!(
         s,
-        "journal-bench: 1 writer, {} reader(s), {}-byte payloads, {}-byte pages, {} cores{}",
+        "journal-bench: 1 writer, {} reader(s), {}-byte payloads, pages growing to {} bytes, {} cores{}",
         r.readers,
         r.size,
         r.page_size,

@@ -155,7 +155,7 @@ impl<'a> Bench<'a> {
         progress(
             cfg,
             &format!(
-                "{} reader(s), {}-byte frames, pages of {} bytes, {} cores{}, root {}",
+                "{} reader(s), {}-byte frames, pages growing to {} bytes, {} cores{}, root {}",
                 cfg.readers,
                 cfg.size,
                 cfg.page_size,

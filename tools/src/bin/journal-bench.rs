@@ -28,9 +28,11 @@ struct Args {
     /// Reader processes.
     #[arg(long, default_value_t = 1)]
     readers: usize,
-    /// Page size of the bench journals (a power of two, 1 MiB to 1 GiB);
-    /// small enough by default that every phase switches pages.
-    #[arg(long, default_value_t = 16 << 20)]
+    /// Largest page size of the bench journals (a power of two, 1 MiB to
+    /// 1 GiB): their pages grow from 1 MiB to it, each twice the one before
+    /// (journal/FORMAT.md, "Page sizes"), so every phase switches pages.
+    /// The default is a journal's default, 128 MiB.
+    #[arg(long, default_value_t = tape_journal::format::DEFAULT_PAGE_SIZE)]
     page_size: u64,
     /// Pages the writer makes and pre-faults before a phase starts, as a
     /// trading box makes the day's pages at start-up (default: all the

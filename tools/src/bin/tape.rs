@@ -65,8 +65,10 @@ enum Command {
         /// Message type of the frames.
         #[arg(long = "type", value_name = "N", default_value_t = 0)]
         msg_type: u32,
-        /// Page size when the journal is created (a power of two, 1 MiB to
-        /// 1 GiB; default 128 MiB).
+        /// Largest page size when the journal is created (a power of two,
+        /// 1 MiB to 1 GiB; default 128 MiB): its pages grow from 1 MiB to
+        /// it, each twice the one before, so a small journal takes a few
+        /// MiB. An existing journal keeps its own.
         #[arg(long, value_name = "BYTES")]
         page_size: Option<u64>,
     },

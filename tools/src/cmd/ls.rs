@@ -13,8 +13,13 @@ pub struct Entry {
     pub journal: String,
     /// Page files.
     pub pages: u64,
-    /// Page size in bytes.
+    /// Size of the last page in bytes (a journal's pages grow, from 1 MiB
+    /// to its largest page size).
     pub page_size: u64,
+    /// The journal's largest page size in bytes.
+    pub max_page_size: u64,
+    /// The journal's format version (journal/FORMAT.md; 0 when unknown).
+    pub format_version: u32,
     /// Frames on disk.
     pub frames: u64,
     /// Last sequence number (0: none).
@@ -69,6 +74,8 @@ pub fn entries(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
             journal: name.clone(),
             pages: 0,
             page_size: 0,
+            max_page_size: 0,
+            format_version: 0,
             frames: 0,
             last_seq: 0,
             first_seq: 0,
@@ -82,6 +89,8 @@ pub fn entries(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
             Ok(s) => {
                 e.pages = s.pages;
                 e.page_size = s.page_size;
+                e.max_page_size = s.max_page_size;
+                e.format_version = s.version;
                 e.frames = s.frames;
                 e.last_seq = s.last_seq;
                 e.first_seq = s.first_seq;

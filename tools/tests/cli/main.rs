@@ -22,6 +22,7 @@ mod ls_verify;
 mod no_service;
 mod one_writer;
 mod other_user;
+mod page_sizes;
 mod pipe;
 mod prune;
 mod readonly;
