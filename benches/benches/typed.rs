@@ -331,23 +331,24 @@ fn typed_read(c: &mut Criterion) {
             })
         })
     });
+    fn bincode_alone<C: bincode::config::Config>(f: tape_journal::Frame<'_>, config: C) {
+        let (o, _): (Order, usize) =
+            bincode::serde::decode_from_slice(f.payload(), config).unwrap();
+        black_box(o);
+    }
+    let standard = bincode::config::standard();
     g.bench_function(BenchmarkId::new("order", "bincode-alone"), |b| {
         b.iter_custom(|iters| {
             time_reads(orders.path(), READ_FRAMES, iters, |f| {
-                let config = bincode::config::standard();
-                let (o, _): (Order, usize) =
-                    bincode::serde::decode_from_slice(f.payload(), config).unwrap();
-                black_box(o);
+                bincode_alone(f, standard)
             })
         })
     });
     g.bench_function(BenchmarkId::new("order", "bincode-limit"), |b| {
+        let limited = standard.with_limit::<4096>();
         b.iter_custom(|iters| {
             time_reads(orders.path(), READ_FRAMES, iters, |f| {
-                let config = bincode::config::standard().with_limit::<4096>();
-                let (o, _): (Order, usize) =
-                    bincode::serde::decode_from_slice(f.payload(), config).unwrap();
-                black_box(o);
+                bincode_alone(f, limited)
             })
         })
     });
