@@ -181,6 +181,7 @@ pub(crate) fn write<'a, T: SerdeMessage>(
 }
 
 /// Decodes a `T` from the payload of a frame of type `msg_type`.
+#[inline]
 pub(crate) fn decode<T: SerdeMessage>(msg_type: u32, payload: &[u8]) -> Result<T, DecodeError> {
     let type_name = std::any::type_name::<T>();
     if msg_type != T::TYPE {
@@ -245,7 +246,9 @@ impl bincode::de::read::Reader for Rest<'_> {
 /// byte; a string's bytes one for one), so the limit is the smallest power
 /// of 16, from 256 B, at least 16 times the payload: no valid value is
 /// refused, and a lying length prefix gets at most 256 times the payload.
+#[inline]
 fn decode_limited<T: DeserializeOwned>(payload: &[u8]) -> Result<(T, usize), Bincode> {
+    #[inline]
     fn with<T: DeserializeOwned, C: Config>(payload: &[u8], c: C) -> Result<(T, usize), Bincode> {
         let mut rest = Rest(payload);
         let value = {

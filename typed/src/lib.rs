@@ -110,6 +110,7 @@ impl<'a> TypedFrame<'a> for Frame<'a> {
         plain::view(self.msg_type(), self.payload())
     }
 
+    #[inline]
     fn decode<T: SerdeMessage>(&self) -> Result<T, DecodeError> {
         encoded::decode(self.msg_type(), self.payload())
     }
