@@ -10,7 +10,10 @@
 //!   checked) with the same field taken;
 //! - `serde-write/order` and `serde-read/order`: a typical order message
 //!   (`Order`, 36 bytes as bincode) through `write_serde` and `decode`,
-//!   beside raw bytes of the same length appended and read.
+//!   beside raw bytes of the same length appended and read, and beside
+//!   bincode's own `decode_from_slice` (no type check, no limit, no cap on
+//!   preallocation), and with the limit `decode` sets for such a payload
+//!   (4 KiB).
 //!
 //! Run with `cargo bench -p tape-benches --bench typed`. Appends go into a
 //! page made and pre-faulted before the clock starts (a fresh journal on
@@ -325,6 +328,27 @@ fn typed_read(c: &mut Criterion) {
         b.iter_custom(|iters| {
             time_reads(orders.path(), READ_FRAMES, iters, |f| {
                 black_box(f.payload());
+            })
+        })
+    });
+    fn bincode_alone<C: bincode::config::Config>(f: tape_journal::Frame<'_>, config: C) {
+        let (o, _): (Order, usize) =
+            bincode::serde::decode_from_slice(f.payload(), config).unwrap();
+        black_box(o);
+    }
+    let standard = bincode::config::standard();
+    g.bench_function(BenchmarkId::new("order", "bincode-alone"), |b| {
+        b.iter_custom(|iters| {
+            time_reads(orders.path(), READ_FRAMES, iters, |f| {
+                bincode_alone(f, standard)
+            })
+        })
+    });
+    g.bench_function(BenchmarkId::new("order", "bincode-limit"), |b| {
+        let limited = standard.with_limit::<4096>();
+        b.iter_custom(|iters| {
+            time_reads(orders.path(), READ_FRAMES, iters, |f| {
+                bincode_alone(f, limited)
             })
         })
     });

@@ -1,5 +1,6 @@
 //! serde types through bincode 2.0: encoded in place, decoded checked.
 
+use crate::guard::Guard;
 use bincode::config::{Config, Configuration};
 use bincode::error::DecodeError as Bincode;
 use serde::de::DeserializeOwned;
@@ -180,6 +181,7 @@ pub(crate) fn write<'a, T: SerdeMessage>(
 }
 
 /// Decodes a `T` from the payload of a frame of type `msg_type`.
+#[inline]
 pub(crate) fn decode<T: SerdeMessage>(msg_type: u32, payload: &[u8]) -> Result<T, DecodeError> {
     let type_name = std::any::type_name::<T>();
     if msg_type != T::TYPE {
@@ -209,6 +211,34 @@ pub(crate) fn decode<T: SerdeMessage>(msg_type: u32, payload: &[u8]) -> Result<T
     Ok(value)
 }
 
+/// The bytes of a payload not read yet (bincode's own slice reader does not
+/// say how far it got when it is used through serde).
+struct Rest<'a>(&'a [u8]);
+
+impl bincode::de::read::Reader for Rest<'_> {
+    #[inline]
+    fn read(&mut self, bytes: &mut [u8]) -> Result<(), Bincode> {
+        let Some((now, rest)) = self.0.split_at_checked(bytes.len()) else {
+            return Err(Bincode::UnexpectedEnd {
+                additional: bytes.len() - self.0.len(),
+            });
+        };
+        bytes.copy_from_slice(now);
+        self.0 = rest;
+        Ok(())
+    }
+
+    #[inline]
+    fn peek_read(&mut self, n: usize) -> Option<&[u8]> {
+        self.0.get(..n)
+    }
+
+    #[inline]
+    fn consume(&mut self, n: usize) {
+        self.0 = self.0.get(n..).unwrap_or_default();
+    }
+}
+
 /// bincode's limit (the bytes a decode may claim, counted as it decodes:
 /// each primitive its size in memory, each string or byte buffer its
 /// length before it is allocated) set from the payload's length. A valid
@@ -216,9 +246,21 @@ pub(crate) fn decode<T: SerdeMessage>(msg_type: u32, payload: &[u8]) -> Result<T
 /// byte; a string's bytes one for one), so the limit is the smallest power
 /// of 16, from 256 B, at least 16 times the payload: no valid value is
 /// refused, and a lying length prefix gets at most 256 times the payload.
+#[inline]
 fn decode_limited<T: DeserializeOwned>(payload: &[u8]) -> Result<(T, usize), Bincode> {
+    #[inline]
     fn with<T: DeserializeOwned, C: Config>(payload: &[u8], c: C) -> Result<(T, usize), Bincode> {
-        bincode::serde::decode_from_slice(payload, c)
+        let mut rest = Rest(payload);
+        let value = {
+            let mut de = bincode::serde::OwnedSerdeDecoder::from_reader(&mut rest, c);
+            // Sequences and maps preallocate at most one element a payload
+            // byte.
+            T::deserialize(Guard {
+                inner: de.as_deserializer(),
+                cap: payload.len(),
+            })?
+        };
+        Ok((value, payload.len() - rest.0.len()))
     }
     let c = config();
     match payload.len() {

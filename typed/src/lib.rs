@@ -24,10 +24,12 @@
 //!   [`TypedFrame::decode`]).
 //!
 //! The raw path is unchanged: these are extension traits on
-//! [`tape_journal::Frame`] and [`tape_journal::Appender`], and
-//! `tape_writer::Writer` and `tape_reader::Reader` offer the same methods
-//! (and dispatch by type id, `tape_reader::Dispatch`). The journal crate
-//! knows nothing of serde.
+//! [`tape_journal::Frame`] ([`TypedFrame`]) and [`tape_journal::Appender`]
+//! ([`TypedAppend`]). `tape_writer::Writer` has the same three appends as
+//! methods of its own; `tape_reader` re-exports [`TypedFrame`] (a
+//! `ReaderFrame` derefs to a `Frame`) and adds dispatch by type id
+//! (`tape_reader::Dispatch`, `Reader::dispatch`). The journal crate knows
+//! nothing of serde.
 //!
 //! ```
 //! use tape_journal::{Appender, AppendOptions, Cursor, CursorOptions, Start};
@@ -65,6 +67,7 @@
 #![warn(missing_docs)]
 
 mod encoded;
+mod guard;
 mod plain;
 
 pub use encoded::{DecodeError, EncodeError, SerdeMessage, SerdeWriteError};
@@ -94,9 +97,10 @@ pub trait TypedFrame<'a> {
     /// payload's length (the smallest power of 16, from 256 B, at least 16
     /// times it: a valid value claims at most 16 bytes a payload byte), so
     /// what a lying length prefix can make it allocate is at most 256 times
-    /// the payload's real length. A sequence or map never preallocates more
-    /// than serde's own cap (1 MiB, serde's `size_hint::cautious`) whatever
-    /// its prefix says, and fails at the first element that is not there.
+    /// the payload's real length. A sequence or map preallocates room for at
+    /// most as many elements as the payload has bytes (and at most serde's
+    /// own 1 MiB), whatever its prefix says, and fails at the first element
+    /// that is not there.
     fn decode<T: SerdeMessage>(&self) -> Result<T, DecodeError>;
 }
 
@@ -106,6 +110,7 @@ impl<'a> TypedFrame<'a> for Frame<'a> {
         plain::view(self.msg_type(), self.payload())
     }
 
+    #[inline]
     fn decode<T: SerdeMessage>(&self) -> Result<T, DecodeError> {
         encoded::decode(self.msg_type(), self.payload())
     }
