@@ -88,9 +88,11 @@ pub fn run(
     let targets = check(dir, journals, opts)?;
     let mut writers = Vec::with_capacity(journals.len());
     for (src, dst) in journals.iter().zip(&targets) {
+        // The replay journal grows by the same rule up to its source's
+        // largest page size.
         let page_size = tape_journal::stats(dir, src)
             .with_context(|| format!("cannot read journal {src}"))?
-            .page_size;
+            .max_page_size;
         let w = Writer::builder(dst)
             .root(root)
             .dir(dir)
