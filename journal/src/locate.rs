@@ -159,6 +159,12 @@ pub(crate) fn retry_pruned<T>(mut f: impl FnMut() -> Result<T, OpenError>) -> Re
     loop {
         match f() {
             Err(OpenError::Page(e)) if e.is_not_found() && tries < RETRIES => tries += 1,
+            // A listed page's size read after a prune deleted it.
+            Err(OpenError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && tries < RETRIES =>
+            {
+                tries += 1
+            }
             r => return r,
         }
     }
