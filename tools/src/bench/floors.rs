@@ -153,19 +153,29 @@ pub fn ping_floor_b(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Res
     })
 }
 
+/// The ring's head and tail in its shared file.
+fn ring_indices(map: &MmapMut) -> (&AtomicU64, &AtomicU64) {
+    assert!(
+        map.len() as u64 >= ring_len(),
+        "the ring floor's file is too small"
+    );
+    // SAFETY: RING_HEAD and RING_TAIL are 128-aligned offsets inside the
+    // mapping (checked above; the mapping is page-aligned), accessed only
+    // atomically by both sides.
+    unsafe {
+        (
+            atomic_at::<AtomicU64>(map, RING_HEAD),
+            atomic_at::<AtomicU64>(map, RING_TAIL),
+        )
+    }
+}
+
 /// The ring floor's writer: `frames` 64-byte slots, as fast as the ring
 /// lets it.
 pub fn ring_writer(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report> {
     let map = map_shm(role)?;
     pin()?;
-    // SAFETY: RING_HEAD and RING_TAIL are 128-aligned offsets inside the
-    // mapping (ring_len), accessed only atomically by both sides.
-    let (head, tail) = unsafe {
-        (
-            atomic_at::<AtomicU64>(&map, RING_HEAD),
-            atomic_at::<AtomicU64>(&map, RING_TAIL),
-        )
-    };
+    let (head, tail) = ring_indices(&map);
     let base = map.as_ptr() as *mut u8;
     let payload = [0x5au8; SLOT];
     barrier(role, ctl)?;
@@ -198,13 +208,7 @@ pub fn ring_writer(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Resu
 pub fn ring_reader(role: &Role, ctl: &Ctl, pin: impl Fn() -> Result<()>) -> Result<Report> {
     let map = map_shm(role)?;
     pin()?;
-    // SAFETY: as in ring_writer.
-    let (head, tail) = unsafe {
-        (
-            atomic_at::<AtomicU64>(&map, RING_HEAD),
-            atomic_at::<AtomicU64>(&map, RING_TAIL),
-        )
-    };
+    let (head, tail) = ring_indices(&map);
     let base = map.as_ptr();
     let mut lost = 0;
     barrier(role, ctl)?;
