@@ -285,3 +285,46 @@ fn verify_checks_the_zero_bytes() {
         "after the end-of-page marker",
     );
 }
+
+/// Item 5: only canonical names are pages. Copies of page 1 under
+/// `md.17.journal` and `md.00000000.journal` are named by `tape verify` in
+/// a note, ignored by `tape ls`, `tape tail` and `tape write`, and left as
+/// they were.
+#[test]
+fn only_canonical_names_are_pages() {
+    let good = good();
+    let root = copy_of(&good);
+    let foreign = [
+        "md.17.journal",
+        "md.00000000.journal",
+        "md.000000017.journal",
+    ];
+    for name in foreign {
+        std::fs::copy(root.page("md", 1), root.journal_dir().join(name)).unwrap();
+    }
+    let v = ok(&mut root.tape("verify", &["md"]), b"");
+    let v = String::from_utf8_lossy(&v);
+    assert!(
+        v.contains("3 pages") && v.contains(&format!("seq 1..={N}")),
+        "{v}"
+    );
+    for name in foreign {
+        assert!(v.contains(&format!("{name}: not a page of md")), "{v}");
+    }
+    assert_eq!(
+        numbers(&ok(&mut root.tape("tail", &["md"]), b"")),
+        (1..=N).collect::<Vec<_>>()
+    );
+    assert_eq!(ls_entry(&root, "md").unwrap()["pages"], 3);
+    let _service = Service::start(&root);
+    write_journal(&root, "md", &lines(N + 1..=N + 10));
+    assert_eq!(
+        numbers(&ok(&mut root.tape("tail", &["md"]), b"")),
+        (1..=N + 10).collect::<Vec<_>>()
+    );
+    let page1 = std::fs::read(good.page("md", 1)).unwrap();
+    for name in foreign {
+        let b = std::fs::read(root.journal_dir().join(name)).unwrap();
+        assert!(b == page1, "{name} was changed");
+    }
+}
