@@ -17,9 +17,11 @@
 //! legs by the shared clock (the caller's readings, the write times of
 //! the exposer's request frame and of the responder's reply frame).
 //!
-//! One call in flight at a time; the two alternate in rounds (5 by
-//! default), the first calls of each round not recorded; each reply is
-//! checked to be the payload sent. Both callers drive a runtime without a
+//! One call in flight at a time, in rounds (5 by default); within a round
+//! the three series take turns of 500 calls (`REMOTE_BENCH_TURN`), so that
+//! all three meet the same regimes of the host; the first calls of each
+//! series in a round are not recorded; each reply is checked to be the
+//! payload sent. Both callers drive a runtime without a
 //! worker thread on the calling thread; the bare responder runs a
 //! current-thread runtime. The tape responder keeps polling for 200 µs
 //! after each request (`REMOTE_BENCH_BUSY_US`), yielding the core between
@@ -169,39 +171,37 @@ fn fake_exposer(url: &str) {
     });
 }
 
-fn record(h: &mut Histogram<u64>, i: u64, t: Instant) {
-    if i >= WARMUP {
-        h.record(t.elapsed().as_nanos() as u64).unwrap();
-    }
-}
-
 /// Caller-side clock readings of one call: (i, sent, replied), ns.
 type Stamps = Vec<(u64, i64, i64)>;
 
-fn round_tape(
+/// Tape calls numbered `calls` to `name`, recorded into `h` when given
+/// (the warm-up is not), their clock readings pushed to `stamps`.
+fn tape_calls(
     r: &mut RemoteRequester,
     name: &str,
     round: u64,
-    calls: u64,
-    stamps: &mut Stamps,
-) -> Histogram<u64> {
-    let mut h = hist_from(1000);
+    calls: std::ops::Range<u64>,
+    mut h: Option<&mut Histogram<u64>>,
+    mut stamps: Option<&mut Stamps>,
+) {
     let mut payload = [7u8; SIZE];
     payload[8..16].copy_from_slice(&round.to_le_bytes());
-    for i in 0..calls + WARMUP {
+    for i in calls {
         payload[..8].copy_from_slice(&i.to_le_bytes());
         let t = Instant::now();
         let t0 = tape_journal::clock::now_ns();
         let rep = r
             .call(name, 1, &payload, Duration::from_secs(5))
             .expect("tape call");
-        record(&mut h, i, t);
-        if i >= WARMUP {
-            stamps.push((i, t0, tape_journal::clock::now_ns()));
+        let took = t.elapsed().as_nanos() as u64;
+        if let Some(h) = h.as_deref_mut() {
+            h.record(took).unwrap();
+        }
+        if let Some(s) = stamps.as_deref_mut() {
+            s.push((i, t0, tape_journal::clock::now_ns()));
         }
         assert_eq!(rep.data, payload, "tape reply");
     }
-    h
 }
 
 /// Where a tape call's time goes, from the shared clock: caller → the
@@ -239,18 +239,25 @@ fn legs(root: &std::path::Path, round: u64, stamps: &Stamps) -> (u64, u64, u64) 
     (median(a) as u64, median(b) as u64, median(z) as u64)
 }
 
-fn round_bare(rt: &tokio::runtime::Runtime, c: &async_nats::Client, calls: u64) -> Histogram<u64> {
-    let mut h = hist_from(1000);
+/// Bare request/reply calls numbered `calls`, recorded into `h` when given.
+fn bare_calls(
+    rt: &tokio::runtime::Runtime,
+    c: &async_nats::Client,
+    calls: std::ops::Range<u64>,
+    mut h: Option<&mut Histogram<u64>>,
+) {
     let mut payload = [7u8; SIZE];
-    for i in 0..calls + WARMUP {
+    for i in calls {
         payload[..8].copy_from_slice(&i.to_le_bytes());
         let body = bytes::Bytes::copy_from_slice(&payload);
         let t = Instant::now();
         let m = rt.block_on(c.request(BARE, body)).expect("bare request");
-        record(&mut h, i, t);
+        let took = t.elapsed().as_nanos() as u64;
+        if let Some(h) = h.as_deref_mut() {
+            h.record(took).unwrap();
+        }
         assert_eq!(&m.payload[..], &payload[..], "bare reply");
     }
-    h
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -279,6 +286,7 @@ fn main() {
     }
     let rounds = env_or("REMOTE_BENCH_ROUNDS", 5);
     let calls = env_or("REMOTE_BENCH_CALLS", 20_000);
+    let turn = env_or("REMOTE_BENCH_TURN", 500).max(1);
     let port = free_port();
     let store = tempfile::tempdir().unwrap();
     let _nats = Kill(
@@ -340,10 +348,22 @@ fn main() {
     let (mut b99, mut t99, mut f99) = (vec![], vec![], vec![]);
     let mut stamps = Stamps::new();
     for k in 1..=rounds {
-        let hb = round_bare(&rt, &c, calls);
-        let hf = round_tape(&mut r, FAKE, k, calls, &mut Vec::new());
+        // The three series take turns of `turn` calls, so that each meets
+        // the same regimes of the host (its vCPUs change speed every few
+        // seconds; a series of 20,000 calls is about 3 s).
+        let (mut hb, mut hf, mut ht) = (hist_from(1000), hist_from(1000), hist_from(1000));
+        bare_calls(&rt, &c, 0..WARMUP, None);
+        tape_calls(&mut r, FAKE, k, 0..WARMUP, None, None);
+        tape_calls(&mut r, NAME, k, 0..WARMUP, None, None);
         stamps.clear();
-        let ht = round_tape(&mut r, NAME, k, calls, &mut stamps);
+        let mut i = WARMUP;
+        while i < WARMUP + calls {
+            let n = i..(i + turn).min(WARMUP + calls);
+            bare_calls(&rt, &c, n.clone(), Some(&mut hb));
+            tape_calls(&mut r, FAKE, k, n.clone(), Some(&mut hf), None);
+            tape_calls(&mut r, NAME, k, n.clone(), Some(&mut ht), Some(&mut stamps));
+            i = n.end;
+        }
         let q = |h: &Histogram<u64>, x| h.value_at_quantile(x);
         println!(
             "round {k}: {calls} calls of {SIZE} B; p50/p99/p99.9 bare {}/{}/{}, no hop {}/{}/{}, tape {}/{}/{}; p50 tape/bare {:.2}x",
