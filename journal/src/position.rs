@@ -466,6 +466,16 @@ impl Position {
         }
     }
 
+    /// Drops the position as if it had never been taken (its reader was
+    /// refused the journal): the file is deleted when this position made
+    /// it new, a resuming one's too; a kept position it continued stays as
+    /// it is.
+    pub fn abandon(mut self) {
+        if self.resumed.is_none() {
+            self.resume = false;
+        }
+    }
+
     /// Whether the file is kept when the position is dropped.
     pub fn resumes(&self) -> bool {
         self.resume
