@@ -340,6 +340,7 @@ impl Position {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(PositionError::io(&folder, e)),
         }
+        sweep_gone(&folder);
         let path = position_path(dir, journal, reader);
         // A reader that ends unlinks its file while it holds the lock: a
         // file locked after that is no longer at `path`, so lock again.
@@ -539,6 +540,50 @@ impl Drop for Position {
             if let Some(folder) = self.path.parent() {
                 let _ = std::fs::remove_dir(folder);
             }
+        }
+    }
+}
+
+/// Deletes the files in `folder` of readers that did not resume and are
+/// gone without deleting theirs (killed, or crashed): a valid position
+/// file with flag [`FLAG_RESUME`] clear whose lock this process can take.
+/// Under that lock, as a reader that ends deletes its own, so a reader
+/// opening that file meanwhile makes a new one. Best effort.
+fn sweep_gone(folder: &Path) {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some(&POS_SUFFIX[1..]) {
+            continue;
+        }
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        else {
+            continue;
+        };
+        // Not a regular file, not ours to judge.
+        if !file
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.len() == POS_LEN as u64)
+        {
+            continue;
+        }
+        if lock_exclusive(&file, &path, || None).is_err() {
+            continue; // a live reader's
+        }
+        let gone = Mapping::new(&file, false).is_ok_and(|m| {
+            let w = m.w();
+            w.magic.load(Ordering::Relaxed) == POS_MAGIC
+                && w.version.load(Ordering::Relaxed) == POS_VERSION
+                && w.flags.load(Ordering::Relaxed) & FLAG_RESUME == 0
+        });
+        if gone && same_file(&file, &path) {
+            let _ = std::fs::remove_file(&path);
         }
     }
 }
@@ -805,6 +850,29 @@ mod tests {
             Position::open(dir.path(), "md", "a/b", RESUME),
             Err(PositionError::BadReaderName(_))
         ));
+    }
+
+    #[test]
+    fn a_gone_non_resuming_readers_file_is_swept_by_the_next_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = Position::open(dir.path(), "md", "live", ONCE).unwrap();
+        let kept = Position::open(dir.path(), "md", "kept", RESUME).unwrap();
+        drop(kept);
+        // A reader killed without deleting its file: its bytes, no lock.
+        let gone = Position::open(dir.path(), "md", "gone", ONCE).unwrap();
+        let bytes = std::fs::read(gone.path()).unwrap();
+        let gone_path = gone.path().to_path_buf();
+        drop(gone);
+        std::fs::write(&gone_path, &bytes).unwrap();
+        assert_eq!(list_positions(dir.path(), "md").unwrap().len(), 3);
+        let _next = Position::open(dir.path(), "md", "next", ONCE).unwrap();
+        let names: Vec<String> = list_positions(dir.path(), "md")
+            .unwrap()
+            .into_iter()
+            .map(|v| v.reader)
+            .collect();
+        assert_eq!(names, ["kept", "live", "next"]);
+        drop(live);
     }
 
     #[test]

@@ -103,6 +103,19 @@ enum Command {
         /// large journal you trust; sequence numbers are still checked).
         #[arg(long)]
         no_check: bool,
+        /// Read as the resuming reader NAME: start each journal after the
+        /// last frame a `tape tail --resume NAME` (or a resuming reader of
+        /// that name) committed there, or at --from where none did; keep
+        /// the position when it exits. Each frame is committed right after
+        /// its line has been written to standard output (the write has
+        /// returned; output is not buffered across frames then): a kill
+        /// after that write and before the commit prints that one frame
+        /// again at the next start, so every frame is printed at least
+        /// once and none is skipped. A second live reader named NAME on a
+        /// journal is refused. The position is kept in
+        /// <journal>.readers/NAME.pos beside the journal.
+        #[arg(long, value_name = "NAME")]
+        resume: Option<String>,
     },
     /// Replay recorded journals at the pace at which they were written.
     ///
@@ -330,6 +343,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             follow,
             format,
             no_check,
+            resume,
         } => {
             let root = root.root();
             let dir = tape_journal::journal_dir(&root);
@@ -338,6 +352,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 follow,
                 format,
                 check: !no_check,
+                resume,
             };
             let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
             cmd::tail::run(&root, &dir, &journals, &opts, &mut out)?;
