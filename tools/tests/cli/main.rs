@@ -28,6 +28,7 @@ mod prune;
 mod readonly;
 mod replay;
 mod restart;
+mod resume;
 mod roles;
 mod rpc;
 mod rpc_roles;
