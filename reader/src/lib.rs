@@ -60,6 +60,7 @@
 //! each after checking the frame's type id and the payload.
 //! [`Reader::dispatch`] hands each frame to the [`Dispatch`] handler of
 //! its type.
+//!
 //! ## Positions and resuming
 //!
 //! A reader keeps its position on each journal it reads in a small file
@@ -491,7 +492,10 @@ impl Reader {
         self.add_journal_at(dir, name, start)
     }
 
-    /// Adds journal `name` in `dir`, read from `start`.
+    /// Adds journal `name` in `dir`, read from `start` (a resuming reader
+    /// with a kept position there: from the frame after its committed
+    /// seq). Refused ([`AddError::Position`]) while another live reader of
+    /// this name reads the journal.
     pub fn add_journal_at(
         &mut self,
         dir: impl AsRef<Path>,

@@ -81,18 +81,7 @@ pub fn run(
     if !opts.follow {
         // Before the reader is made: a resuming one would keep a position
         // on a journal that is not there.
-        let missing: Vec<_> = journals
-            .iter()
-            .filter(|j| tape_journal::list_pages(dir, j).map_or(true, |p| p.is_empty()))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            bail!(
-                "journal {} not found in {}: check the name and --root",
-                missing.join(", "),
-                dir.display()
-            );
-        }
+        require_journals(dir, journals)?;
     }
     let name = match &opts.resume {
         Some(n) => n.clone(),
@@ -153,6 +142,23 @@ pub fn run(
     out.flush()?;
     // The end of what is written, or damage that stops the journal early?
     reader.check_stalled()?;
+    Ok(())
+}
+
+/// Fails, naming them, when journals of `journals` have no page in `dir`.
+pub(crate) fn require_journals(dir: &Path, journals: &[String]) -> Result<()> {
+    let missing: Vec<&str> = journals
+        .iter()
+        .filter(|j| tape_journal::list_pages(dir, j).map_or(true, |p| p.is_empty()))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "journal {} not found in {}: check the name and --root",
+            missing.join(", "),
+            dir.display()
+        );
+    }
     Ok(())
 }
 
