@@ -51,6 +51,13 @@ enum Command {
         /// How often to apply the retention rules.
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = tape_service::units::parse_duration)]
         retain_every: std::time::Duration,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
+        /// 127.0.0.1:9464): per journal frames, bytes, last seq, readers
+        /// and each reader's lag; the service's connections,
+        /// registrations and refusals; bridge connectors' progress and
+        /// lag. Names in service/PROTOCOL.md, "Metrics".
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Append one frame per line of standard input to a journal.
     ///
@@ -198,6 +205,28 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// A live view of the box, refreshed every second: every journal with
+    /// frames/s, MB/s, last seq, writer pid, and each reader with its lag
+    /// (frames behind the writer, from its position file); bridge
+    /// connectors with their lag.
+    ///
+    /// Keys: q or Esc quit; n, f, b, l sort by name, frames/s, MB/s,
+    /// worst reader lag. --once --json prints one JSON object instead
+    /// (journals: name, last_seq, fps, bytes_per_s, writer_pid, readers:
+    /// name, pid, lag; connectors: name, kind, lag): it takes two samples
+    /// a second apart to give the rates, so it takes about a second.
+    /// Watching costs the writers and readers nothing: it reads journals
+    /// and position files read-only.
+    Top {
+        #[command(flatten)]
+        root: RootArg,
+        /// Print one snapshot and exit (with --json).
+        #[arg(long, requires = "json")]
+        once: bool,
+        /// JSON output (with --once).
+        #[arg(long, requires = "once")]
+        json: bool,
+    },
     /// Check every page and frame of a journal; exits non-zero naming the
     /// file and offset of the first damage.
     Verify {
@@ -325,7 +354,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             root,
             retain,
             retain_every,
-        } => cmd::service::run(&root.root(), &retain, retain_every),
+            metrics,
+        } => cmd::service::run(&root.root(), &retain, retain_every, metrics.as_deref()),
+        Command::Top { root, once, json } => {
+            if once && json {
+                cmd::top::once_json(&root.root(), &mut stdout.lock())
+            } else {
+                cmd::top::run(&root.root())
+            }
+        }
         Command::Write {
             journal,
             root,
