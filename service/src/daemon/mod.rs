@@ -54,8 +54,8 @@ use std::time::Duration;
 
 pub(crate) use dispatch::canonical_dir;
 pub use error::ServiceError;
-pub use state::Counters;
 use listen::Daemon;
+pub use state::Counters;
 
 /// Most connections served at once; one more is answered `busy` and closed.
 pub const MAX_CONNECTIONS: usize = 1024;

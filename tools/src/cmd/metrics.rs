@@ -109,7 +109,10 @@ fn serve(mut s: TcpStream, watcher: &mut Watcher, counters: &CountersRef) -> io:
         }
     };
     let (status, body) = if !complete {
-        ("400 Bad Request", "a request head of at most 8 KiB ending in a blank line was expected\n".to_string())
+        (
+            "400 Bad Request",
+            "a request head of at most 8 KiB ending in a blank line was expected\n".to_string(),
+        )
     } else {
         route(&head, watcher, counters)
     };
@@ -135,12 +138,18 @@ fn route(head: &[u8], watcher: &mut Watcher, counters: &CountersRef) -> (&'stati
     let (method, target, version) = (parts.next(), parts.next(), parts.next());
     let ok_version = version.is_some_and(|v| v.starts_with("HTTP/1.")) && parts.next().is_none();
     match (method, target) {
-        _ if !ok_version => ("400 Bad Request", "expected: GET /metrics HTTP/1.1\n".into()),
+        _ if !ok_version => (
+            "400 Bad Request",
+            "expected: GET /metrics HTTP/1.1\n".into(),
+        ),
         (Some("GET"), Some(t)) if t == "/metrics" || t.starts_with("/metrics?") => {
             ("200 OK", render(&watcher.sample(), counters()))
         }
         (Some("GET"), _) => ("404 Not Found", "only /metrics is served\n".into()),
-        _ => ("405 Method Not Allowed", "only GET /metrics is served\n".into()),
+        _ => (
+            "405 Method Not Allowed",
+            "only GET /metrics is served\n".into(),
+        ),
     }
 }
 

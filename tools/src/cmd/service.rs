@@ -32,7 +32,9 @@ pub fn run(
             let read: std::sync::Arc<super::metrics::CountersRef> =
                 std::sync::Arc::new(move || super::metrics::read_counters(&counters));
             let m = super::metrics::MetricsServer::start(addr, root, read).map_err(|e| {
-                anyhow::anyhow!("cannot serve metrics on {addr}: {e}: give --metrics a free HOST:PORT")
+                anyhow::anyhow!(
+                    "cannot serve metrics on {addr}: {e}: give --metrics a free HOST:PORT"
+                )
             })?;
             eprintln!("tape service: metrics on http://{}/metrics", m.local_addr());
             Some(m)

@@ -33,13 +33,8 @@ enum Sort {
 }
 
 fn sorted(snap: &mut Snapshot, sort: Sort) {
-    let max_lag = |j: &crate::watch::JournalRow| {
-        j.readers
-            .iter()
-            .filter_map(|r| r.lag)
-            .max()
-            .unwrap_or(0)
-    };
+    let max_lag =
+        |j: &crate::watch::JournalRow| j.readers.iter().filter_map(|r| r.lag).max().unwrap_or(0);
     match sort {
         Sort::Name => snap.journals.sort_by(|a, b| a.name.cmp(&b.name)),
         Sort::Fps => snap.journals.sort_by(|a, b| b.fps.total_cmp(&a.fps)),
@@ -135,7 +130,17 @@ fn draw(f: &mut ratatui::Frame, snap: &Snapshot, sort: Sort) {
             Constraint::Min(20),
         ],
     )
-    .header(Row::new(["JOURNAL", "FRAMES/S", "MB/S", "LAST_SEQ", "WRITER", "READERS (lag in frames)"]).style(bold))
+    .header(
+        Row::new([
+            "JOURNAL",
+            "FRAMES/S",
+            "MB/S",
+            "LAST_SEQ",
+            "WRITER",
+            "READERS (lag in frames)",
+        ])
+        .style(bold),
+    )
     .block(Block::bordered().title(format!(" tape top: journals (sorted by {sort:?}) ")));
     f.render_widget(table, top);
     let crow: Vec<Row> = snap

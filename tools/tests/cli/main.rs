@@ -32,4 +32,5 @@ mod resume;
 mod roles;
 mod rpc;
 mod rpc_roles;
+mod top_metrics;
 mod write_tail;
