@@ -85,13 +85,16 @@ struct Followed {
     last_seq: u64,
 }
 
+/// (last seq, payload bytes seen) of each journal at a sample.
+type Counts = HashMap<String, (u64, u64)>;
+
 /// Samples a root; keeps a cursor per journal so that each sample walks
 /// only the frames published since the one before.
 pub struct Watcher {
     root: PathBuf,
     dir: PathBuf,
     followed: HashMap<String, Followed>,
-    last: Option<(Instant, HashMap<String, (u64, u64)>)>,
+    last: Option<(Instant, Counts)>,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -157,7 +160,7 @@ impl Watcher {
             .and_then(|mut c| c.journals().ok())
             .unwrap_or_default();
         let canon = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
-        let mut counts = HashMap::new();
+        let mut counts: Counts = HashMap::new();
         let mut journals = Vec::new();
         for name in names {
             let (last_seq, bytes) = self.follow(&name);
