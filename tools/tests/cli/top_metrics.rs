@@ -170,6 +170,7 @@ fn top_and_metrics_show_rates_and_a_stopped_readers_growing_lag() {
             > value(&m1, r#"tape_journal_frames_total{journal="md"}"#)
     );
     assert!(value(&m2, "tape_service_registrations_total") >= 3.0);
+    assert_eq!(value(&m2, r#"tape_journal_readers{journal="md"}"#), 2.0);
     // A malformed request: an error answer, and the service goes on.
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(WATCHDOG)).unwrap();
