@@ -25,7 +25,11 @@ fn write(dir: &Path, k: usize) {
 }
 
 fn reader(dir: &Path, k: usize) -> Reader {
-    let mut r = Reader::builder("bench")
+    // A name of its own: a new reader is made while the one it replaces
+    // still lives (one live reader of a name per journal).
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut r = Reader::builder(&format!("bench-{n}"))
         .service(ServiceMode::Never)
         .start(Start::First)
         .create()

@@ -249,6 +249,14 @@ impl Cursor {
         self.fetch(true)
     }
 
+    /// The sequence number the next frame must have, once the cursor
+    /// knows it: it has read a frame, or opened at the end of a journal
+    /// with frames. `None` before that (a journal with no frame yet, or a
+    /// cursor at the first frame of its page that has not read it).
+    pub fn expected_seq(&self) -> Option<u64> {
+        self.expect_seq
+    }
+
     /// The next unread frame without moving past it.
     #[inline]
     pub fn peek(&mut self) -> Result<Option<Frame<'_>>, ReadError> {

@@ -280,16 +280,7 @@ impl JournalLock {
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
             .map_err(io_err)?;
-        // SAFETY: flock on a file descriptor we own; it has no memory effects.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let pid = holder_pid(&mut file).unwrap_or(0);
-                return Err(LockError::Held { path, pid });
-            }
-            return Err(io_err(err));
-        }
+        lock_exclusive(&file, &path, || recorded_pid(&file))?;
         let pid = std::process::id();
         file.set_len(0).map_err(io_err)?;
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
@@ -308,7 +299,7 @@ impl JournalLock {
 /// told (see [`LockError::Held`]); `None` when nobody holds it.
 pub fn lock_holder(dir: &Path, name: &str) -> Option<u32> {
     let path = lock_path(dir, name);
-    let mut file = File::open(&path).ok()?;
+    let file = File::open(&path).ok()?;
     // SAFETY: flock on a descriptor we own. Shared and non-blocking: it
     // succeeds only when no writer holds the exclusive lock.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
@@ -317,30 +308,69 @@ pub fn lock_holder(dir: &Path, name: &str) -> Option<u32> {
         unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
         return None;
     }
-    Some(holder_pid(&mut file).unwrap_or(0))
+    Some(exclusive_holder(&file, || recorded_pid(&file)).unwrap_or(0))
 }
 
-/// The holder of the exclusive `flock` on the open lock file `file`, which
-/// this process just failed to lock: the pid the kernel lists for it in
-/// `/proc/locks` (the process that took the lock). The pid written in the
-/// file is the last writer that took the lock, which may have exited since
-/// (another program can hold the lock without writing its pid): it is only
-/// used when `/proc/locks` cannot be read, and only if that process is
-/// alive. `None` when the holder cannot be told.
-fn holder_pid(file: &mut File) -> Option<u32> {
+/// Takes an exclusive, non-blocking `flock` on `file` (opened at `path`),
+/// held until the file is closed, by the process and its forks. When
+/// another open file description holds it: [`LockError::Held`] naming
+/// the holder (see [`exclusive_holder`]; `recorded` gives the pid the file
+/// itself records, used only as that function says). Shared by the writer
+/// lock and the reader positions (`position.rs`).
+pub(crate) fn lock_exclusive(
+    file: &File,
+    path: &Path,
+    recorded: impl FnOnce() -> Option<u32>,
+) -> Result<(), LockError> {
+    // SAFETY: flock on a file descriptor the caller owns; it has no memory
+    // effects.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        let pid = exclusive_holder(file, recorded).unwrap_or(0);
+        return Err(LockError::Held {
+            path: path.to_path_buf(),
+            pid,
+        });
+    }
+    Err(LockError::Io {
+        path: path.to_path_buf(),
+        source: err,
+    })
+}
+
+/// The pid a writer lock file records (its text), if any.
+fn recorded_pid(mut file: &File) -> Option<u32> {
+    let mut s = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    let _ = file.read_to_string(&mut s);
+    s.trim().parse().ok()
+}
+
+/// The holder of the exclusive `flock` on the open file `file`, which
+/// another process holds: the pid the kernel lists for it in `/proc/locks`
+/// (the process that took the lock). The pid recorded in the file
+/// (`recorded`) is the last process that took the lock, which may have
+/// exited since (another program can hold the lock without writing its
+/// pid): it is only used when `/proc/locks` cannot be read, and only if
+/// that process is alive. `None` when the holder cannot be told (or, when
+/// `/proc/locks` can be read, nobody holds it).
+pub(crate) fn exclusive_holder(file: &File, recorded: impl FnOnce() -> Option<u32>) -> Option<u32> {
     match flock_holders(file, true) {
         Some(pids) => pids.first().copied(),
-        None => {
-            let mut s = String::new();
-            let _ = file.read_to_string(&mut s);
-            let pid: u32 = s.trim().parse().ok().filter(|&p| p != 0)?;
-            // SAFETY: kill with signal 0 sends nothing; it only checks
-            // that the process exists.
-            let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
-                || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-            alive.then_some(pid)
-        }
+        None => recorded().filter(|&p| p != 0 && alive(p)),
     }
+}
+
+/// Whether process `pid` exists (one of another user's too).
+pub(crate) fn alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 sends nothing; it only checks that the
+    // process exists.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Pids holding an `flock` on the open file `file` (only exclusive ones

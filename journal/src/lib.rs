@@ -99,6 +99,7 @@ mod idle;
 mod locate;
 mod pace;
 mod page;
+pub mod position;
 mod prepare;
 mod prune;
 mod publish;

@@ -39,6 +39,7 @@ and it reads what the Rust ``Writer`` writes. x86-64 Linux, Python 3.8+.
 
 from .checksum import ACCELERATED, crc32c
 from .format import DEFAULT_PAGE_SIZE, FormatError, TapeError
+from .position import PositionError
 from .reader import Frame, Reader, Start
 from .service import (
     Connection,
@@ -75,6 +76,7 @@ __all__ = [
     "HeldError",
     "No",
     "NotRunning",
+    "PositionError",
     "Reader",
     "Reply",
     "Request",

@@ -48,6 +48,7 @@ from .format import (
     page_file_name,
     page_numbers,
 )
+from .position import Position, PositionError
 from .service import Lease, NotRunning, ServiceError, default_root, journal_dir
 from .typed import Struct, unpack_payload
 
@@ -192,7 +193,7 @@ class _Cursor:
 
     __slots__ = (
         "dir", "name", "index", "verify_crc", "start", "page", "geometry", "off", "seq", "head", "head_len",
-        "next_look", "bell", "last_time",
+        "next_look", "bell", "last_time", "position",
     )
 
     def __init__(self, directory: str, name: str, index: int, start: Start, verify_crc: bool) -> None:
@@ -214,6 +215,8 @@ class _Cursor:
         self.next_look = 0.0
         #: The journal's doorbell, opened by the first wait.
         self.bell: Optional[Bell] = None
+        #: The reader's position on this journal, when it keeps one.
+        self.position: Optional[Position] = None
         self._open()
 
     def _path(self, page_no: int) -> str:
@@ -358,9 +361,14 @@ class _Cursor:
                 return None
             self.next_look = now + 0.001
             self._open()
-            page = self.page
-            if page is None:
+            if self.page is None:
                 return None
+            # A journal made after the reader began, read from its first
+            # frame (not always seq 1: a replica).
+            f = self.poll()
+            if self.position is not None:
+                self.position.begin(f.seq - 1 if f is not None else max(self.seq - 1, 0))
+            return f
         off = self.off
         ln = page.u32[off >> 2]
         if ln == 0:
@@ -390,6 +398,17 @@ class _Cursor:
         self.head = f
         self.head_len = ln
         return f
+
+    def seq_before(self) -> Optional[int]:
+        """The seq just before the frame this cursor hands out next (0 at
+        the beginning of a journal with no frame yet); ``None`` while the
+        journal has no page."""
+        if self.page is None:
+            return None
+        f = self.poll()
+        if f is not None:
+            return max(f.seq - 1, 0)
+        return self.seq - 1 if self.seq else 0
 
     def take(self) -> Optional[Frame]:
         """The next frame of this journal, consumed; ``None`` when there is
@@ -431,11 +450,17 @@ class _Cursor:
         self.head = None
 
 
+#: Readers made without a name in this process so far.
+_unnamed = 0
+
+
 class Reader:
     """Reads frames from many journals, merged by write time.
 
-    :param name: the reader's name for the service (``find``, ``tape ls``);
-        default ``python-<pid>``.
+    :param name: the reader's name for the service (``find``, ``tape ls``)
+        and its position files; default ``python-<pid>`` for the first
+        reader of the process made without one, ``python-<pid>-<n>`` for
+        the n-th.
     :param root: the tape root (default ``$TAPE_ROOT``, else ``/tmp/trading``).
     :param start: where each journal added starts, unless ``add_journal``
         says otherwise (default ``"end"``: frames written from now on, as the
@@ -446,6 +471,27 @@ class Reader:
     :param verify_crc: check each frame's CRC32C (pure Python: a few µs a
         frame) and that write times never go back; damage raises
         :class:`~tape.FormatError`.
+    :param resume: keep this reader's position on each journal when it
+        ends, and start each journal after the position committed there
+        (:meth:`commit`) by the last reader of this name, Python or Rust
+        (``tape tail --resume``), or at ``start`` where there is none.
+
+    **Positions** (``journal/FORMAT.md``, "Reader positions"): the reader
+    keeps its position on each journal in ``<journal>.readers/<name>.pos``
+    beside it; :meth:`next` stores the seq of each frame it hands out there
+    (``seen_seq``: what ``tape top`` computes the lag from). A second live
+    reader of the same name on a journal is refused
+    (:class:`~tape.position.PositionError` naming the holder). Where the
+    reader may not write the folder, or its name is not a valid file name,
+    it keeps no position, unless it resumes (then it raises). :meth:`close`
+    deletes the files of a reader that does not resume.
+
+    **When a position is committed**: at :meth:`commit`, and only then:
+    the last frame :meth:`next` handed out from each journal, two stores,
+    no system call. A resuming reader restarted after a crash hands out
+    again every frame after its last commit: each frame **at least once**;
+    a frame used after the last commit, before the crash, twice; none
+    skipped. A new resuming position counts its start as committed.
 
     ::
 
@@ -466,6 +512,7 @@ class Reader:
         start: StartLike = "end",
         service: str = "if_running",
         verify_crc: bool = False,
+        resume: bool = False,
     ) -> None:
         if platform.machine() not in ("x86_64", "amd64", "AMD64"):
             raise TapeError(
@@ -473,10 +520,17 @@ class Reader:
             )
         if service not in ("if_running", "required", "never"):
             raise ValueError(f"bad service mode {service!r}: use if_running, required or never")
-        self.name = name or f"python-{os.getpid()}"
+        if not name:
+            # Unnamed readers of one process each get a name of their own
+            # (a name is one live reader per journal: "Positions").
+            global _unnamed
+            _unnamed += 1
+            name = f"python-{os.getpid()}" + (f"-{_unnamed}" if _unnamed > 1 else "")
+        self.name = name
         self.root = root or default_root()
         self.start = Start.of(start)
         self.verify_crc = verify_crc
+        self.resume = resume
         self._cursors: List[_Cursor] = []
         self._lease: Optional[Lease] = None
         if service != "never":
@@ -501,11 +555,57 @@ class Reader:
         appears."""
         check_name(name)
         directory = os.path.abspath(dir or journal_dir(self.root))
-        c = _Cursor(directory, name, len(self._cursors), Start.of(start) if start is not None else self.start, self.verify_crc)
+        begin = Start.of(start) if start is not None else self.start
+        pos = self._position(directory, name)
+        if pos is not None and pos.resumed is not None:
+            # 0: nothing committed, the journal had no frame: its first.
+            begin = Start.first() if pos.resumed == 0 else Start.seq(pos.resumed + 1)
+        try:
+            c = _Cursor(directory, name, len(self._cursors), begin, self.verify_crc)
+            before = c.seq_before()
+            if pos is not None:
+                _check_resume(pos, name, before)
+                pos.begin(before or 0)
+                c.position = pos
+            if self._lease is not None:
+                self._lease.add_journal(directory, name)
+        except BaseException:
+            if pos is not None:
+                pos.close(abandon=True)
+            raise
         self._cursors.append(c)
-        if self._lease is not None:
-            self._lease.add_journal(directory, name)
         return c.index
+
+    def _position(self, directory: str, name: str) -> Optional[Position]:
+        """The reader's position on journal ``name`` in ``directory``;
+        ``None`` where it keeps none (a resuming reader raises instead)."""
+        if not self.resume and not os.path.isdir(directory):
+            return None
+        if self.resume:
+            os.makedirs(directory, exist_ok=True)
+        try:
+            return Position(directory, name, self.name, self.resume)
+        except PositionError as e:
+            if not self.resume and (e.read_only or e.bad_name):
+                return None
+            raise
+
+    def commit(self) -> None:
+        """Commits the position on every journal: the last frame
+        :meth:`next` handed out from each (``committed_ns``, then
+        ``committed_seq``; no system call). Call it once the frames handed
+        out so far are done with. Journals without a position are
+        skipped."""
+        for c in self._cursors:
+            p = c.position
+            if p is not None:
+                s = p.words[2]
+                if s != p.words[3]:
+                    p.commit(s)
+
+    def position(self, journal: int) -> Optional[Position]:
+        """The position kept on journal ``journal`` (its index), if any."""
+        return self._cursors[journal].position
 
     def next(self) -> Optional[Frame]:
         """The unread frame with the smallest ``time_ns`` among the journals
@@ -513,7 +613,11 @@ class Reader:
         frame. Never blocks."""
         cursors = self._cursors
         if len(cursors) == 1:
-            return cursors[0].take()
+            c = cursors[0]
+            f = c.take()
+            if f is not None and c.position is not None:
+                c.position.words[2] = f.seq  # seen_seq
+            return f
         best: Optional[_Cursor] = None
         best_t = 0
         for c in cursors:
@@ -524,6 +628,8 @@ class Reader:
             return None
         f = best.head
         best.advance()
+        if best.position is not None:
+            best.position.words[2] = f.seq  # seen_seq
         return f
 
     def wait(self, timeout: Optional[float] = None, pause: Optional[float] = None) -> Optional[Frame]:
@@ -564,6 +670,10 @@ class Reader:
         if self._lease is not None:
             self._lease.close()
             self._lease = None
+        for c in self._cursors:
+            if c.position is not None:
+                c.position.close()
+                c.position = None
         self._cursors = []
 
     def __enter__(self) -> "Reader":
@@ -571,6 +681,20 @@ class Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_resume(pos: Position, journal: str, before: Optional[int]) -> None:
+    """Raises unless a kept position continues where the journal is."""
+    c = pos.resumed
+    if not c or before == c:
+        return
+    if before is not None and before > c:
+        why = f"its frames up to seq {before} were pruned, so resuming would skip them"
+    else:
+        why = f"the journal ends at seq {before or 0}, so it is not the journal this position was taken on"
+    raise PositionError(
+        f"cannot resume journal {journal} after seq {c} ({pos.path}): {why}; delete the position file to start over", pos.path
+    )
 
 
 #: ``futex_waitv`` waits on at most this many words at once.

@@ -60,6 +60,67 @@
 //! each after checking the frame's type id and the payload.
 //! [`Reader::dispatch`] hands each frame to the [`Dispatch`] handler of
 //! its type.
+//!
+//! ## Positions and resuming
+//!
+//! A reader keeps its position on each journal it reads in a small file
+//! beside the journal, `<journal>.readers/<reader name>.pos`
+//! ([`tape_journal::position`], FORMAT.md "Reader positions"), so that
+//! `tape top` and the service's metrics show how far behind it is. For
+//! each frame [`Reader::next`] hands out it stores the frame's seq there
+//! (`seen_seq`): one Relaxed store into the mapping, the only thing this
+//! adds to `next`. The file is locked for the reader's life: a second live
+//! reader **of the same name** on the same journal is refused
+//! ([`AddError::Position`], naming the holder's pid), in this process or
+//! another. A reader whose name is not a valid file name (the journal
+//! name rules), or that may not write the journal's folder, keeps no
+//! file and reads on. When the reader is dropped its files are deleted,
+//! unless it resumes.
+//!
+//! **Resuming** ([`ReaderBuilder::resume`]): the files are kept when the
+//! reader ends or dies, and a reader of the same name that resumes starts
+//! each journal at the frame after the seq committed there; where there is
+//! no file (or a file a reader that did not resume left), at the builder's
+//! [`start`](ReaderBuilder::start), and that start counts as committed at
+//! once, so a crash before the first commit restarts there. A position
+//! that the journal cannot continue is refused ([`AddError::Resume`]): its
+//! next frames were pruned, or the journal ends before it.
+//!
+//! **When a position is committed**: when the program calls
+//! [`Reader::commit`], and only then. It commits, for every journal, the
+//! last frame `next` handed out (two stores, no system call): call it once
+//! the frames handed out so far are done with (written out, acted on).
+//! Nothing is committed by `next`, by dropping the reader, or in the
+//! background. What a crash replays: a resuming reader restarted after a
+//! crash hands out again every frame after the last commit, so each frame
+//! is handed out **at least once**; a frame the program had used after its
+//! last commit, before the crash, is handed out twice, and no frame is
+//! skipped. A commit is a store into the page cache: it survives any
+//! crash of the process, not a power cut of the machine.
+//!
+//! ```
+//! # let root = tempfile::tempdir().unwrap();
+//! use tape_reader::{Reader, ServiceMode, Start};
+//! use tape_journal::{Appender, AppendOptions};
+//! let dir = tape_journal::journal_dir(root.path());
+//! let opts = AppendOptions { page_size: 1 << 20, ..AppendOptions::default() };
+//! let mut md = Appender::create(&dir, "md", opts).unwrap();
+//! for i in 1..=3u8 { md.write(1, &[i]).unwrap(); }
+//! let reader = || Reader::builder("strategy").service(ServiceMode::Never)
+//!     .start(Start::First).resume().create().unwrap();
+//!
+//! let mut r = reader();
+//! r.add_journal(&dir, "md").unwrap();
+//! assert_eq!(r.next().unwrap().unwrap().payload(), [1]);
+//! r.commit(); // frame 1 is done with
+//! assert_eq!(r.next().unwrap().unwrap().payload(), [2]);
+//! drop(r); // ended (or crashed) before committing frame 2
+//!
+//! let mut r = reader();
+//! r.add_journal(&dir, "md").unwrap();
+//! assert_eq!(r.next().unwrap().unwrap().payload(), [2]); // again: at least once
+//! ```
+//!
 //! ## Replay
 //!
 //! Recorded journals are read at the pace at which they were written with
@@ -109,15 +170,19 @@
 mod dispatch;
 mod merge;
 mod pace;
+mod position;
 mod wait;
 
 use merge::Merge;
+use position::Seen;
 use std::path::{Path, PathBuf};
 use tape_journal::{Cursor, CursorOptions, DirWatch, OpenError, PageHelper, ReadError};
 use tape_service::{ReaderLease, RegisterError};
 
 pub use dispatch::{Dispatch, DispatchError};
 pub use pace::{monotonic_ns, sleep_until, BadSpeed, Pacer, Speed, SPIN_NS};
+pub use position::{Found, ResumeError};
+pub use tape_journal::position::{Position, PositionError};
 pub use tape_journal::{Frame, Idle, Start, AWAKE};
 pub use tape_typed::{DecodeError, PlainMessage, SerdeMessage, TypedFrame, ViewError};
 pub use wait::JOURNAL_APPEARS_POLL;
@@ -158,6 +223,14 @@ pub enum AddError {
     Open(OpenError),
     /// The service refused the journal's registration.
     Register(RegisterError),
+    /// The reader's position on the journal could not be kept: another
+    /// live reader of the same name reads it (named), or a resuming
+    /// reader may not write the journal's folder, or the file there is not
+    /// a position file.
+    Position(PositionError),
+    /// A resuming reader's kept position cannot be continued without
+    /// skipping frames or reading another journal.
+    Resume(ResumeError),
 }
 
 impl std::fmt::Display for AddError {
@@ -165,6 +238,8 @@ impl std::fmt::Display for AddError {
         match self {
             AddError::Open(e) => e.fmt(f),
             AddError::Register(e) => e.fmt(f),
+            AddError::Position(e) => e.fmt(f),
+            AddError::Resume(e) => e.fmt(f),
         }
     }
 }
@@ -182,6 +257,7 @@ pub struct ReaderBuilder {
     background: bool,
     helper_core: Option<usize>,
     speed: Speed,
+    resume: bool,
 }
 
 impl ReaderBuilder {
@@ -251,6 +327,16 @@ impl ReaderBuilder {
         self
     }
 
+    /// Resume: keep this reader's position on each journal it reads when it
+    /// ends, and start each journal after the position committed there
+    /// (by [`Reader::commit`]) by the last reader of this name, or at the
+    /// builder's [`start`](Self::start) where there is none. See the crate
+    /// docs, "Positions and resuming".
+    pub fn resume(mut self) -> Self {
+        self.resume = true;
+        self
+    }
+
     /// Creates the reader (registering it, per the service mode).
     pub fn create(self) -> Result<Reader, ReaderCreateError> {
         let root = tape_journal::resolve_root(self.root.as_deref());
@@ -291,6 +377,7 @@ impl ReaderBuilder {
             looks: 0,
             pacer,
             single: false,
+            resume: self.resume,
         })
     }
 }
@@ -301,6 +388,9 @@ struct Source {
     dir: PathBuf,
     name: String,
     state: State,
+    /// Where `next` stores the seq of each frame it hands out from this
+    /// journal, and the position file.
+    seen: Seen,
 }
 
 #[derive(Debug)]
@@ -366,6 +456,8 @@ pub struct Reader {
     pacer: Option<Pacer>,
     /// One journal and no pacer: [`Reader::next`] is the cursor's own poll.
     single: bool,
+    /// Whether positions are kept and continued ([`ReaderBuilder::resume`]).
+    resume: bool,
 }
 
 impl Reader {
@@ -389,6 +481,7 @@ impl Reader {
             background: true,
             helper_core: None,
             speed: Speed::Max,
+            resume: false,
         }
     }
 
@@ -399,7 +492,10 @@ impl Reader {
         self.add_journal_at(dir, name, start)
     }
 
-    /// Adds journal `name` in `dir`, read from `start`.
+    /// Adds journal `name` in `dir`, read from `start` (a resuming reader
+    /// with a kept position there: from the frame after its committed
+    /// seq). Refused ([`AddError::Position`]) while another live reader of
+    /// this name reads the journal.
     pub fn add_journal_at(
         &mut self,
         dir: impl AsRef<Path>,
@@ -408,18 +504,44 @@ impl Reader {
     ) -> Result<usize, AddError> {
         let dir = dir.as_ref().to_path_buf();
         tape_journal::check_name(name).map_err(|e| AddError::Open(OpenError::BadName(e)))?;
-        let state = match Cursor::open(&dir, name, start, self.opts) {
+        let pos =
+            position::open(&dir, name, &self.name, self.resume).map_err(AddError::Position)?;
+        let start = position::start_of(pos.as_ref(), start);
+        let seen = Seen::new(pos);
+        let (state, before) = match Cursor::open(&dir, name, start, self.opts) {
             Ok(mut cursor) => {
                 if let Some(h) = &self.helper {
                     h.add(&mut cursor);
                 }
-                State::Open { cursor }
+                let before = position::seq_before(&mut cursor).map_err(AddError::Open);
+                (State::Open { cursor }, Some(before))
             }
-            Err(OpenError::NotFound { .. }) => State::Waiting,
-            Err(e) => return Err(AddError::Open(e)),
+            Err(OpenError::NotFound { .. }) => (State::Waiting, None),
+            Err(e) => {
+                seen.abandon();
+                return Err(AddError::Open(e));
+            }
         };
-        if let Some(lease) = self.lease_for(&dir)? {
-            lease.add_journal(&dir, name).map_err(AddError::Register)?;
+        let before = match before.transpose() {
+            Ok(b) => b,
+            Err(e) => {
+                seen.abandon();
+                return Err(e);
+            }
+        };
+        if let Err(e) = position::check_resume(seen.position(), name, before) {
+            seen.abandon();
+            return Err(AddError::Resume(e));
+        }
+        seen.begin(before.unwrap_or(0));
+        let registered = match self.lease_for(&dir) {
+            Ok(Some(lease)) => lease.add_journal(&dir, name).map_err(AddError::Register),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = registered {
+            seen.abandon();
+            return Err(e);
         }
         // Only once registered: a refused journal leaves no trace.
         let index = self.sources.len();
@@ -431,6 +553,7 @@ impl Reader {
             dir,
             name: name.to_string(),
             state,
+            seen,
         });
         self.single = self.sources.len() == 1 && self.pacer.is_none();
         Ok(self.sources.len() - 1)
@@ -457,6 +580,7 @@ impl Reader {
         let src = &mut self.sources[0];
         if let State::Open { cursor } = &mut src.state {
             if let Some(frame) = cursor.next()? {
+                src.seen.store(frame.seq());
                 return Ok(Some(ReaderFrame {
                     journal: 0,
                     journal_name: &src.name,
@@ -498,6 +622,7 @@ impl Reader {
             unreachable!("only open journals are merged")
         };
         let frame = cursor.next()?.expect("a peeked frame is still there");
+        src.seen.store(frame.seq());
         Ok(Some(ReaderFrame {
             journal: i,
             journal_name: &src.name,
@@ -599,6 +724,17 @@ impl Reader {
                         if let Some(h) = &self.helper {
                             h.add(&mut cursor);
                         }
+                        if src.seen.position().is_none() && !self.resume {
+                            // The folder was not there when the journal was
+                            // added: keep the position now, if it can be.
+                            let pos = position::open(&src.dir, &src.name, &self.name, false);
+                            src.seen.set_position(pos.ok().flatten());
+                        }
+                        // A journal made after the reader began, read from
+                        // its first frame (not always seq 1: a replica).
+                        if let Ok(before) = position::seq_before(&mut cursor) {
+                            src.seen.begin(before);
+                        }
                         src.state = State::Open { cursor };
                         self.empty.push(i);
                     }
@@ -627,6 +763,34 @@ impl Reader {
             }
         }
         Ok(())
+    }
+
+    /// Commits the reader's position on every journal it reads: the last
+    /// frame [`next`](Self::next) handed out from each (a frame still
+    /// borrowed from `next` cannot be outlived by this call, so it is the
+    /// frame the caller has finished with). Two stores per journal that
+    /// moved since the last commit, into the position file's mapping (a
+    /// Release store of `committed_seq`, after `committed_ns`): no system
+    /// call. A resuming reader of this name restarts each journal at the
+    /// frame after its last commit. Journals without a position file
+    /// (a folder this process may not write) are skipped.
+    #[inline]
+    pub fn commit(&self) {
+        for src in &self.sources {
+            src.seen.commit();
+        }
+    }
+
+    /// The position kept on journal `journal` (its index, as in
+    /// [`ReaderFrame::journal`]): `None` when the reader keeps none there
+    /// (see the crate docs, "Positions and resuming").
+    pub fn position(&self, journal: usize) -> Option<&Position> {
+        self.sources.get(journal)?.seen.position()
+    }
+
+    /// Whether the reader resumes ([`ReaderBuilder::resume`]).
+    pub fn resumes(&self) -> bool {
+        self.resume
     }
 
     /// Whether every added journal exists and is being read.

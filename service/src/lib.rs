@@ -80,7 +80,7 @@ pub mod units;
 pub use backoff::Backoff;
 pub use client::{Client, ConnectError, QueryError, Watch};
 pub use daemon::{
-    run, shutdown_on_signals, Service, ServiceError, HANDSHAKE_DEADLINE, MAX_CONNECTIONS,
+    run, shutdown_on_signals, Counters, Service, ServiceError, HANDSHAKE_DEADLINE, MAX_CONNECTIONS,
 };
 pub use lease::{ReaderLease, RegisterError, WriterLease};
 pub use protocol::{

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod cmd;
 pub mod timefmt;
+pub mod watch;
 
 use std::io;
 use std::path::Path;

@@ -14,6 +14,25 @@ use crate::registry::Refusal;
 
 impl Connection<'_> {
     pub(super) fn handle(&mut self, req: Request) -> Reply {
+        let registers = matches!(
+            req,
+            Request::RegisterWriter { .. }
+                | Request::RegisterReader { .. }
+                | Request::RegisterEndpoint { .. }
+        );
+        let reply = self.answer(req);
+        if registers && self.greeted {
+            let c = &self.shared.counters;
+            let counter = match &reply {
+                Reply::Registered { .. } => &c.registrations,
+                _ => &c.refusals,
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        reply
+    }
+
+    fn answer(&mut self, req: Request) -> Reply {
         match req {
             Request::Hello { version } => self.hello(version),
             _ if !self.greeted => Reply::error(

@@ -17,7 +17,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use super::conn::Connection;
-use super::state::{ConnEntry, Shared};
+use super::state::{ConnEntry, Counters, Shared};
 use super::{ServiceError, CONN_STACK, IO_DEADLINE, MAX_CONNECTIONS, SHUTDOWN_POLL};
 use crate::protocol::{write_frame, ErrorCode, NoSigPipe, Reply};
 use crate::{lock_path, socket_path};
@@ -95,8 +95,11 @@ impl Daemon {
     }
 
     /// The accept loop; returns when `shutdown` is set.
-    pub(super) fn serve(self, shutdown: &AtomicBool) {
-        let shared = Arc::new(Shared::default());
+    pub(super) fn serve(self, shutdown: &AtomicBool, counters: Arc<Counters>) {
+        let shared = Arc::new(Shared {
+            counters,
+            ..Shared::default()
+        });
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         while !shutdown.load(Ordering::Acquire) {
             let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
@@ -162,6 +165,7 @@ impl Shared {
                 );
                 return None;
             }
+            self.counters.connections.fetch_add(1, Ordering::Relaxed);
             st.last_conn += 1;
             let id = st.last_conn;
             st.conns.insert(

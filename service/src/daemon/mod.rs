@@ -55,6 +55,7 @@ use std::time::Duration;
 pub(crate) use dispatch::canonical_dir;
 pub use error::ServiceError;
 use listen::Daemon;
+pub use state::Counters;
 
 /// Most connections served at once; one more is answered `busy` and closed.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -88,7 +89,7 @@ pub fn run(root: &Path, shutdown: &AtomicBool) -> Result<(), ServiceError> {
     // The box's shared TSC clock gets a keeper that lives as long as the
     // service (a no-op where the machine has no such clock).
     tape_journal::clock::keep();
-    daemon.serve(shutdown);
+    daemon.serve(shutdown, Arc::default());
     Ok(())
 }
 
@@ -128,6 +129,7 @@ pub struct Service {
     socket: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
 }
 
 impl Service {
@@ -143,16 +145,29 @@ impl Service {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let socket = daemon.socket.clone();
+        let counters = Arc::new(Counters::default());
+        let c = Arc::clone(&counters);
         let thread = std::thread::Builder::new()
             .name("tape-service".into())
-            .spawn(move || daemon.serve(&flag))
+            .spawn(move || daemon.serve(&flag, c))
             .map_err(|source| ServiceError::Spawn { source })?;
         Ok(Service {
             root: root.to_path_buf(),
             socket,
             stop,
             thread: Some(thread),
+            counters,
         })
+    }
+
+    /// Its counters: connections, registrations, refusals since it started.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Its counters, shared (for a metrics thread that outlives a borrow).
+    pub fn counters_arc(&self) -> &Arc<Counters> {
+        &self.counters
     }
 
     /// The root it serves.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -19,6 +19,20 @@ pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     /// Set when the service stops: connection threads end.
     pub(super) stopping: AtomicBool,
+    /// What `/metrics` counts (`tape service --metrics`).
+    pub(super) counters: Arc<Counters>,
+}
+
+/// Counters of a running service, only ever incremented (Relaxed: each is
+/// read on its own, by a metrics scrape).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Registrations accepted (writers, readers, endpoints).
+    pub registrations: AtomicU64,
+    /// Registrations refused (journal held, name taken, limits, invalid).
+    pub refusals: AtomicU64,
 }
 
 #[derive(Default)]

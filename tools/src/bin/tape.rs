@@ -51,6 +51,13 @@ enum Command {
         /// How often to apply the retention rules.
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = tape_service::units::parse_duration)]
         retain_every: std::time::Duration,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
+        /// 127.0.0.1:9464): per journal frames, bytes, last seq, readers
+        /// and each reader's lag; the service's connections,
+        /// registrations and refusals; bridge connectors' progress and
+        /// lag. Names in service/PROTOCOL.md, "Metrics".
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Append one frame per line of standard input to a journal.
     ///
@@ -103,6 +110,19 @@ enum Command {
         /// large journal you trust; sequence numbers are still checked).
         #[arg(long)]
         no_check: bool,
+        /// Read as the resuming reader NAME: start each journal after the
+        /// last frame a `tape tail --resume NAME` (or a resuming reader of
+        /// that name) committed there, or at --from where none did; keep
+        /// the position when it exits. Each frame is committed right after
+        /// its line has been written to standard output (the write has
+        /// returned; output is not buffered across frames then): a kill
+        /// after that write and before the commit prints that one frame
+        /// again at the next start, so every frame is printed at least
+        /// once and none is skipped. A second live reader named NAME on a
+        /// journal is refused. The position is kept in
+        /// <journal>.readers/NAME.pos beside the journal.
+        #[arg(long, value_name = "NAME")]
+        resume: Option<String>,
     },
     /// Replay recorded journals at the pace at which they were written.
     ///
@@ -184,6 +204,28 @@ enum Command {
         /// Say what would be deleted, delete nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// A live view of the box, refreshed every second: every journal with
+    /// frames/s, MB/s, last seq, writer pid, and each reader with its lag
+    /// (frames behind the writer, from its position file); bridge
+    /// connectors with their lag.
+    ///
+    /// Keys: q or Esc quit; n, f, b, l sort by name, frames/s, MB/s,
+    /// worst reader lag. --once --json prints one JSON object instead
+    /// (journals: name, last_seq, fps, bytes_per_s, writer_pid, readers:
+    /// name, pid, lag; connectors: name, kind, lag): it takes two samples
+    /// a second apart to give the rates, so it takes about a second.
+    /// Watching costs the writers and readers nothing: it reads journals
+    /// and position files read-only.
+    Top {
+        #[command(flatten)]
+        root: RootArg,
+        /// Print one snapshot and exit (with --json).
+        #[arg(long, requires = "json")]
+        once: bool,
+        /// JSON output (with --once).
+        #[arg(long, requires = "once")]
+        json: bool,
     },
     /// Check every page and frame of a journal; exits non-zero naming the
     /// file and offset of the first damage.
@@ -312,7 +354,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             root,
             retain,
             retain_every,
-        } => cmd::service::run(&root.root(), &retain, retain_every),
+            metrics,
+        } => cmd::service::run(&root.root(), &retain, retain_every, metrics.as_deref()),
+        Command::Top { root, once, json } => {
+            if once && json {
+                cmd::top::once_json(&root.root(), &mut stdout.lock())
+            } else {
+                cmd::top::run(&root.root())
+            }
+        }
         Command::Write {
             journal,
             root,
@@ -330,6 +380,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             follow,
             format,
             no_check,
+            resume,
         } => {
             let root = root.root();
             let dir = tape_journal::journal_dir(&root);
@@ -338,6 +389,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 follow,
                 format,
                 check: !no_check,
+                resume,
             };
             let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
             cmd::tail::run(&root, &dir, &journals, &opts, &mut out)?;

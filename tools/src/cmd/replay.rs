@@ -227,18 +227,7 @@ fn check(dir: &Path, journals: &[String], opts: &ReplayOptions) -> Result<Vec<St
             bail!("journal {j} is named twice: name each journal once");
         }
     }
-    let missing: Vec<&str> = journals
-        .iter()
-        .filter(|j| tape_journal::list_pages(dir, j).map_or(true, |p| p.is_empty()))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "journal {} not found in {}: check the name and --root",
-            missing.join(", "),
-            dir.display()
-        );
-    }
+    super::tail::require_journals(dir, journals)?;
     let mut targets = Vec::with_capacity(journals.len());
     for j in journals {
         let dst = format!("{}{j}", opts.into);

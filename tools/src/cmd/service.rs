@@ -9,7 +9,14 @@ use tape_service::Retention;
 
 /// Runs the service on `root` until a signal stops it, applying the
 /// retention rules `retain` to `<root>/journal` every `retain_every`.
-pub fn run(root: &Path, retain: &[Retention], retain_every: Duration) -> Result<()> {
+/// With `metrics`, also serves `/metrics` on that address
+/// ([`super::metrics`]).
+pub fn run(
+    root: &Path,
+    retain: &[Retention],
+    retain_every: Duration,
+    metrics: Option<&str>,
+) -> Result<()> {
     let stop = tape_service::shutdown_on_signals()?;
     // Start first, so a refusal (another service on this root) is the only
     // thing said; then say where it listens.
@@ -19,6 +26,21 @@ pub fn run(root: &Path, retain: &[Retention], retain_every: Duration) -> Result<
         service.socket_path().display(),
         std::process::id()
     );
+    let metrics = match metrics {
+        Some(addr) => {
+            let counters = std::sync::Arc::clone(service.counters_arc());
+            let read: std::sync::Arc<super::metrics::CountersRef> =
+                std::sync::Arc::new(move || super::metrics::read_counters(&counters));
+            let m = super::metrics::MetricsServer::start(addr, root, read).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot serve metrics on {addr}: {e}: give --metrics a free HOST:PORT"
+                )
+            })?;
+            eprintln!("tape service: metrics on http://{}/metrics", m.local_addr());
+            Some(m)
+        }
+        None => None,
+    };
     let retainer = if retain.is_empty() {
         None
     } else {
@@ -37,6 +59,7 @@ pub fn run(root: &Path, retain: &[Retention], retain_every: Duration) -> Result<
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(100));
     }
+    drop(metrics);
     drop(retainer);
     drop(service);
     eprintln!("tape service: stopped");

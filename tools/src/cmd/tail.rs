@@ -59,6 +59,10 @@ pub struct TailOptions {
     /// Check each frame's CRC32C and time order (the default of `tape
     /// tail`; `--no-check` turns it off).
     pub check: bool,
+    /// Read as the resuming reader of this name (`--resume NAME`),
+    /// committing each frame once its line is written to `out` and
+    /// flushed.
+    pub resume: Option<String>,
 }
 
 /// Prints the frames of `journals` (in `dir`) to `out`.
@@ -74,28 +78,30 @@ pub fn run(
     } else {
         Start::First
     });
-    let mut reader = Reader::builder(&format!("tape-tail-{}", std::process::id()))
+    if !opts.follow {
+        // Before the reader is made: a resuming one would keep a position
+        // on a journal that is not there.
+        require_journals(dir, journals)?;
+    }
+    let name = match &opts.resume {
+        Some(n) => n.clone(),
+        None => format!("tape-tail-{}", std::process::id()),
+    };
+    let builder = Reader::builder(&name)
         .root(root)
         .start(start)
         .service(ServiceMode::IfRunning)
-        .verify_crc(opts.check)
-        .create()?;
+        .verify_crc(opts.check);
+    let builder = if opts.resume.is_some() {
+        builder.resume()
+    } else {
+        builder
+    };
+    let mut reader = builder.create()?;
     for j in journals {
         reader
             .add_journal(dir, j)
             .with_context(|| format!("cannot read journal {j}"))?;
-    }
-    if !opts.follow && !reader.all_open() {
-        let missing: Vec<_> = journals
-            .iter()
-            .filter(|j| tape_journal::list_pages(dir, j).map_or(true, |p| p.is_empty()))
-            .cloned()
-            .collect();
-        bail!(
-            "journal {} not found in {}: check the name and --root",
-            missing.join(", "),
-            dir.display()
-        );
     }
     let mut line = Vec::with_capacity(256);
     // Quiet for this long: look for damage (each look reads the rest of a
@@ -108,6 +114,12 @@ pub fn run(
                 line.clear();
                 format_frame(&f, opts.format, &mut line);
                 out.write_all(&line)?;
+                if opts.resume.is_some() {
+                    // Written (the write returned), then committed: a kill
+                    // between the two prints this frame again next time.
+                    out.flush()?;
+                    reader.commit();
+                }
             }
             None if !opts.follow => break,
             None => {
@@ -130,6 +142,23 @@ pub fn run(
     out.flush()?;
     // The end of what is written, or damage that stops the journal early?
     reader.check_stalled()?;
+    Ok(())
+}
+
+/// Fails, naming them, when journals of `journals` have no page in `dir`.
+pub(crate) fn require_journals(dir: &Path, journals: &[String]) -> Result<()> {
+    let missing: Vec<&str> = journals
+        .iter()
+        .filter(|j| tape_journal::list_pages(dir, j).map_or(true, |p| p.is_empty()))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "journal {} not found in {}: check the name and --root",
+            missing.join(", "),
+            dir.display()
+        );
+    }
     Ok(())
 }
 

@@ -11,7 +11,15 @@ fn every_subcommand_explains_its_flags() {
         (
             &["tail"],
             &[
-                "--root", "--from", "--follow", "--format", "seq:", "time:", "corr",
+                "--root",
+                "--from",
+                "--follow",
+                "--format",
+                "seq:",
+                "time:",
+                "corr",
+                "--resume",
+                "committed right after",
             ],
         ),
         (&["ls"], &["--root", "--json"]),

@@ -12,9 +12,9 @@ use crate::common::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 
-const NOBODY: u32 = 65534;
+pub(crate) const NOBODY: u32 = 65534;
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
@@ -22,13 +22,13 @@ fn is_root() -> bool {
 /// Copies of this test binary and of `tape` that the other user can run:
 /// the build folder may sit under a private one (a checkout in a
 /// `mktemp -d` folder, mode 0700), where it could not even reach them.
-struct Runnable {
+pub(crate) struct Runnable {
     _dir: tempfile::TempDir,
     test: std::path::PathBuf,
-    tape: std::path::PathBuf,
+    pub(crate) tape: std::path::PathBuf,
 }
 
-fn runnable() -> Runnable {
+pub(crate) fn runnable() -> Runnable {
     let dir = tempfile::Builder::new()
         .prefix("tape-other-user-")
         .tempdir()

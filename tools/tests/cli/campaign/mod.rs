@@ -13,12 +13,14 @@
 //! | [`writer_kill`] | the writer, 100 times over one journal, a new one taking over at once |
 //! | [`service_kill`] | the service, 20 times, while a writer and two readers run and an intruder tries to write |
 //! | [`bridge_kill`] | `tape bridge serve` and `tape bridge pull`, 20 times in all, at random, while a writer streams frames; the replica is then compared with the source frame by frame |
+//! | [`reader_kill`] | a resuming reader, `tape tail --follow --resume NAME`, 20 times while a writer streams; here a frame may be printed twice, only when the reader was killed between its line and its commit (at least once) |
 //!
 //! Each prints its seed on stderr; `TAPE_CAMPAIGN_SEED=N` repeats the
 //! same choices of what to kill and when (the processes' own timing still
 //! varies from run to run).
 
 mod bridge_kill;
+mod reader_kill;
 mod service_kill;
 mod writer_kill;
 
