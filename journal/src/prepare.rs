@@ -1,13 +1,16 @@
 //! The page preparer: a background thread that makes the writer's next
 //! page (creates, sizes, maps and pre-faults it) before it is needed, and
 //! unmaps the pages the writer is done with, so that a page switch on the
-//! hot path is a pointer swap and never a file-system call.
+//! hot path is a pointer swap and never a file-system call. Under
+//! [`SyncPolicy::Page`](crate::SyncPolicy::Page) it also syncs each page
+//! the writer left before unmapping it (durable.rs).
 //!
 //! Each page it makes has the size the growth rule gives it (FORMAT.md,
 //! "Page sizes"): twice the page before, up to the journal's largest. A
 //! page already on disk (a spare a writer made before) is taken at its own
 //! size.
 
+use crate::durable::{sync_page_range, SyncFn, SyncStats};
 use crate::format::Geometry;
 use crate::pace::Pace;
 use crate::page::{PageMut, PrepareOptions};
@@ -38,8 +41,12 @@ struct State {
     ahead: u64,
     /// Pages made ready ahead of time, in page order, all `>= want`.
     ready: VecDeque<PageMut>,
-    /// Pages the writer left, to unmap off the hot path.
+    /// Pages to unmap off the hot path (made for nothing: the writer went
+    /// past them).
     retired: Vec<PageMut>,
+    /// Pages the writer wrote and left: synced under the page policy, then
+    /// unmapped.
+    left: Vec<PageMut>,
     /// The page number the last attempt failed to make (the appender then
     /// makes it itself and gets the error); nothing past it is made.
     failed: Option<u64>,
@@ -93,6 +100,8 @@ pub(crate) struct Preparer {
 impl Preparer {
     /// Starts the thread for journal `name` in `dir`, pinned to `core` if
     /// given, keeping `ahead` pages (at least 1) ready past the writer's.
+    /// With `sync`, each retired page is synced (then the folder) before
+    /// it is unmapped, those the thread still holds when it stops included.
     pub fn spawn(
         dir: PathBuf,
         name: String,
@@ -100,6 +109,7 @@ impl Preparer {
         opts: PrepareOptions,
         core: Option<usize>,
         ahead: u64,
+        sync: Option<(SyncStats, SyncFn)>,
     ) -> std::io::Result<Preparer> {
         let shared = Arc::new(Shared::default());
         lock(&shared.state).ahead = ahead.max(1);
@@ -111,7 +121,7 @@ impl Preparer {
                     // Best effort: an unpinned helper still works.
                     let _ = crate::cpu::pin_thread(c);
                 }
-                run(&s, &dir, &name, geo, opts)
+                run(&s, &dir, &name, geo, opts, sync.as_ref())
             })?;
         Ok(Preparer {
             shared,
@@ -166,10 +176,11 @@ impl Preparer {
         }
     }
 
-    /// Hands a page the writer is done with to the thread to unmap.
+    /// Hands a page the writer is done with to the thread to sync (under
+    /// the page policy) and unmap.
     pub fn retire(&self, page: PageMut) {
         let mut st = lock(&self.shared.state);
-        st.retired.push(page);
+        st.left.push(page);
     }
 
     /// Whether page `page_no` is ready (tests and benches use it to
@@ -235,20 +246,51 @@ impl Drop for Preparer {
 
 use crate::sync::lock;
 
-fn run(shared: &Shared, dir: &std::path::Path, name: &str, geo: Geometry, opts: PrepareOptions) {
+/// Syncs the pages the writer left, in page order, when the policy asks
+/// for it; they are unmapped by the caller after.
+fn sync_retired(
+    retired: &mut [PageMut],
+    dir: &std::path::Path,
+    sync: Option<&(SyncStats, SyncFn)>,
+) {
+    let Some((stats, op)) = sync else { return };
+    retired.sort_by_key(PageMut::page_no);
+    for page in retired.iter() {
+        let b = page.bytes();
+        sync_page_range(stats, *op, b.as_ptr(), b.len(), page.path(), dir);
+    }
+}
+
+fn run(
+    shared: &Shared,
+    dir: &std::path::Path,
+    name: &str,
+    geo: Geometry,
+    opts: PrepareOptions,
+    sync: Option<&(SyncStats, SyncFn)>,
+) {
     // When the writer last asked for a new page: the thread looks as often
     // as the writer turns pages.
     let mut pace = Pace::new(0, Instant::now());
     loop {
-        let (job, retired) = {
+        let (job, retired, mut left) = {
             let mut st = lock(&shared.state);
             loop {
                 if st.stop {
+                    // A clean close: the pages the writer left are synced
+                    // before the appender syncs its last one.
+                    let mut left = std::mem::take(&mut st.left);
+                    drop(st);
+                    sync_retired(&mut left, dir, sync);
                     return;
                 }
                 let job = st.job(&geo);
-                if job.is_some() || !st.retired.is_empty() {
-                    break (job, std::mem::take(&mut st.retired));
+                if job.is_some() || !st.retired.is_empty() || !st.left.is_empty() {
+                    break (
+                        job,
+                        std::mem::take(&mut st.retired),
+                        std::mem::take(&mut st.left),
+                    );
                 }
                 // Polled, not woken: a page switch on the hot path must not
                 // make a futex system call to wake this thread. It looks
@@ -288,5 +330,9 @@ fn run(shared: &Shared, dir: &std::path::Path, name: &str, geo: Geometry, opts: 
             }
             shared.done.notify_all();
         }
+        // After the page the writer may soon need: a sync waits for the
+        // device.
+        sync_retired(&mut left, dir, sync);
+        drop(left);
     }
 }

@@ -31,4 +31,5 @@ mod restart;
 mod roles;
 mod rpc;
 mod rpc_roles;
+mod sync;
 mod write_tail;
