@@ -2,8 +2,9 @@
 //! page (creates, sizes, maps and pre-faults it) before it is needed, and
 //! unmaps the pages the writer is done with, so that a page switch on the
 //! hot path is a pointer swap and never a file-system call. Under
-//! [`SyncPolicy::Page`](crate::SyncPolicy::Page) it also syncs each page
-//! the writer left before unmapping it (durable.rs).
+//! [`SyncPolicy::Page`](crate::SyncPolicy::Page) it hands each page the
+//! writer left to a sync thread of its own, which syncs then unmaps it
+//! (durable.rs).
 //!
 //! Each page it makes has the size the growth rule gives it (FORMAT.md,
 //! "Page sizes"): twice the page before, up to the journal's largest. A
@@ -16,6 +17,7 @@ use crate::pace::Pace;
 use crate::page::{PageMut, PrepareOptions};
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -95,6 +97,10 @@ struct Shared {
 pub(crate) struct Preparer {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// Under the page policy: the thread that syncs the pages the writer
+    /// left (a thread of its own, so that a sync waiting for the device
+    /// never delays the making of the next page).
+    sync_thread: Option<JoinHandle<()>>,
 }
 
 impl Preparer {
@@ -113,6 +119,24 @@ impl Preparer {
     ) -> std::io::Result<Preparer> {
         let shared = Arc::new(Shared::default());
         lock(&shared.state).ahead = ahead.max(1);
+        let (to_sync, sync_thread) = match sync {
+            Some((stats, op)) => {
+                let (tx, rx) = std::sync::mpsc::channel::<PageMut>();
+                let dir = dir.clone();
+                let t = std::thread::Builder::new()
+                    .name(format!("tape-sync-{name}"))
+                    .spawn(move || {
+                        // Ends when the preparer's thread, the sender, is
+                        // gone, after the pages it sent: a clean close.
+                        for page in rx {
+                            let b = page.bytes();
+                            sync_page_range(&stats, op, b.as_ptr(), b.len(), page.path(), &dir);
+                        }
+                    })?;
+                (Some(tx), Some(t))
+            }
+            None => (None, None),
+        };
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tape-prep-{name}"))
@@ -121,11 +145,12 @@ impl Preparer {
                     // Best effort: an unpinned helper still works.
                     let _ = crate::cpu::pin_thread(c);
                 }
-                run(&s, &dir, &name, geo, opts, sync.as_ref())
+                run(&s, &dir, &name, geo, opts, to_sync.as_ref())
             })?;
         Ok(Preparer {
             shared,
             thread: Some(thread),
+            sync_thread,
         })
     }
 
@@ -241,23 +266,25 @@ impl Drop for Preparer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // The preparer's thread is gone, and its sender with it: this one
+        // syncs what it was sent, then ends.
+        if let Some(t) = self.sync_thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
 use crate::sync::lock;
 
-/// Syncs the pages the writer left, in page order, when the policy asks
-/// for it; they are unmapped by the caller after.
-fn sync_retired(
-    retired: &mut [PageMut],
-    dir: &std::path::Path,
-    sync: Option<&(SyncStats, SyncFn)>,
-) {
-    let Some((stats, op)) = sync else { return };
-    retired.sort_by_key(PageMut::page_no);
-    for page in retired.iter() {
-        let b = page.bytes();
-        sync_page_range(stats, *op, b.as_ptr(), b.len(), page.path(), dir);
+/// Hands the pages the writer left, in page order, to the sync thread
+/// when the policy asks for it; else they are unmapped here.
+fn sync_retired(mut left: Vec<PageMut>, to_sync: Option<&Sender<PageMut>>) {
+    let Some(tx) = to_sync else { return };
+    left.sort_by_key(PageMut::page_no);
+    for page in left {
+        // The sync thread only ends after this one: a failed send cannot
+        // happen, and would only unmap the page unsynced.
+        let _ = tx.send(page);
     }
 }
 
@@ -267,21 +294,21 @@ fn run(
     name: &str,
     geo: Geometry,
     opts: PrepareOptions,
-    sync: Option<&(SyncStats, SyncFn)>,
+    to_sync: Option<&Sender<PageMut>>,
 ) {
     // When the writer last asked for a new page: the thread looks as often
     // as the writer turns pages.
     let mut pace = Pace::new(0, Instant::now());
     loop {
-        let (job, retired, mut left) = {
+        let (job, retired, left) = {
             let mut st = lock(&shared.state);
             loop {
                 if st.stop {
                     // A clean close: the pages the writer left are synced
                     // before the appender syncs its last one.
-                    let mut left = std::mem::take(&mut st.left);
+                    let left = std::mem::take(&mut st.left);
                     drop(st);
-                    sync_retired(&mut left, dir, sync);
+                    sync_retired(left, to_sync);
                     return;
                 }
                 let job = st.job(&geo);
@@ -330,9 +357,6 @@ fn run(
             }
             shared.done.notify_all();
         }
-        // After the page the writer may soon need: a sync waits for the
-        // device.
-        sync_retired(&mut left, dir, sync);
-        drop(left);
+        sync_retired(left, to_sync);
     }
 }

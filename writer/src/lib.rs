@@ -157,7 +157,7 @@ impl WriterBuilder {
     /// When frames are made durable on disk (default [`SyncPolicy::None`]:
     /// the kernel's own write-back, safe against a process crash but not a
     /// power cut). [`SyncPolicy::Page`] syncs each page as the writer leaves
-    /// it (on the page preparer thread) and the last one at a clean close;
+    /// it (on a sync thread of its own) and the last one at a clean close;
     /// [`SyncPolicy::Interval`] syncs every interval what was published in
     /// it (on a thread of its own). Neither adds a system call or a store
     /// to [`Writer::write`]; see [`SyncPolicy`] for the costs.

@@ -12,6 +12,7 @@ mod nats;
 mod abuse;
 mod campaign;
 mod child;
+mod contrib;
 mod damage;
 mod follow;
 mod format_rules;

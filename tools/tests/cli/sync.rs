@@ -105,7 +105,7 @@ fn sync_page_makes_one_msync_and_one_folder_fsync_per_page_written() {
     );
     let pages = written_pages(&root);
     assert!(pages >= 4, "{pages} pages");
-    // Each page the writer left (synced by the page preparer) and the last
+    // Each page the writer left (synced by the sync thread) and the last
     // one (synced at the close), each followed by the folder's fsync.
     assert_eq!(syncs(&counts(&summary)), (pages, pages, 0));
     assert_eq!(ok(&mut root.tape("tail", &["md"]), b""), wide_lines(20_000));
