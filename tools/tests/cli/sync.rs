@@ -1,7 +1,8 @@
 //! `--sync none|page|interval=MS` (journal/src/durable.rs): real `tape
-//! write` processes under `strace -f -c`, counting the msync, fsync and
-//! fdatasync calls each policy makes (the writer's threads included), and
-//! the errors bad values get.
+//! write`, `tape bridge pull` and `tape nats import` processes under
+//! `strace -f -c`, counting the msync, fsync and fdatasync calls each
+//! policy makes (the writer's threads included), and the errors bad values
+//! get.
 //!
 //! strace is needed, never skipped: test.sh installs it when it is missing.
 
@@ -30,8 +31,9 @@ fn counts(summary: &Path) -> HashMap<String, u64> {
     m
 }
 
-/// `strace -f -c` of `tape write md --sync POLICY --page-size 1MiB`.
-fn traced_write(root: &Root, policy: &str, summary: &Path) -> Command {
+/// `strace -f -c -o summary` counting the sync calls of the command
+/// that follows.
+fn strace(summary: &Path) -> Command {
     assert!(
         Command::new("strace")
             .arg("-V")
@@ -43,8 +45,14 @@ fn traced_write(root: &Root, policy: &str, summary: &Path) -> Command {
     let mut cmd = Command::new("strace");
     cmd.args(["-f", "-qq", "-c", "-e", "trace=msync,fsync,fdatasync", "-o"])
         .arg(summary)
-        .arg(tape_bin())
-        .args(["write", "md", "--page-size", "1048576", "--sync", policy])
+        .arg(tape_bin());
+    cmd
+}
+
+/// `strace -f -c` of `tape write md --sync POLICY --page-size 1MiB`.
+fn traced_write(root: &Root, policy: &str, summary: &Path) -> Command {
+    let mut cmd = strace(summary);
+    cmd.args(["write", "md", "--page-size", "1048576", "--sync", policy])
         .arg("--root")
         .arg(root.arg())
         .env_remove("TAPE_ROOT");
@@ -194,4 +202,86 @@ fn a_bad_sync_value_gets_one_line_and_creates_nothing() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("the interval must be at least 1 ms"), "{err}");
     }
+}
+
+#[test]
+fn bridge_pull_syncs_its_replica_by_the_page() {
+    use crate::bridge::setup::{Log, Serve, Side, TOKEN};
+    let src = Side::new();
+    let dst = Side::new();
+    let serve = Serve::with_token(&src, &[]);
+    let tok = dst.token_file(TOKEN);
+    let summary = dst.root.path().join("strace.txt");
+    let mut cmd = strace(&summary);
+    cmd.args(["bridge", "pull", "--from", &serve.addr, "--journal", "md"])
+        .args([
+            "--account",
+            "acct-1",
+            "--sync",
+            "page",
+            "--root",
+            dst.root.arg(),
+        ])
+        .arg("--token-file")
+        .arg(&tok)
+        .env_remove("TAPE_ROOT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut pull = Kid::spawn("strace tape bridge pull --sync page", &mut cmd);
+    let log = Log::of(pull.child.stderr.take().unwrap(), "pull");
+    log.wait_for("the pull to connect", |l| l.contains("connected to"));
+    write_journal(&src.root, "md", &wide_lines(20_000));
+    dst.wait_seq("md", 20_000);
+    stop_traced(&mut pull, &log);
+    let pages = written_pages(&dst.root);
+    assert!(pages >= 4, "{pages} pages");
+    assert_eq!(syncs(&counts(&summary)), (pages, pages, 0));
+}
+
+/// A clean stop of the `tape` process strace runs (SIGTERM to strace's
+/// child): it closes its replicas, which syncs their last pages.
+fn stop_traced(kid: &mut Kid, log: &crate::bridge::setup::Log) {
+    let children = format!("/proc/{}/task/{}/children", kid.pid(), kid.pid());
+    let tape_pid: i32 = std::fs::read_to_string(&children)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("strace's child")
+        .parse()
+        .unwrap();
+    // SAFETY: kill has no memory effects; the pid is our grandchild, alive
+    // (strace waits for it).
+    assert_eq!(unsafe { libc::kill(tape_pid, libc::SIGTERM) }, 0);
+    assert!(kid.wait().success(), "{:?}", log.all());
+}
+
+#[test]
+fn nats_import_syncs_its_replica_by_the_page() {
+    use crate::bridge::setup::{Log, Side};
+    use crate::nats::engine::{Engine, Nats};
+    let src = Side::new();
+    let dst = Side::new();
+    let engine = Engine::start(src.root.path(), None);
+    let url = engine.url();
+    write_journal(&src.root, "md", &wide_lines(20_000));
+    let export = Nats::start(&src, "export", &url, &["md"]);
+    export.log.wait_for("the stream to be created", |l| {
+        l.contains("created stream TAPE_md")
+    });
+    let summary = dst.root.path().join("strace.txt");
+    let mut cmd = strace(&summary);
+    cmd.args(["nats", "import", "md", "--sync", "page", "--server", &url])
+        .args(["--root", dst.root.arg()])
+        .env_remove("TAPE_ROOT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut import = Kid::spawn("strace tape nats import --sync page", &mut cmd);
+    let log = Log::of(import.child.stderr.take().unwrap(), "import");
+    dst.wait_seq("md", 20_000);
+    stop_traced(&mut import, &log);
+    let pages = written_pages(&dst.root);
+    assert!(pages >= 4, "{pages} pages");
+    assert_eq!(syncs(&counts(&summary)), (pages, pages, 0));
 }
