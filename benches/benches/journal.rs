@@ -16,7 +16,7 @@ use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
 use hdrhistogram::Histogram;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tape_benches::temp_dir;
+use tape_benches::{temp_dir, Sink};
 use tape_journal::{AppendOptions, Appender, Cursor, CursorOptions, Start};
 
 const NAME: &str = "bench";
@@ -80,45 +80,12 @@ fn check_correctness() {
     eprintln!("correctness: frames read back whole and in order");
 }
 
-/// A journal being appended to across criterion samples. Pages the writer
-/// has left are deleted between samples (untimed), so a run keeps a few
-/// pages on disk however many frames criterion asks for; an appender is
-/// made once, so its setup (creating and pre-faulting the first page) is
-/// not counted against the first frames of every sample.
-struct Sink {
-    dir: tempfile::TempDir,
-    app: Appender,
+/// Claims on a [`Sink`], beside its appends.
+trait Claims {
+    fn time_claims(&mut self, iters: u64) -> Duration;
 }
 
-impl Sink {
-    fn new(page_size: u64) -> Sink {
-        let dir = temp_dir();
-        let app = Appender::create(dir.path(), NAME, options(page_size)).unwrap();
-        Sink { dir, app }
-    }
-
-    /// Deletes the page files before the writer's current page.
-    fn prune(&self) {
-        let (current, _) = self.app.position();
-        for no in tape_journal::list_pages(self.dir.path(), NAME).unwrap() {
-            if no < current {
-                let _ =
-                    std::fs::remove_file(tape_journal::files::page_path(self.dir.path(), NAME, no));
-            }
-        }
-    }
-
-    /// Times `iters` appends of `payload`.
-    fn time_appends(&mut self, iters: u64, payload: &[u8]) -> Duration {
-        let start = Instant::now();
-        for _ in 0..iters {
-            black_box(self.app.write(1, black_box(payload)).unwrap());
-        }
-        let t = start.elapsed();
-        self.prune();
-        t
-    }
-
+impl Claims for Sink {
     /// Times `iters` claims of 64 bytes, each filled and committed.
     fn time_claims(&mut self, iters: u64) -> Duration {
         let start = Instant::now();
@@ -141,7 +108,7 @@ fn append(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for page_size in [64u64 << 20, 1 << 20] {
         let label = format!("{}MiB-pages", page_size >> 20);
-        let mut sink = Sink::new(page_size);
+        let mut sink = Sink::new_in(temp_dir(), options(page_size));
         let buf = [0x5Au8; 64];
         g.bench_function(BenchmarkId::new("64B", &label), |b| {
             b.iter_custom(|iters| sink.time_appends(iters, &buf))
@@ -174,12 +141,12 @@ fn append(c: &mut Criterion) {
             elapsed
         })
     });
-    let mut sink = Sink::new(64 << 20);
+    let mut sink = Sink::new_in(temp_dir(), options(64 << 20));
     g.bench_function(BenchmarkId::new("64B-claim", "64MiB-pages"), |b| {
         b.iter_custom(|iters| sink.time_claims(iters))
     });
     g.throughput(Throughput::Bytes(4096));
-    let mut sink = Sink::new(64 << 20);
+    let mut sink = Sink::new_in(temp_dir(), options(64 << 20));
     let buf = vec![0x5Au8; 4096];
     g.bench_function(BenchmarkId::new("4KiB", "64MiB-pages"), |b| {
         b.iter_custom(|iters| sink.time_appends(iters, &buf))

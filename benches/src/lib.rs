@@ -137,3 +137,54 @@ impl Drop for NatsServer {
         let _ = self.child.wait();
     }
 }
+
+/// A journal being appended to across criterion samples. Pages the writer
+/// has left are deleted between samples (untimed), so a run keeps a few
+/// pages on disk however many frames criterion asks for; an appender is
+/// made once, so its setup (creating and pre-faulting the first page) is
+/// not counted against the first frames of every sample.
+#[derive(Debug)]
+pub struct Sink {
+    /// The journal's folder.
+    pub dir: tempfile::TempDir,
+    /// Its appender.
+    pub app: tape_journal::Appender,
+}
+
+impl Sink {
+    /// Journal name of every sink.
+    pub const NAME: &'static str = "bench";
+
+    /// A sink in `dir` opened with `opts`.
+    pub fn new_in(dir: tempfile::TempDir, opts: tape_journal::AppendOptions) -> Sink {
+        let app = tape_journal::Appender::create(dir.path(), Self::NAME, opts).expect("appender");
+        Sink { dir, app }
+    }
+
+    /// Deletes the page files before the one before the writer's current
+    /// page (that one may still be being synced or unmapped).
+    pub fn prune(&self) {
+        let (current, _) = self.app.position();
+        for no in tape_journal::list_pages(self.dir.path(), Self::NAME).expect("pages") {
+            if no + 1 < current {
+                let path = tape_journal::files::page_path(self.dir.path(), Self::NAME, no);
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    /// Times `iters` appends of `payload`, then prunes.
+    pub fn time_appends(&mut self, iters: u64, payload: &[u8]) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        for _ in 0..iters {
+            std::hint::black_box(
+                self.app
+                    .write(1, std::hint::black_box(payload))
+                    .expect("append"),
+            );
+        }
+        let t = start.elapsed();
+        self.prune();
+        t
+    }
+}

@@ -91,6 +91,7 @@ pub mod clock;
 mod cpu;
 mod cursor;
 mod dirwatch;
+mod durable;
 mod exchange;
 pub mod files;
 pub mod format;
@@ -112,6 +113,7 @@ pub use bell::{bell_path, BELL_SUFFIX, NO_BELL_POLL};
 pub use cpu::pin_thread;
 pub use cursor::{wait_any, Cursor, CursorOptions, Frame, ReadError, Start};
 pub use dirwatch::{wait_any_dir, DirWatch};
+pub use durable::{SyncParseError, SyncPolicy, SyncStats};
 pub use exchange::{PageHelper, PageHelperHandle, MAX_LOOK, MIN_LOOK};
 pub use files::{
     check_name, journal_dir, list_journals, list_pages, lock_holder, resolve_root, root_of,

@@ -593,4 +593,9 @@ impl PageMut {
     pub fn size(&self) -> u64 {
         self.map.len() as u64
     }
+
+    /// The page file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }

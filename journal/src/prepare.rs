@@ -1,18 +1,23 @@
 //! The page preparer: a background thread that makes the writer's next
 //! page (creates, sizes, maps and pre-faults it) before it is needed, and
 //! unmaps the pages the writer is done with, so that a page switch on the
-//! hot path is a pointer swap and never a file-system call.
+//! hot path is a pointer swap and never a file-system call. Under
+//! [`SyncPolicy::Page`](crate::SyncPolicy::Page) it hands each page the
+//! writer left to a sync thread of its own, which syncs then unmaps it
+//! (durable.rs).
 //!
 //! Each page it makes has the size the growth rule gives it (FORMAT.md,
 //! "Page sizes"): twice the page before, up to the journal's largest. A
 //! page already on disk (a spare a writer made before) is taken at its own
 //! size.
 
+use crate::durable::{sync_page_range, SyncFn, SyncStats};
 use crate::format::Geometry;
 use crate::pace::Pace;
 use crate::page::{PageMut, PrepareOptions};
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -38,8 +43,12 @@ struct State {
     ahead: u64,
     /// Pages made ready ahead of time, in page order, all `>= want`.
     ready: VecDeque<PageMut>,
-    /// Pages the writer left, to unmap off the hot path.
+    /// Pages to unmap off the hot path (made for nothing: the writer went
+    /// past them).
     retired: Vec<PageMut>,
+    /// Pages the writer wrote and left: synced under the page policy, then
+    /// unmapped.
+    left: Vec<PageMut>,
     /// The page number the last attempt failed to make (the appender then
     /// makes it itself and gets the error); nothing past it is made.
     failed: Option<u64>,
@@ -88,11 +97,17 @@ struct Shared {
 pub(crate) struct Preparer {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// Under the page policy: the thread that syncs the pages the writer
+    /// left (a thread of its own, so that a sync waiting for the device
+    /// never delays the making of the next page).
+    sync_thread: Option<JoinHandle<()>>,
 }
 
 impl Preparer {
     /// Starts the thread for journal `name` in `dir`, pinned to `core` if
     /// given, keeping `ahead` pages (at least 1) ready past the writer's.
+    /// With `sync`, each retired page is synced (then the folder) before
+    /// it is unmapped, those the thread still holds when it stops included.
     pub fn spawn(
         dir: PathBuf,
         name: String,
@@ -100,9 +115,28 @@ impl Preparer {
         opts: PrepareOptions,
         core: Option<usize>,
         ahead: u64,
+        sync: Option<(SyncStats, SyncFn)>,
     ) -> std::io::Result<Preparer> {
         let shared = Arc::new(Shared::default());
         lock(&shared.state).ahead = ahead.max(1);
+        let (to_sync, sync_thread) = match sync {
+            Some((stats, op)) => {
+                let (tx, rx) = std::sync::mpsc::channel::<PageMut>();
+                let dir = dir.clone();
+                let t = std::thread::Builder::new()
+                    .name(format!("tape-sync-{name}"))
+                    .spawn(move || {
+                        // Ends when the preparer's thread, the sender, is
+                        // gone, after the pages it sent: a clean close.
+                        for page in rx {
+                            let b = page.bytes();
+                            sync_page_range(&stats, op, b.as_ptr(), b.len(), page.path(), &dir);
+                        }
+                    })?;
+                (Some(tx), Some(t))
+            }
+            None => (None, None),
+        };
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tape-prep-{name}"))
@@ -111,11 +145,12 @@ impl Preparer {
                     // Best effort: an unpinned helper still works.
                     let _ = crate::cpu::pin_thread(c);
                 }
-                run(&s, &dir, &name, geo, opts)
+                run(&s, &dir, &name, geo, opts, to_sync.as_ref())
             })?;
         Ok(Preparer {
             shared,
             thread: Some(thread),
+            sync_thread,
         })
     }
 
@@ -166,10 +201,11 @@ impl Preparer {
         }
     }
 
-    /// Hands a page the writer is done with to the thread to unmap.
+    /// Hands a page the writer is done with to the thread to sync (under
+    /// the page policy) and unmap.
     pub fn retire(&self, page: PageMut) {
         let mut st = lock(&self.shared.state);
-        st.retired.push(page);
+        st.left.push(page);
     }
 
     /// Whether page `page_no` is ready (tests and benches use it to
@@ -230,25 +266,58 @@ impl Drop for Preparer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // The preparer's thread is gone, and its sender with it: this one
+        // syncs what it was sent, then ends.
+        if let Some(t) = self.sync_thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
 use crate::sync::lock;
 
-fn run(shared: &Shared, dir: &std::path::Path, name: &str, geo: Geometry, opts: PrepareOptions) {
+/// Hands the pages the writer left, in page order, to the sync thread
+/// when the policy asks for it; else they are unmapped here.
+fn sync_retired(mut left: Vec<PageMut>, to_sync: Option<&Sender<PageMut>>) {
+    let Some(tx) = to_sync else { return };
+    left.sort_by_key(PageMut::page_no);
+    for page in left {
+        // The sync thread only ends after this one: a failed send cannot
+        // happen, and would only unmap the page unsynced.
+        let _ = tx.send(page);
+    }
+}
+
+fn run(
+    shared: &Shared,
+    dir: &std::path::Path,
+    name: &str,
+    geo: Geometry,
+    opts: PrepareOptions,
+    to_sync: Option<&Sender<PageMut>>,
+) {
     // When the writer last asked for a new page: the thread looks as often
     // as the writer turns pages.
     let mut pace = Pace::new(0, Instant::now());
     loop {
-        let (job, retired) = {
+        let (job, retired, left) = {
             let mut st = lock(&shared.state);
             loop {
                 if st.stop {
+                    // A clean close: the pages the writer left are synced
+                    // before the appender syncs its last one.
+                    let left = std::mem::take(&mut st.left);
+                    drop(st);
+                    sync_retired(left, to_sync);
                     return;
                 }
                 let job = st.job(&geo);
-                if job.is_some() || !st.retired.is_empty() {
-                    break (job, std::mem::take(&mut st.retired));
+                if job.is_some() || !st.retired.is_empty() || !st.left.is_empty() {
+                    break (
+                        job,
+                        std::mem::take(&mut st.retired),
+                        std::mem::take(&mut st.left),
+                    );
                 }
                 // Polled, not woken: a page switch on the hot path must not
                 // make a futex system call to wake this thread. It looks
@@ -288,5 +357,6 @@ fn run(shared: &Shared, dir: &std::path::Path, name: &str, geo: Geometry, opts: 
             }
             shared.done.notify_all();
         }
+        sync_retired(left, to_sync);
     }
 }

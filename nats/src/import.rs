@@ -50,6 +50,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tape_journal::{ReplicaError, WriteError};
+use tape_writer::SyncPolicy;
 use tape_writer::Writer;
 
 /// How `tape nats import` imports.
@@ -66,6 +67,10 @@ pub struct ImportOptions {
     /// With nothing from the server (not even a heartbeat) for this long,
     /// the consumer is made again.
     pub dead_after: Duration,
+    /// When the replicas' frames are made durable on disk (default
+    /// [`SyncPolicy::None`]; see [`tape_writer::WriterBuilder::sync`]). A
+    /// failed sync is logged, once per failure.
+    pub sync: SyncPolicy,
     /// Where log lines go.
     pub log: Log,
 }
@@ -90,6 +95,7 @@ impl ImportOptions {
             journals: Vec::new(),
             dest: None,
             dead_after: Duration::from_secs(3),
+            sync: SyncPolicy::None,
             log: crate::stderr_log("tape nats import"),
         }
     }
@@ -135,6 +141,7 @@ pub fn import(opts: &ImportOptions, stop: &AtomicBool) -> Result<(), String> {
             replica: r.clone(),
             stream: names::stream_of(s),
             writer: None,
+            sync_failures: 0,
             pos: None,
             pos_file: opts
                 .root
@@ -211,6 +218,8 @@ struct Importer {
     replica: String,
     stream: String,
     writer: Option<Writer>,
+    /// Sync failures of `writer` already logged.
+    sync_failures: u64,
     pos: Option<Pos>,
     pos_file: PathBuf,
     pos_saved: Option<(Pos, Instant)>,
@@ -290,7 +299,9 @@ impl Importer {
     }
 
     fn open_writer(&mut self, page_size: Option<u64>) -> Result<(), Fail> {
-        let mut b = Writer::builder(&self.replica).root(&self.opts.root);
+        let mut b = Writer::builder(&self.replica)
+            .root(&self.opts.root)
+            .sync(self.opts.sync);
         if let Some(ps) = page_size {
             b = b.page_size(ps);
         }
@@ -541,6 +552,12 @@ impl Importer {
                             self.stream, self.replica
                         )))
                     }
+                }
+                if let Some(e) = w.sync_stats().new_failure(&mut self.sync_failures) {
+                    (self.opts.log)(&format!(
+                        "{e}: frames of the replica {} may not be on disk",
+                        self.replica
+                    ));
                 }
             }
             *expect = Some(sseq + 1);

@@ -38,6 +38,15 @@
 //! # assert!(dir.join("md.00000001.journal").exists());
 //! ```
 //!
+//! Durability ([`WriterBuilder::sync`]): by default frames are safe
+//! against any process crash (they are in the kernel's page cache from
+//! their publication) and reach the disk when the kernel writes them back;
+//! [`SyncPolicy::Page`] syncs each page when the writer leaves it and
+//! [`SyncPolicy::Interval`] bounds what a power cut can lose to an
+//! interval's frames, both off the hot path ([`SyncPolicy`] says what each
+//! guarantees and costs). [`Writer::sync_stats`] counts the syncs and keeps
+//! the last failure.
+//!
 //! Typed messages ([`tape_typed`]): [`Writer::write_plain`] and
 //! [`Writer::claim_plain`] append a zero-copy plain struct (filled in place
 //! in the page), [`Writer::write_serde`] a serde value encoded with bincode
@@ -51,6 +60,7 @@ use std::path::{Path, PathBuf};
 use tape_journal::{
     AppendOptions, Appender, Claim, FrameMeta, OpenError, ReplicaError, WriteError,
 };
+pub use tape_journal::{SyncPolicy, SyncStats};
 use tape_service::{RegisterError, WriterLease};
 
 pub use tape_journal::format::DEFAULT_PAGE_SIZE;
@@ -141,6 +151,18 @@ impl WriterBuilder {
     /// says how many are done.
     pub fn pages_ahead(mut self, pages: u32) -> Self {
         self.opts.pages_ahead = pages.max(1);
+        self
+    }
+
+    /// When frames are made durable on disk (default [`SyncPolicy::None`]:
+    /// the kernel's own write-back, safe against a process crash but not a
+    /// power cut). [`SyncPolicy::Page`] syncs each page as the writer leaves
+    /// it (on a sync thread of its own) and the last one at a clean close;
+    /// [`SyncPolicy::Interval`] syncs every interval what was published in
+    /// it (on a thread of its own). Neither adds a system call or a store
+    /// to [`Writer::write`]; see [`SyncPolicy`] for the costs.
+    pub fn sync(mut self, policy: SyncPolicy) -> Self {
+        self.opts.sync = policy;
         self
     }
 
@@ -264,6 +286,13 @@ impl Writer {
     /// Sequence number the next frame gets.
     pub fn next_seq(&self) -> u64 {
         self.appender.next_seq()
+    }
+
+    /// The syncs made under this writer's [`SyncPolicy`] so far, and the
+    /// last one that failed (clone it to read it after the writer is
+    /// dropped, when the last page's sync at close is counted too).
+    pub fn sync_stats(&self) -> &SyncStats {
+        self.appender.sync_stats()
     }
 
     /// Waits until the pages kept ahead ([`WriterBuilder::pages_ahead`])

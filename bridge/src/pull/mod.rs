@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tape_journal::ReplicaError;
-use tape_writer::Writer;
+use tape_writer::{SyncPolicy, Writer};
 
 /// How `tape bridge pull` pulls.
 #[derive(Clone)]
@@ -53,6 +53,10 @@ pub struct PullOptions {
     pub backoff_min: Duration,
     /// Longest wait between reconnections.
     pub backoff_max: Duration,
+    /// When the replicas' frames are made durable on disk (default
+    /// [`SyncPolicy::None`]; see [`tape_writer::WriterBuilder::sync`]). A
+    /// failed sync is logged, once per failure.
+    pub sync: SyncPolicy,
     /// Where log lines go.
     pub log: Log,
 }
@@ -82,6 +86,7 @@ impl PullOptions {
             dead_after: Duration::from_secs(5),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            sync: SyncPolicy::None,
             log: crate::stderr_log("tape bridge pull"),
         }
     }
@@ -179,6 +184,8 @@ struct Replica {
     name: String,
     writer: Option<Writer>,
     page_size: u64,
+    /// Sync failures of `writer` already logged.
+    sync_failures: u64,
 }
 
 impl Replica {
@@ -339,6 +346,7 @@ impl Puller {
                 name: name.clone(),
                 writer,
                 page_size: 0,
+                sync_failures: 0,
             });
         }
         Ok(Puller {
@@ -387,7 +395,7 @@ fn open_writer(
     name: &str,
     page_size: Option<u64>,
 ) -> Result<Writer, PullError> {
-    let mut b = Writer::builder(name).root(&opts.root);
+    let mut b = Writer::builder(name).root(&opts.root).sync(opts.sync);
     if let Some(ps) = page_size {
         b = b.page_size(ps);
     }

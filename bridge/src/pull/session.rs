@@ -261,6 +261,12 @@ impl Puller {
                 }
             }
         }
+        if let Some(e) = w.sync_stats().new_failure(&mut r.sync_failures) {
+            (self.opts.log)(&format!(
+                "{e}: frames of the replica {} may not be on disk",
+                r.name
+            ));
+        }
         Ok(())
     }
 }

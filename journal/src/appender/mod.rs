@@ -3,6 +3,7 @@
 //! first, then the length word with a Release store.
 
 use crate::bell::{register_writer, Bell};
+use crate::durable::{msync, sync_page_range, IntervalSyncer, SyncFn, SyncPolicy, SyncStats};
 use crate::files::{check_name, JournalLock};
 use crate::format::{
     align_frame, checksum, valid_page_size, FrameHeader, Geometry, END_MARKER_ROOM, END_OF_PAGE,
@@ -75,6 +76,13 @@ pub struct Appender {
     /// Fence before that load: the kernel has no membarrier (bell.rs).
     must_fence: bool,
     bell: Option<Bell>,
+    /// When frames are made durable (durable.rs); none of it on the
+    /// append path.
+    sync: SyncPolicy,
+    sync_stats: SyncStats,
+    sync_op: SyncFn,
+    /// The thread of [`SyncPolicy::Interval`].
+    syncer: Option<IntervalSyncer>,
     _lock: JournalLock,
 }
 
@@ -115,6 +123,17 @@ impl Appender {
     /// Refuses a journal with a damaged frame in its last page rather than
     /// writing after it.
     pub fn create(dir: &Path, name: &str, opts: AppendOptions) -> Result<Appender, OpenError> {
+        Appender::create_with(dir, name, opts, msync)
+    }
+
+    /// [`create`](Self::create) with the call that makes a range durable
+    /// chosen (tests make it fail).
+    pub(crate) fn create_with(
+        dir: &Path,
+        name: &str,
+        opts: AppendOptions,
+        sync_op: SyncFn,
+    ) -> Result<Appender, OpenError> {
         check_name(name).map_err(OpenError::BadName)?;
         if !valid_page_size(opts.page_size) {
             return Err(OpenError::BadPageSize(opts.page_size));
@@ -172,6 +191,28 @@ impl Appender {
             // unpublished len word.
             unsafe { std::ptr::write_bytes(page.base().add(tail), 0, dirty_end - tail) };
         }
+        let sync_stats = SyncStats::default();
+        let io_err = |source| OpenError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let page_sync = (opts.sync == SyncPolicy::Page).then(|| (sync_stats.clone(), sync_op));
+        let syncer = match opts.sync {
+            SyncPolicy::Interval(every) => Some(
+                IntervalSyncer::spawn(
+                    dir.to_path_buf(),
+                    name.to_string(),
+                    geo,
+                    page.page_no(),
+                    tail,
+                    every,
+                    sync_stats.clone(),
+                    sync_op,
+                )
+                .map_err(io_err)?,
+            ),
+            _ => None,
+        };
         let preparer = if opts.background {
             let p = Preparer::spawn(
                 dir.to_path_buf(),
@@ -180,6 +221,7 @@ impl Appender {
                 opts.prepare,
                 opts.helper_core,
                 u64::from(opts.pages_ahead),
+                page_sync,
             )
             .map_err(|source| OpenError::Io {
                 path: dir.to_path_buf(),
@@ -218,6 +260,10 @@ impl Appender {
             sleepers,
             must_fence,
             bell,
+            sync: opts.sync,
+            sync_stats,
+            sync_op,
+            syncer,
             _lock: lock,
         })
     }
@@ -451,7 +497,14 @@ impl Appender {
                         if fits { 0 } else { frame },
                     );
                 }
-                None => drop(old),
+                None => {
+                    // No preparer: the page is synced here, on a switch
+                    // that already makes file-system calls.
+                    if self.sync == SyncPolicy::Page {
+                        self.sync_page(&old, old.size() as usize);
+                    }
+                    drop(old)
+                }
             }
             if fits {
                 return Ok(());
@@ -462,6 +515,30 @@ impl Appender {
     /// Sequence number the next frame gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// The durability policy this appender was opened with.
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.sync
+    }
+
+    /// What its syncs did so far: counts, failures, the last error (a
+    /// handle that stays valid after the appender is dropped).
+    pub fn sync_stats(&self) -> &SyncStats {
+        &self.sync_stats
+    }
+
+    /// Syncs `[0, len)` of `page`, then the folder.
+    fn sync_page(&self, page: &PageMut, len: usize) {
+        let b = page.bytes();
+        sync_page_range(
+            &self.sync_stats,
+            self.sync_op,
+            b.as_ptr(),
+            len.min(b.len()),
+            page.path(),
+            &self.dir,
+        );
     }
 
     /// Write time of the last frame (`i64::MIN` for an empty journal).
@@ -529,5 +606,22 @@ impl Appender {
         self.preparer
             .as_ref()
             .is_some_and(|p| p.is_ready(self.page.page_no() + 1))
+    }
+}
+
+impl Drop for Appender {
+    /// A clean close makes everything published durable under a sync
+    /// policy: the pages the preparer still holds, then the current page up
+    /// to the tail (page policy), or a last look of the interval thread.
+    fn drop(&mut self) {
+        match self.sync {
+            SyncPolicy::None => {}
+            SyncPolicy::Page => {
+                drop(self.preparer.take());
+                let len = self.tail + END_MARKER_ROOM;
+                self.sync_page(&self.page, len);
+            }
+            SyncPolicy::Interval(_) => drop(self.syncer.take()),
+        }
     }
 }

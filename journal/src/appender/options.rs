@@ -1,5 +1,6 @@
 //! What an appender is opened with, and the header fields a caller sets.
 
+use crate::durable::SyncPolicy;
 use crate::format::DEFAULT_PAGE_SIZE;
 use crate::page::PrepareOptions;
 
@@ -27,6 +28,11 @@ pub struct AppendOptions {
     /// with a large count. Each ready page holds its own size of memory
     /// (up to `page_size`).
     pub pages_ahead: u32,
+    /// When frames are made durable on disk (default
+    /// [`SyncPolicy::None`]: never, the kernel's own write-back). See
+    /// [`SyncPolicy`] for what each policy guarantees and costs; none adds
+    /// anything to the append path.
+    pub sync: SyncPolicy,
 }
 
 impl Default for AppendOptions {
@@ -40,6 +46,7 @@ impl Default for AppendOptions {
             },
             helper_core: None,
             pages_ahead: 1,
+            sync: SyncPolicy::None,
         }
     }
 }

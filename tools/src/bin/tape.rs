@@ -78,6 +78,8 @@ enum Command {
         /// MiB. An existing journal keeps its own.
         #[arg(long, value_name = "BYTES")]
         page_size: Option<u64>,
+        #[command(flatten)]
+        sync: cmd::SyncArg,
     },
     /// Print the frames of journals, merged in write-time order.
     ///
@@ -368,10 +370,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             root,
             msg_type,
             page_size,
+            sync,
         } => {
             let stdin = io::stdin();
             let mut input = stdin.lock();
-            cmd::write::run(&root.root(), &journal, msg_type, page_size, &mut input).map(|_| ())
+            let opts = cmd::write::Options {
+                msg_type,
+                page_size,
+                sync: sync.sync,
+            };
+            cmd::write::run(&root.root(), &journal, &opts, &mut input).map(|_| ())
         }
         Command::Tail {
             journals,

@@ -87,6 +87,8 @@ pub struct PullArgs {
     /// _ - . @ :). Default: this machine's host name.
     #[arg(long, value_name = "ID")]
     pub account: Option<String>,
+    #[command(flatten)]
+    pub sync: super::SyncArg,
 }
 
 /// Arguments of `tape bridge status`.
@@ -199,6 +201,7 @@ fn pull(a: PullArgs) -> Result<()> {
     }
     let account = a.account.unwrap_or_else(hostname);
     let mut opts = PullOptions::new(&root, &a.from, &account);
+    opts.sync = a.sync.sync;
     opts.log = log("tape bridge pull");
     opts.token = token(a.token_file.as_deref())?;
     for (i, j) in a.journals.iter().enumerate() {

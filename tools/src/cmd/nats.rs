@@ -116,6 +116,8 @@ pub struct ImportArgs {
     pub root: Option<PathBuf>,
     #[command(flatten)]
     pub server: ServerArgs,
+    #[command(flatten)]
+    pub sync: super::SyncArg,
 }
 
 /// Arguments of `tape nats status`.
@@ -197,6 +199,7 @@ fn import(a: ImportArgs) -> Result<()> {
     let mut opts = ImportOptions::new(&root, a.server.server()?);
     opts.log = log("tape nats import");
     opts.dest = a.dest;
+    opts.sync = a.sync.sync;
     for (i, j) in a.journals.iter().enumerate() {
         let into = a.into.get(i).unwrap_or(j);
         opts.journals.push((j.clone(), into.clone()));
