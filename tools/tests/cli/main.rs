@@ -33,6 +33,6 @@ mod resume;
 mod roles;
 mod rpc;
 mod rpc_roles;
-mod top_metrics;
 mod sync;
+mod top_metrics;
 mod write_tail;
