@@ -417,7 +417,10 @@ impl Cursor {
         // cursor waited, or now), else mapped here.
         let ready = match self.ahead.take() {
             Some(p) if p.page_no() == next_no => Some(p),
-            _ => self.exchange.as_ref().and_then(|ex| ex.take_ready(next_no)),
+            _ => self
+                .exchange
+                .as_ref()
+                .and_then(|ex| ex.take_ready(next_no).or_else(|| ex.wait_for(next_no))),
         };
         let mut next = match ready {
             Some(p) => p,

