@@ -9,6 +9,7 @@
 //! | [`Server`], [`ServeOptions`] | the serving side: accepts subscribers, one thread and one cursor per journal each |
 //! | [`pull()`], [`PullHandle`], [`PullOptions`] | the pulling side: keeps local replicas, reconnecting with backoff |
 //! | [`status::query`], [`ServerStatus`] | who is subscribed, how far each one is (`tape bridge status`) |
+//! | [`status::query_pulls`], [`PullStatus`](status::PullStatus) | how far each pull of a root is (`tape top`, `/metrics`) |
 //! | [`Token`] | the shared secret, never sent: HMAC-SHA256 challenge and response |
 //! | [`wire`] | the byte format; `bridge/PROTOCOL.md` is its spec |
 //!
@@ -58,7 +59,12 @@
 //! - **Presence.** Each server publishes a Unix socket
 //!   `<root>/system/bridge-<pid>-<port>.sock` that answers with its
 //!   [`ServerStatus`] (subscribers, their address, account, journals,
-//!   sequence sent and acked, lag); `tape bridge status` reads them all.
+//!   sequence sent and acked, lag, frames and bytes sent); `tape bridge
+//!   status` reads them all. Each pull publishes
+//!   `<root>/system/bridge-pull-<pid>-<n>.sock` with its
+//!   [`PullStatus`](status::PullStatus) (replica seq, source seq known,
+//!   lag, frames, bytes, reconnects). Both are
+//!   [`tape_service::status_socket`]s.
 //!   Each subscriber also registers as a reader named
 //!   `bridge:<account>@<address>` with the source root's service when one
 //!   runs, so `tape ls` lists it.

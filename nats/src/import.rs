@@ -42,7 +42,7 @@
 
 use crate::api::{self, delivery_info};
 use crate::conn::{backoff, connect_retrying, Conn, Fail, Server};
-use crate::status::{self, Connector};
+use crate::status::{self, Connector, Progress};
 use crate::{names, sleep_driving, wire, Log};
 use futures_util::StreamExt;
 use std::path::PathBuf;
@@ -105,6 +105,11 @@ impl ImportOptions {
 struct Shared {
     seq: AtomicU64,
     last: AtomicU64,
+    /// Frames written to the replica, their payload bytes, and the
+    /// sessions (consumers made), for the status.
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    sessions: AtomicU64,
 }
 
 /// The filtered replica's position (see the module docs).
@@ -154,12 +159,7 @@ pub fn import(opts: &ImportOptions, stop: &AtomicBool) -> Result<(), String> {
         imp.open_existing()?;
         importers.push(imp);
     }
-    let rt = crate::runtime_here()?;
-    let Some(conn) = connect_retrying(&rt, &opts.server, "tape nats import", &opts.log, stop)?
-    else {
-        return Ok(());
-    };
-    let connectors: Vec<Connector> = importers
+    let connectors: Arc<[Connector]> = importers
         .iter()
         .map(|i| {
             let sh = Arc::clone(&i.shared);
@@ -169,14 +169,29 @@ pub fn import(opts: &ImportOptions, stop: &AtomicBool) -> Result<(), String> {
                 &i.replica,
                 &i.stream,
                 opts.dest,
-                move || {
-                    let seq = sh.seq.load(Ordering::Acquire);
-                    let last = sh.last.load(Ordering::Acquire).max(seq);
-                    (seq, last, last - seq)
+                move || Progress {
+                    seq: sh.seq.load(Ordering::Acquire),
+                    last_seq: sh.last.load(Ordering::Acquire),
+                    frames: sh.frames.load(Ordering::Relaxed),
+                    bytes: sh.bytes.load(Ordering::Relaxed),
+                    reconnects: sh.sessions.load(Ordering::Relaxed).saturating_sub(1),
                 },
             )
         })
         .collect();
+    // Before connecting: listed even while the server cannot be reached.
+    let _local = status::publish_local(
+        &opts.root,
+        status::IMPORT_KIND,
+        &opts.server.url,
+        Arc::clone(&connectors),
+        &opts.log,
+    );
+    let rt = crate::runtime_here()?;
+    let Some(conn) = connect_retrying(&rt, &opts.server, "tape nats import", &opts.log, stop)?
+    else {
+        return Ok(());
+    };
     rt.spawn(status::answer(conn.client.clone(), connectors));
     let quit = AtomicBool::new(false);
     let fatal: Mutex<Option<String>> = Mutex::new(None);
@@ -422,6 +437,7 @@ impl Importer {
             Duration::from_secs(10),
         ))?;
         self.progressed = true;
+        self.shared.sessions.fetch_add(1, Ordering::Relaxed);
         (self.opts.log)(&format!(
             "importing stream {} from {} into {} {}",
             self.stream,
@@ -539,7 +555,11 @@ impl Importer {
                     h.seq = w.next_seq().max(1);
                 }
                 match w.write_replica_frame(&h, payload) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        self.shared.frames.fetch_add(1, Ordering::Relaxed);
+                        let n = payload.len() as u64;
+                        self.shared.bytes.fetch_add(n, Ordering::Relaxed);
+                    }
                     Err(e @ ReplicaError::Write(WriteError::TooLarge { .. })) => {
                         return Err(Fail::Fatal(format!(
                             "cannot write to the replica {}: {e}",

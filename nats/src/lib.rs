@@ -22,7 +22,7 @@
 //! | [`wire`] | one frame as one message: header layout, checks |
 //! | [`export()`], [`ExportOptions`] | journal → stream; the resume rule |
 //! | [`import()`], [`ImportOptions`] | stream → replica journal; `--dest` |
-//! | [`status`] | streams, and the running exports' and imports' lag |
+//! | [`status`] | streams, and the running exports' and imports' lag (over NATS, and on the box through their status sockets) |
 //! | [`files`], [`Files`] | files in a JetStream object store (`tape file`) |
 //! | [`api`] | the JetStream API requests used, and why these |
 //! | [`conn`] | server address, credentials, reconnection |

@@ -7,14 +7,25 @@
 //! [`ConnectorStatus`], one per journal; `status` sends one request and
 //! gathers the answers for half a second. That needs no key-value store
 //! (which async-nats 0.51 cannot open on 2.9.10) and shows only what runs.
+//!
+//! The same connectors are also told on the box without a server: each
+//! export and import publishes a status socket
+//! `<root>/system/nats-export-<pid>-<n>.sock` or `nats-import-…`
+//! ([`tape_service::status_socket`]) that answers one [`LocalStatus`];
+//! [`query_local`] reads them (`tape top`, `/metrics`). It answers on a
+//! thread of its own, so it tells a connector whose server is gone or
+//! stopped, and its lag growing.
 
 use crate::api::{self, StreamState};
 use crate::conn::{connect, Fail, Server};
 use crate::names;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+pub use tape_service::status_socket::StatusError;
+use tape_service::status_socket::{next_tag, StatusSocket};
 
 /// The subject exports and imports answer status requests on.
 pub const STATUS_SUBJECT: &str = "tape.status";
@@ -44,9 +55,37 @@ pub struct ConnectorStatus {
     pub last_seq: u64,
     /// Frames behind.
     pub lag: u64,
+    /// Export: frames published since it started (a frame published
+    /// again after a failed publish counts again). Import: frames written
+    /// to the replica since it started.
+    #[serde(default)]
+    pub frames: u64,
+    /// Payload bytes of those frames.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Times it started over after the first session: the connection was
+    /// made again, or a publish, an ack or a message failed and the
+    /// stream's or the replica's end was read again.
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
-type Progress = Arc<dyn Fn() -> (u64, u64, u64) + Send + Sync>;
+/// What a connector's progress callback reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// See [`ConnectorStatus::seq`].
+    pub seq: u64,
+    /// See [`ConnectorStatus::last_seq`].
+    pub last_seq: u64,
+    /// See [`ConnectorStatus::frames`].
+    pub frames: u64,
+    /// See [`ConnectorStatus::bytes`].
+    pub bytes: u64,
+    /// See [`ConnectorStatus::reconnects`].
+    pub reconnects: u64,
+}
+
+type ProgressFn = Arc<dyn Fn() -> Progress + Send + Sync>;
 
 /// What a running export or import reports.
 pub struct Connector {
@@ -55,7 +94,7 @@ pub struct Connector {
     replica: String,
     stream: String,
     dest: Option<u32>,
-    progress: Progress,
+    progress: ProgressFn,
 }
 
 impl std::fmt::Debug for Connector {
@@ -68,14 +107,15 @@ impl std::fmt::Debug for Connector {
 }
 
 impl Connector {
-    /// `progress` gives (seq, last_seq, lag) when asked.
+    /// `progress` tells how far it is when asked (the lag is `last_seq -
+    /// seq`).
     pub fn new(
         kind: &'static str,
         journal: &str,
         replica: &str,
         stream: &str,
         dest: Option<u32>,
-        progress: impl Fn() -> (u64, u64, u64) + Send + Sync + 'static,
+        progress: impl Fn() -> Progress + Send + Sync + 'static,
     ) -> Connector {
         Connector {
             kind,
@@ -88,7 +128,8 @@ impl Connector {
     }
 
     fn status(&self, host: &str) -> ConnectorStatus {
-        let (seq, last_seq, lag) = (self.progress)();
+        let p = (self.progress)();
+        let last_seq = p.last_seq.max(p.seq);
         ConnectorStatus {
             kind: self.kind.into(),
             journal: self.journal.clone(),
@@ -97,15 +138,82 @@ impl Connector {
             dest: self.dest,
             host: host.into(),
             pid: std::process::id(),
-            seq,
+            seq: p.seq,
             last_seq,
-            lag,
+            lag: last_seq - p.seq,
+            frames: p.frames,
+            bytes: p.bytes,
+            reconnects: p.reconnects,
         }
     }
 }
 
+/// The status socket kind of `tape nats export`.
+pub const EXPORT_KIND: &str = "nats-export";
+/// The status socket kind of `tape nats import`.
+pub const IMPORT_KIND: &str = "nats-import";
+
+/// What the status socket of one running export or import answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LocalStatus {
+    /// Its process id.
+    pub pid: u32,
+    /// [`EXPORT_KIND`] or [`IMPORT_KIND`].
+    pub kind: String,
+    /// The server as given (`--server`).
+    pub server: String,
+    /// Its root.
+    pub root: String,
+    /// When it started, ns since the Unix epoch.
+    pub since_ns: i64,
+    /// One per journal.
+    pub connectors: Vec<ConnectorStatus>,
+}
+
+/// Publishes the status socket of an export or import (`kind`:
+/// [`EXPORT_KIND`] or [`IMPORT_KIND`]); `None`, after a log line, when it
+/// cannot be made (exporting matters more than being listed).
+pub(crate) fn publish_local(
+    root: &Path,
+    kind: &'static str,
+    server: &str,
+    connectors: Arc<[Connector]>,
+    log: &crate::Log,
+) -> Option<StatusSocket> {
+    let host = crate::hostname();
+    let (server, root_s) = (server.to_string(), root.display().to_string());
+    let since_ns = tape_journal::clock::now_ns();
+    let status = move || LocalStatus {
+        pid: std::process::id(),
+        kind: kind.into(),
+        server: server.clone(),
+        root: root_s.clone(),
+        since_ns,
+        connectors: connectors.iter().map(|c| c.status(&host)).collect(),
+    };
+    match StatusSocket::start(root, kind, &next_tag(), status) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log(&format!("{e}; `tape top` will not list this {kind}"));
+            None
+        }
+    }
+}
+
+/// The status sockets of every running export and import of `root`,
+/// waiting at most `timeout` for each.
+pub fn query_local(root: &Path, timeout: Duration) -> Vec<Result<LocalStatus, StatusError>> {
+    let mut v = tape_service::status_socket::query(root, EXPORT_KIND, timeout);
+    v.extend(tape_service::status_socket::query(
+        root,
+        IMPORT_KIND,
+        timeout,
+    ));
+    v
+}
+
 /// Answers status requests until the connection closes for good.
-pub async fn answer(client: async_nats::Client, connectors: Vec<Connector>) {
+pub async fn answer(client: async_nats::Client, connectors: Arc<[Connector]>) {
     let Ok(mut sub) = client.subscribe(STATUS_SUBJECT).await else {
         return;
     };

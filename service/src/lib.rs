@@ -20,6 +20,7 @@
 //! | [`Client::register_endpoint`], [`Client::watch`], [`Watch`] | request/reply endpoints (the `tape-rpc` crate builds on them) and their events |
 //! | [`protocol`] | framing and messages; `service/PROTOCOL.md` is the spec |
 //! | [`Retainer`], [`Retention`] | retention rules the service applies on its own (`tape service --retain`) |
+//! | [`status_socket`] | `<root>/system/<kind>-<pid>-<tag>.sock`: what a bridge or NATS connector of the root is doing, one JSON object per connection (`tape top`, `/metrics`) |
 //!
 //! Errors: one enum per operation, [`ServiceError`] (start or run the
 //! daemon), [`ConnectError`] (reach it), [`QueryError`] (ask it),
@@ -75,6 +76,7 @@ mod lease;
 pub mod protocol;
 mod registry;
 pub mod retention;
+pub mod status_socket;
 pub mod units;
 
 pub use backoff::Backoff;

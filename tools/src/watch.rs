@@ -6,13 +6,15 @@
 //! through a read-only [`Cursor`] per journal that walks the frame headers
 //! published since the last sample; reader lag comes from the readers'
 //! position files ([`tape_journal::position`]), opened read-only, never
-//! locked; writer and registered readers come from the service; bridge
-//! subscribers from each `tape bridge serve`'s status socket.
+//! locked; writer and registered readers come from the service; the
+//! connectors (each `tape bridge serve`'s subscribers, each `tape bridge
+//! pull`, `tape nats export` and `tape nats import`) from their status
+//! sockets in `<root>/system/` ([`tape_service::status_socket`]).
 
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tape_journal::{Cursor, CursorOptions, Start};
 
 /// One reader of a journal.
@@ -52,21 +54,45 @@ pub struct JournalRow {
     pub readers: Vec<ReaderRow>,
 }
 
-/// One connector: a bridge subscriber's journal.
+/// One connector: one journal of a bridge subscriber (seen from its
+/// `tape bridge serve`), of a `tape bridge pull`, a `tape nats export` or
+/// a `tape nats import`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectorRow {
-    /// `account@address/journal` of a bridge subscriber.
+    /// Unique on the box: `account@address/journal` (bridge-serve),
+    /// `from/journal` (bridge-pull), `stream@server` (nats-export),
+    /// `stream@server` (nats-import); ` into REPLICA` when the replica
+    /// has another name.
     pub name: String,
-    /// `bridge`.
+    /// `bridge-serve`, `bridge-pull`, `nats-export` or `nats-import`.
     pub kind: String,
     /// The source journal.
     pub journal: String,
-    /// Last seq sent to it.
-    pub seq_sent: u64,
-    /// Last seq its replica acknowledged.
-    pub seq_acked: u64,
-    /// Frames behind the source.
+    /// The local journal: the source (serve, export) or the replica (pull,
+    /// import).
+    pub local: String,
+    /// The other end: the subscriber's address, the server's address, the
+    /// NATS server.
+    pub peer: String,
+    /// The connector's process id.
+    pub pid: u32,
+    /// Last seq done: sent (bridge-serve), written to the replica
+    /// (bridge-pull), acknowledged by the stream (nats-export), taken from
+    /// the stream (nats-import).
+    pub seq: u64,
+    /// Last seq of the source as the connector knows it.
+    pub last_seq: u64,
+    /// Frames behind: `last_seq - seq`.
     pub lag: u64,
+    /// Last seq the subscriber's replica acknowledged (bridge-serve only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq_acked: Option<u64>,
+    /// Frames moved since the connector (or the subscriber) began.
+    pub frames: u64,
+    /// Payload bytes of those frames.
+    pub bytes: u64,
+    /// Times it connected again (or started over) after the first.
+    pub reconnects: u64,
 }
 
 /// One snapshot of the box.
@@ -74,8 +100,11 @@ pub struct ConnectorRow {
 pub struct Snapshot {
     /// Every journal of the root.
     pub journals: Vec<JournalRow>,
-    /// Bridge subscribers.
+    /// Bridge and NATS connectors.
     pub connectors: Vec<ConnectorRow>,
+    /// Connectors whose status socket did not answer (a stopped or stuck
+    /// process), one sentence each.
+    pub unanswered: Vec<String>,
 }
 
 /// A journal followed between samples.
@@ -155,11 +184,7 @@ impl Watcher {
     pub fn sample(&mut self) -> Snapshot {
         let now = Instant::now();
         let names = tape_journal::list_journals(&self.dir).unwrap_or_default();
-        let registered = tape_service::Client::connect(&self.root)
-            .ok()
-            .and_then(|mut c| c.journals().ok())
-            .unwrap_or_default();
-        let canon = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        let registered = Registrations::fetch(&self.root, &self.dir);
         let mut counts: Counts = HashMap::new();
         let mut journals = Vec::new();
         for name in names {
@@ -176,12 +201,8 @@ impl Watcher {
                 }
                 None => (0.0, 0.0),
             };
-            let info = registered
-                .iter()
-                .find(|j| j.journal == name && j.dir == canon);
-            let writer_pid = info
-                .and_then(|i| i.writer.as_ref().map(|w| w.pid))
-                .or_else(|| tape_journal::lock_holder(&self.dir, &name));
+            let info = registered.get(&name);
+            let writer_pid = registered.writer_pid(&name);
             let positions =
                 tape_journal::position::list_positions(&self.dir, &name).unwrap_or_default();
             let mut readers: Vec<ReaderRow> = Vec::new();
@@ -219,30 +240,159 @@ impl Watcher {
         }
         self.followed.retain(|n, _| counts.contains_key(n));
         self.last = Some((now, counts));
+        let (connectors, unanswered) = connectors(&self.root);
         Snapshot {
             journals,
-            connectors: bridge_connectors(&self.root),
+            connectors,
+            unanswered,
         }
     }
 }
 
-/// The subscribers of every `tape bridge serve` of `root`, one row per
-/// subscriber and journal.
-fn bridge_connectors(root: &Path) -> Vec<ConnectorRow> {
+/// The service's registrations of one journal folder, to look journals
+/// up in (`tape ls`, `tape top`, `/metrics`).
+#[derive(Debug)]
+pub struct Registrations {
+    dir: PathBuf,
+    canon: PathBuf,
+    list: Vec<tape_service::JournalInfo>,
+}
+
+impl Registrations {
+    /// Asks the service of `root` (none running: no registrations) about
+    /// the journals of `dir`.
+    pub fn fetch(root: &Path, dir: &Path) -> Registrations {
+        let list = tape_service::Client::connect(root)
+            .ok()
+            .and_then(|mut c| c.journals().ok())
+            .unwrap_or_default();
+        Registrations {
+            dir: dir.to_path_buf(),
+            canon: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+            list,
+        }
+    }
+
+    /// Journal `name` of the folder, as registered.
+    pub fn get(&self, name: &str) -> Option<&tape_service::JournalInfo> {
+        self.list
+            .iter()
+            .find(|j| j.journal == name && j.dir == self.canon)
+    }
+
+    /// The pid of `name`'s writer: from the service, else from the
+    /// journal's lock (a writer that runs while the service does not).
+    pub fn writer_pid(&self, name: &str) -> Option<u32> {
+        self.get(name)
+            .and_then(|i| i.writer.as_ref().map(|w| w.pid))
+            .or_else(|| tape_journal::lock_holder(&self.dir, name))
+    }
+}
+
+/// How long a sample waits for one connector's status socket.
+const CONNECTOR_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `name`, and ` into REPLICA` when the replica is named otherwise.
+fn into(name: String, journal: &str, replica: &str) -> String {
+    if journal == replica {
+        name
+    } else {
+        format!("{name} into {replica}")
+    }
+}
+
+/// Every connector running on `root`, one row per journal, and a sentence
+/// for each one that did not answer.
+fn connectors(root: &Path) -> (Vec<ConnectorRow>, Vec<String>) {
     let mut out = Vec::new();
-    for server in tape_bridge::status::query(root).into_iter().flatten() {
+    let mut unanswered = Vec::new();
+    for server in tape_bridge::status::query(root, CONNECTOR_TIMEOUT) {
+        let server = match server {
+            Ok(s) => s,
+            Err(e) => {
+                unanswered.push(format!("bridge-serve: {e}"));
+                continue;
+            }
+        };
         for s in &server.subscribers {
             for j in &s.journals {
                 out.push(ConnectorRow {
                     name: format!("{}@{}/{}", s.account, s.address, j.journal),
-                    kind: "bridge".into(),
+                    kind: "bridge-serve".into(),
                     journal: j.journal.clone(),
-                    seq_sent: j.seq_sent,
-                    seq_acked: j.seq_acked,
+                    local: j.journal.clone(),
+                    peer: format!("{}@{}", s.account, s.address),
+                    pid: server.pid,
+                    seq: j.seq_sent,
+                    last_seq: j.last_seq,
                     lag: j.lag,
+                    seq_acked: Some(j.seq_acked),
+                    frames: j.frames,
+                    bytes: j.bytes,
+                    reconnects: 0,
                 });
             }
         }
     }
-    out
+    for pull in tape_bridge::status::query_pulls(root, CONNECTOR_TIMEOUT) {
+        let pull = match pull {
+            Ok(p) => p,
+            Err(e) => {
+                unanswered.push(format!("bridge-pull: {e}"));
+                continue;
+            }
+        };
+        for j in &pull.journals {
+            out.push(ConnectorRow {
+                name: into(
+                    format!("{}/{}", pull.from, j.journal),
+                    &j.journal,
+                    &j.replica,
+                ),
+                kind: "bridge-pull".into(),
+                journal: j.journal.clone(),
+                local: j.replica.clone(),
+                peer: pull.from.clone(),
+                pid: pull.pid,
+                seq: j.seq,
+                last_seq: j.last_seq,
+                lag: j.lag,
+                seq_acked: None,
+                frames: j.frames,
+                bytes: j.bytes,
+                reconnects: pull.reconnects,
+            });
+        }
+    }
+    for st in tape_nats::status::query_local(root, CONNECTOR_TIMEOUT) {
+        let st = match st {
+            Ok(s) => s,
+            Err(e) => {
+                unanswered.push(format!("nats: {e}"));
+                continue;
+            }
+        };
+        for c in &st.connectors {
+            out.push(ConnectorRow {
+                name: into(
+                    format!("{}@{}", c.stream, st.server),
+                    &c.journal,
+                    &c.replica,
+                ),
+                kind: st.kind.clone(),
+                journal: c.journal.clone(),
+                local: c.replica.clone(),
+                peer: st.server.clone(),
+                pid: st.pid,
+                seq: c.seq,
+                last_seq: c.last_seq,
+                lag: c.lag,
+                seq_acked: None,
+                frames: c.frames,
+                bytes: c.bytes,
+                reconnects: c.reconnects,
+            });
+        }
+    }
+    (out, unanswered)
 }

@@ -19,15 +19,17 @@ mod session;
 use crate::addr::resolve;
 use crate::auth::Token;
 use crate::net::tune;
+use crate::status::{PullJournalStatus, PullStatus, PULL_KIND};
 use crate::wire::ErrorCode;
 use crate::Log;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tape_journal::ReplicaError;
+use tape_service::status_socket::{next_tag, StatusSocket};
 use tape_writer::{SyncPolicy, Writer};
 
 /// How `tape bridge pull` pulls.
@@ -57,6 +59,9 @@ pub struct PullOptions {
     /// [`SyncPolicy::None`]; see [`tape_writer::WriterBuilder::sync`]). A
     /// failed sync is logged, once per failure.
     pub sync: SyncPolicy,
+    /// Publish the status socket `<root>/system/bridge-pull-<pid>-<n>.sock`
+    /// ([`crate::status::query_pulls`]).
+    pub status_socket: bool,
     /// Where log lines go.
     pub log: Log,
 }
@@ -74,7 +79,7 @@ impl std::fmt::Debug for PullOptions {
 
 impl PullOptions {
     /// Defaults: no token, ack every 500 ms, dead after 5 s, backoff 50 ms
-    /// doubling to 2 s, log to stderr.
+    /// doubling to 2 s, status socket on, log to stderr.
     pub fn new(root: impl Into<PathBuf>, from: &str, account: &str) -> PullOptions {
         PullOptions {
             root: root.into(),
@@ -87,6 +92,7 @@ impl PullOptions {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             sync: SyncPolicy::None,
+            status_socket: true,
             log: crate::stderr_log("tape bridge pull"),
         }
     }
@@ -186,6 +192,66 @@ struct Replica {
     page_size: u64,
     /// Sync failures of `writer` already logged.
     sync_failures: u64,
+    /// What the status socket reports of it.
+    progress: Arc<Progress>,
+}
+
+/// One replica's progress, for the status socket.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The replica's last seq.
+    seq: AtomicU64,
+    /// The source's last seq as far as known.
+    known: AtomicU64,
+    frames: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// What the whole pull reports, for the status socket.
+#[derive(Debug, Default)]
+struct PullState {
+    connected: AtomicBool,
+    /// Connections that got their subscription accepted.
+    sessions: AtomicU64,
+}
+
+impl Puller {
+    fn status(&self) -> impl Fn() -> PullStatus + Send + 'static {
+        let state = Arc::clone(&self.state);
+        let journals: Vec<(String, String, Arc<Progress>)> = self
+            .replicas
+            .iter()
+            .map(|r| (r.source.clone(), r.name.clone(), Arc::clone(&r.progress)))
+            .collect();
+        let (from, account) = (self.opts.from.clone(), self.opts.account.clone());
+        let root = self.opts.root.display().to_string();
+        let since_ns = tape_journal::clock::now_ns();
+        move || PullStatus {
+            pid: std::process::id(),
+            from: from.clone(),
+            account: account.clone(),
+            root: root.clone(),
+            since_ns,
+            connected: state.connected.load(Ordering::Relaxed),
+            reconnects: state.sessions.load(Ordering::Relaxed).saturating_sub(1),
+            journals: journals
+                .iter()
+                .map(|(journal, replica, p)| {
+                    let seq = p.seq.load(Ordering::Relaxed);
+                    let last_seq = p.known.load(Ordering::Relaxed).max(seq);
+                    PullJournalStatus {
+                        journal: journal.clone(),
+                        replica: replica.clone(),
+                        seq,
+                        last_seq,
+                        lag: last_seq - seq,
+                        frames: p.frames.load(Ordering::Relaxed),
+                        bytes: p.bytes.load(Ordering::Relaxed),
+                    }
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Replica {
@@ -201,12 +267,25 @@ struct Puller {
     replicas: Vec<Replica>,
     /// A session got its subscription accepted (the backoff starts over).
     progressed: bool,
+    state: Arc<PullState>,
 }
 
 /// Pulls until `stop` becomes true (returns `Ok`) or something that
 /// retrying cannot mend happens (returns the error).
 pub fn pull(opts: &PullOptions, stop: &AtomicBool) -> Result<(), PullError> {
     let mut p = Puller::new(opts.clone())?;
+    let _status = if opts.status_socket {
+        match StatusSocket::start(&opts.root, PULL_KIND, &next_tag(), p.status()) {
+            Ok(s) => Some(s),
+            // Pulling matters more than being listed: say so, go on.
+            Err(e) => {
+                (opts.log)(&format!("{e}; `tape top` will not list this pull"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut backoff = tape_service::Backoff::new(opts.backoff_min, opts.backoff_max);
     let mut quiet = false;
     loop {
@@ -214,7 +293,9 @@ pub fn pull(opts: &PullOptions, stop: &AtomicBool) -> Result<(), PullError> {
             return Ok(());
         }
         p.progressed = false;
-        match p.session(stop) {
+        let end = p.session(stop);
+        p.state.connected.store(false, Ordering::Relaxed);
+        match end {
             End::Stop => return Ok(()),
             End::Fatal(e) => return Err(e),
             End::Retry(why) => {
@@ -341,12 +422,16 @@ impl Puller {
             } else {
                 None
             };
+            let progress = Arc::new(Progress::default());
+            let seq = writer.as_ref().map_or(0, |w| w.next_seq() - 1);
+            progress.seq.store(seq, Ordering::Relaxed);
             replicas.push(Replica {
                 source: source.clone(),
                 name: name.clone(),
                 writer,
                 page_size: 0,
                 sync_failures: 0,
+                progress,
             });
         }
         Ok(Puller {
@@ -354,6 +439,7 @@ impl Puller {
             addr,
             replicas,
             progressed: false,
+            state: Arc::default(),
         })
     }
 
@@ -370,6 +456,8 @@ impl Puller {
             return end;
         }
         self.progressed = true;
+        self.state.sessions.fetch_add(1, Ordering::Relaxed);
+        self.state.connected.store(true, Ordering::Relaxed);
         let what: Vec<String> = self
             .replicas
             .iter()

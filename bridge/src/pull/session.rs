@@ -109,6 +109,8 @@ impl Puller {
         }
         let states = decode_subscribed(&body, self.replicas.len()).map_err(not_bridge)?;
         for (i, st) in states.iter().enumerate() {
+            let p = &self.replicas[i].progress;
+            p.known.fetch_max(st.last_seq, Ordering::Relaxed);
             if st.page_size != 0 {
                 self.opened(i, st.page_size)?;
             } else {
@@ -244,9 +246,15 @@ impl Puller {
                 r.source, b.first_seq
             )));
         }
+        let p = &r.progress;
+        p.known.fetch_max(b.last_seq(), Ordering::Relaxed);
         for (h, payload) in b.frames() {
             match w.write_replica_frame(&h, payload) {
-                Ok(()) => {}
+                Ok(()) => {
+                    p.seq.store(h.seq, Ordering::Relaxed);
+                    p.frames.fetch_add(1, Ordering::Relaxed);
+                    p.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                }
                 Err(e @ ReplicaError::Write(WriteError::TooLarge { .. })) => {
                     return Err(End::Fatal(PullError::Write {
                         journal: r.name.clone(),

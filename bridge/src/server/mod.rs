@@ -15,7 +15,7 @@ mod stream;
 pub use crate::addr::resolve;
 use crate::auth::Token;
 use crate::net::{send_all, tune};
-use crate::status::{ServerStatus, StatusSocket};
+use crate::status::{ServerStatus, SERVE_KIND};
 use crate::Log;
 use crate::Polling;
 use handshake::handshake;
@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use stream::Subscriber;
+use tape_service::status_socket::StatusSocket;
 
 /// Handshakes in progress at once; a connection beyond it is closed at
 /// once, and logged.
@@ -236,10 +237,11 @@ impl Server {
         });
         let status = if shared.opts.status_socket {
             let s = Arc::clone(&shared);
-            match StatusSocket::start(&shared.opts.root, listen.port(), move || s.status()) {
+            let port = listen.port().to_string();
+            match StatusSocket::start(&shared.opts.root, SERVE_KIND, &port, move || s.status()) {
                 Ok(sock) => Some(sock),
                 // Serving matters more than being listed: say so, go on.
-                Err((path, source)) => {
+                Err(tape_service::status_socket::StartError { path, source }) => {
                     shared.log(&format!(
                         "{}; `tape bridge status` will not list this server",
                         ServeError::Status { path, source }

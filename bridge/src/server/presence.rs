@@ -27,6 +27,10 @@ pub(super) struct JournalPresence {
     pub(super) seq_sent: AtomicU64,
     /// Last sequence number the replica reported (0: none).
     pub(super) seq_acked: AtomicU64,
+    /// Frames sent since it subscribed.
+    pub(super) frames: AtomicU64,
+    /// Payload bytes of those frames.
+    pub(super) bytes: AtomicU64,
 }
 impl Shared {
     pub(super) fn status(&self) -> ServerStatus {
@@ -60,6 +64,8 @@ impl Shared {
                             seq_acked: j.seq_acked.load(Ordering::Relaxed),
                             last_seq: last,
                             lag: last.saturating_sub(sent),
+                            frames: j.frames.load(Ordering::Relaxed),
+                            bytes: j.bytes.load(Ordering::Relaxed),
                         }
                     })
                     .collect(),

@@ -101,6 +101,8 @@ impl Subscriber {
                     from_seq: w.from_seq,
                     seq_sent: AtomicU64::new(w.from_seq.saturating_sub(1)),
                     seq_acked: AtomicU64::new(w.from_seq.saturating_sub(1)),
+                    frames: AtomicU64::new(0),
+                    bytes: AtomicU64::new(0),
                 })
                 .collect(),
         });
@@ -287,6 +289,7 @@ impl Subscriber {
             return Ok(false);
         };
         self.batch.clear();
+        let mut payload_bytes = 0u64;
         while self.batch.frame_bytes() < BATCH_TARGET {
             match cursor.next() {
                 Ok(Some(f)) => {
@@ -303,6 +306,7 @@ impl Subscriber {
                             return Err(why.to_string());
                         }
                     }
+                    payload_bytes += f.payload().len() as u64;
                     self.batch.push(f.seq(), f.raw());
                 }
                 Ok(None) => break,
@@ -327,9 +331,10 @@ impl Subscriber {
         if let Err(e) = send_all(s, msg) {
             return Err(send_failed(stall, e));
         }
-        self.presence.journals[i]
-            .seq_sent
-            .store(last, Ordering::Relaxed);
+        let p = &self.presence.journals[i];
+        p.seq_sent.store(last, Ordering::Relaxed);
+        p.frames.fetch_add(count as u64, Ordering::Relaxed);
+        p.bytes.fetch_add(payload_bytes, Ordering::Relaxed);
         Ok(true)
     }
 }

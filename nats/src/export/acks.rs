@@ -13,6 +13,12 @@ pub(super) struct Shared {
     pub(super) acked: AtomicU64,
     pub(super) failed: AtomicBool,
     pub(super) why: Mutex<String>,
+    /// Frames published (for the status).
+    pub(super) frames: AtomicU64,
+    /// Their payload bytes.
+    pub(super) bytes: AtomicU64,
+    /// Sessions started (each reads the stream's end).
+    pub(super) sessions: AtomicU64,
 }
 
 impl Shared {

@@ -266,6 +266,7 @@ impl Exporter {
         self.shared.acked.store(next - 1, Ordering::Release);
         self.shared.failed.store(false, Ordering::Release);
         self.shared.round.store(self.round, Ordering::Release);
+        self.shared.sessions.fetch_add(1, Ordering::Relaxed);
         self.progressed = true;
         (self.opts.log)(&format!(
             "exporting {} to stream {} on {} from seq {next}",
@@ -350,10 +351,14 @@ impl Exporter {
                 );
                 let reply = Subject::from(format!("{}.{}.{next}", self.inbox, self.round));
                 let body = bytes::Bytes::copy_from_slice(f.raw());
+                let payload_len = f.payload().len() as u64;
                 let publish =
                     client.publish_with_reply_and_headers(self.subject.clone(), reply, h, body);
                 match rt.block_on(tokio::time::timeout(Duration::from_secs(2), publish)) {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => {
+                        self.shared.frames.fetch_add(1, Ordering::Relaxed);
+                        self.shared.bytes.fetch_add(payload_len, Ordering::Relaxed);
+                    }
                     Ok(Err(e)) => {
                         return Err(Fail::Retry(format!("cannot publish seq {next}: {e}")))
                     }

@@ -34,7 +34,7 @@
 
 use crate::api::StreamLimits;
 use crate::conn::{connect_retrying, Server};
-use crate::status::{self, Connector};
+use crate::status::{self, Connector, Progress};
 use crate::{names, Log};
 use async_nats::Subject;
 use std::path::PathBuf;
@@ -112,6 +112,35 @@ pub fn export(opts: &ExportOptions, stop: &AtomicBool) -> Result<(), String> {
     }
     opts.server.addrs()?;
     let rt = crate::runtime_here()?;
+    let shareds: Vec<Arc<Shared>> = opts.journals.iter().map(|_| Arc::default()).collect();
+    let connectors: Arc<[Connector]> = opts
+        .journals
+        .iter()
+        .zip(&shareds)
+        .map(|(j, shared)| {
+            let shared = Arc::clone(shared);
+            let dir = tape_journal::journal_dir(&opts.root);
+            let journal = j.clone();
+            Connector::new("export", j, j, &names::stream_of(j), None, move || {
+                Progress {
+                    seq: shared.acked.load(Ordering::Acquire),
+                    last_seq: tape_journal::stats(&dir, &journal).map_or(0, |s| s.last_seq),
+                    frames: shared.frames.load(Ordering::Relaxed),
+                    bytes: shared.bytes.load(Ordering::Relaxed),
+                    reconnects: shared.sessions.load(Ordering::Relaxed).saturating_sub(1),
+                }
+            })
+        })
+        .collect();
+    // Before connecting: a box whose server is unreachable lists the export
+    // (and its lag growing) all the same.
+    let _local = status::publish_local(
+        &opts.root,
+        status::EXPORT_KIND,
+        &opts.server.url,
+        Arc::clone(&connectors),
+        &opts.log,
+    );
     let Some(conn) = connect_retrying(&rt, &opts.server, "tape nats export", &opts.log, stop)?
     else {
         return Ok(());
@@ -119,8 +148,7 @@ pub fn export(opts: &ExportOptions, stop: &AtomicBool) -> Result<(), String> {
     let quit = AtomicBool::new(false);
     let fatal: Mutex<Option<String>> = Mutex::new(None);
     let mut exporters = Vec::new();
-    for j in &opts.journals {
-        let shared = Arc::new(Shared::default());
+    for (j, shared) in opts.journals.iter().zip(shareds) {
         let inbox = conn.client.new_inbox();
         let sub = rt
             .block_on(conn.client.subscribe(format!("{inbox}.>")))
@@ -140,26 +168,6 @@ pub fn export(opts: &ExportOptions, stop: &AtomicBool) -> Result<(), String> {
             said_limits: false,
         });
     }
-    let connectors: Vec<Connector> = exporters
-        .iter()
-        .map(|e| {
-            let shared = Arc::clone(&e.shared);
-            let dir = tape_journal::journal_dir(&opts.root);
-            let journal = e.journal.clone();
-            Connector::new(
-                "export",
-                &e.journal,
-                &e.journal,
-                &e.stream,
-                None,
-                move || {
-                    let acked = shared.acked.load(Ordering::Acquire);
-                    let last = tape_journal::stats(&dir, &journal).map_or(0, |s| s.last_seq);
-                    (acked, last, last.saturating_sub(acked))
-                },
-            )
-        })
-        .collect();
     rt.spawn(status::answer(conn.client.clone(), connectors));
     let rt = &rt;
     std::thread::scope(|s| {

@@ -54,8 +54,9 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
         /// 127.0.0.1:9464): per journal frames, bytes, last seq, readers
         /// and each reader's lag; the service's connections,
-        /// registrations and refusals; bridge connectors' progress and
-        /// lag. Names in service/PROTOCOL.md, "Metrics".
+        /// registrations and refusals; the progress, lag and counters of
+        /// each bridge serve and pull, NATS export and import of the
+        /// root. Names in service/PROTOCOL.md, "Metrics".
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
     },
@@ -209,13 +210,16 @@ enum Command {
     },
     /// A live view of the box, refreshed every second: every journal with
     /// frames/s, MB/s, last seq, writer pid, and each reader with its lag
-    /// (frames behind the writer, from its position file); bridge
-    /// connectors with their lag.
+    /// (frames behind the writer, from its position file); every bridge
+    /// serve and pull, NATS export and import of the root (from their
+    /// status sockets in <root>/system/) with its seq and lag.
     ///
     /// Keys: q or Esc quit; n, f, b, l sort by name, frames/s, MB/s,
     /// worst reader lag. --once --json prints one JSON object instead
     /// (journals: name, last_seq, fps, bytes_per_s, writer_pid, readers:
-    /// name, pid, lag; connectors: name, kind, lag): it takes two samples
+    /// name, pid, lag; connectors: name, kind (bridge-serve, bridge-pull,
+    /// nats-export, nats-import), journal, pid, seq, last_seq, lag,
+    /// frames, bytes, reconnects; unanswered): it takes two samples
     /// a second apart to give the rates, so it takes about a second.
     /// Watching costs the writers and readers nothing: it reads journals
     /// and position files read-only.

@@ -218,7 +218,7 @@ fn pull(a: PullArgs) -> Result<()> {
 
 fn status(a: StatusArgs, out: &mut dyn Write) -> Result<()> {
     let root = tape_journal::resolve_root(a.root.as_deref());
-    let all = tape_bridge::status::query(&root);
+    let all = tape_bridge::status::query(&root, tape_bridge::status::QUERY_TIMEOUT);
     if all.is_empty() && !a.json {
         writeln!(out, "no tape bridge serve runs on {}", root.display())?;
         return Ok(());

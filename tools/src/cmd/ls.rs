@@ -49,20 +49,12 @@ pub fn entries(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
     };
-    let registered = tape_service::Client::connect(root)
-        .ok()
-        .and_then(|mut c| c.journals().ok())
-        .unwrap_or_default();
-    let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let registered = crate::watch::Registrations::fetch(root, dir);
     let mut out = Vec::new();
     for name in names {
-        let info = registered
-            .iter()
-            .find(|j| j.journal == name && j.dir == canon);
-        let writer_pid = info
-            .and_then(|i| i.writer.as_ref().map(|w| w.pid))
-            .or_else(|| tape_journal::lock_holder(dir, &name));
-        let readers = info
+        let writer_pid = registered.writer_pid(&name);
+        let readers = registered
+            .get(&name)
             .map(|i| {
                 i.readers
                     .iter()

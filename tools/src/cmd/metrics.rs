@@ -259,42 +259,75 @@ pub fn render(snap: &Snapshot, (conns, regs, refusals): (u64, u64, u64)) -> Stri
         "Registrations the service refused (journal held, name taken, limits, invalid).",
         &[(String::new(), refusals as f64)],
     );
-    let conn = |f: &dyn Fn(&crate::watch::ConnectorRow) -> u64| -> Vec<(String, f64)> {
+    let conn = |f: &dyn Fn(&crate::watch::ConnectorRow) -> Option<u64>| -> Vec<(String, f64)> {
         snap.connectors
             .iter()
-            .map(|c| {
-                (
-                    format!(
-                        "connector=\"{}\",kind=\"{}\",journal=\"{}\"",
-                        esc(&c.name),
-                        esc(&c.kind),
-                        esc(&c.journal)
-                    ),
-                    f(c) as f64,
-                )
+            .filter_map(|c| {
+                let labels = format!(
+                    "connector=\"{}\",kind=\"{}\",journal=\"{}\"",
+                    esc(&c.name),
+                    esc(&c.kind),
+                    esc(&c.journal)
+                );
+                f(c).map(|v| (labels, v as f64))
             })
             .collect()
     };
     family(
         &mut out,
-        "tape_connector_seq_sent",
+        "tape_connector_seq",
         "gauge",
-        "Last sequence number a bridge connector sent to its subscriber.",
-        &conn(&|c| c.seq_sent),
+        "Last sequence number a connector has done: sent (bridge-serve), written (bridge-pull), acknowledged by the stream (nats-export), taken (nats-import).",
+        &conn(&|c| Some(c.seq)),
     );
     family(
         &mut out,
-        "tape_connector_seq_acked",
+        "tape_connector_last_seq",
         "gauge",
-        "Last sequence number a bridge subscriber's replica acknowledged.",
-        &conn(&|c| c.seq_acked),
+        "Last sequence number of the connector's source journal, as the connector knows it.",
+        &conn(&|c| Some(c.last_seq)),
     );
     family(
         &mut out,
         "tape_connector_lag_frames",
         "gauge",
         "Frames a connector is behind its source journal.",
-        &conn(&|c| c.lag),
+        &conn(&|c| Some(c.lag)),
+    );
+    family(
+        &mut out,
+        "tape_connector_seq_acked",
+        "gauge",
+        "Last sequence number a bridge subscriber's replica acknowledged (bridge-serve).",
+        &conn(&|c| c.seq_acked),
+    );
+    family(
+        &mut out,
+        "tape_connector_frames_total",
+        "counter",
+        "Frames a connector moved since it (or its subscriber) began.",
+        &conn(&|c| Some(c.frames)),
+    );
+    family(
+        &mut out,
+        "tape_connector_bytes_total",
+        "counter",
+        "Payload bytes a connector moved since it (or its subscriber) began.",
+        &conn(&|c| Some(c.bytes)),
+    );
+    family(
+        &mut out,
+        "tape_connector_reconnects_total",
+        "counter",
+        "Times a connector connected again (or started over) after its first connection.",
+        &conn(&|c| Some(c.reconnects)),
+    );
+    family(
+        &mut out,
+        "tape_connectors_unanswered",
+        "gauge",
+        "Connector status sockets that did not answer within 1 s (a stopped or stuck process).",
+        &[(String::new(), snap.unanswered.len() as f64)],
     );
     out
 }

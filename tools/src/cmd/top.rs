@@ -90,7 +90,7 @@ fn live(root: &Path, terminal: &mut ratatui::DefaultTerminal) -> Result<()> {
 fn draw(f: &mut ratatui::Frame, snap: &Snapshot, sort: Sort) {
     let [top, bottom, help] = Layout::vertical([
         Constraint::Min(5),
-        Constraint::Length(snap.connectors.len() as u16 + 3),
+        Constraint::Length((snap.connectors.len() + snap.unanswered.len()) as u16 + 3),
         Constraint::Length(1),
     ])
     .areas(f.area());
@@ -143,29 +143,55 @@ fn draw(f: &mut ratatui::Frame, snap: &Snapshot, sort: Sort) {
     )
     .block(Block::bordered().title(format!(" tape top: journals (sorted by {sort:?}) ")));
     f.render_widget(table, top);
-    let crow: Vec<Row> = snap
+    let mut crow: Vec<Row> = snap
         .connectors
         .iter()
         .map(|c| {
             Row::new(vec![
                 c.kind.clone(),
                 c.name.clone(),
-                c.seq_sent.to_string(),
+                c.pid.to_string(),
+                c.seq.to_string(),
+                c.last_seq.to_string(),
                 c.lag.to_string(),
+                c.frames.to_string(),
+                format!("{:.2}", c.bytes as f64 / 1e6),
+                c.reconnects.to_string(),
             ])
         })
         .collect();
+    for u in &snap.unanswered {
+        crow.push(Row::new(vec!["?".to_string(), u.clone()]));
+    }
     let ctable = Table::new(
         crow,
         [
-            Constraint::Length(8),
+            Constraint::Length(12),
             Constraint::Min(30),
+            Constraint::Length(8),
+            Constraint::Length(12),
             Constraint::Length(12),
             Constraint::Length(10),
+            Constraint::Length(12),
+            Constraint::Length(9),
+            Constraint::Length(6),
         ],
     )
-    .header(Row::new(["KIND", "CONNECTOR", "SENT", "LAG"]).style(bold))
-    .block(Block::bordered().title(" connectors "));
+    .header(
+        Row::new([
+            "KIND",
+            "CONNECTOR",
+            "PID",
+            "SEQ",
+            "LAST_SEQ",
+            "LAG",
+            "FRAMES",
+            "MB",
+            "RECONN",
+        ])
+        .style(bold),
+    )
+    .block(Block::bordered().title(" connectors (bridge and NATS) "));
     f.render_widget(ctable, bottom);
     f.render_widget(
         ratatui::text::Line::from(" q quit · sort: n name, f frames/s, b MB/s, l reader lag"),

@@ -34,6 +34,21 @@ impl Side {
         }
     }
 
+    /// A side whose service also serves `/metrics`; returns its address.
+    pub fn with_metrics() -> (Side, String) {
+        let root = Root::new();
+        let (kid, addr) = crate::top_metrics::metrics_service(&root);
+        let sock = root.socket();
+        wait_until("the service socket", || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+        let side = Side {
+            root,
+            _service: Service { kid },
+        };
+        (side, addr)
+    }
+
     /// A token file holding `token`, in this root.
     pub fn token_file(&self, token: &str) -> PathBuf {
         let p = self.root.path().join(format!("token-{}", token.len()));
