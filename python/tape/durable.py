@@ -7,8 +7,8 @@ the disk. The same policies as the Rust writer (``journal/src/durable.rs``,
 - ``"page"``: each page is synced when the writer leaves it
   (``msync(MS_SYNC)`` of the whole page, then ``fsync`` of the journal's
   folder so that the page file's name is durable too), by a thread of its
-  own to which the page switch hands the page; the last page when the
-  writer closes cleanly. A power cut loses at most the frames of the page
+  own to which the page switch hands the page; at a clean close, the page
+  being written up to its tail. A power cut loses at most the frames of the page
   being written plus a page left and not synced yet.
 - ``"interval=MS"``: a daemon thread looks every MS ms for frames published
   since its last look (it follows the journal's ``len`` words like a
@@ -117,7 +117,8 @@ def sync_range(stats: SyncStats, mm, path: str, start: int, end: int) -> None:  
 
 
 def sync_page(stats: SyncStats, mm, size: int, path: str, directory: str) -> None:  # type: ignore[no-untyped-def]
-    """The ``page`` policy's sync of one page: all of it, then the folder."""
+    """The ``page`` policy's sync of one page: its first ``size`` bytes
+    (all of a page left, up to the tail at a close), then the folder."""
     sync_range(stats, mm, path, 0, size)
     stats._record(directory, lambda: fsync_dir(directory), True)
 

@@ -708,8 +708,10 @@ class Writer:
             self._page_syncer.close()
             self._page_syncer = None
             if self._page is not None:
+                # The page being written up to its tail, as the Rust
+                # writer's clean close.
                 p = self._page
-                sync_page(self.sync_stats, p.mm, p.size, p.path, self.dir)
+                sync_page(self.sync_stats, p.mm, min(self._off + MARKER_ROOM, p.size), p.path, self.dir)
         if self._interval is not None:
             self._interval.close()  # a last look: everything published
             self._interval = None

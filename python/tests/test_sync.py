@@ -123,6 +123,7 @@ class SyncPolicies(unittest.TestCase):
         (sys_counts, stats) = self.traced("page", "20000")
         pages = self.written_pages()
         self.assertGreaterEqual(pages, 4)
+        print(f"\n  page: {sys_counts} (msync, fsync, fdatasync) over {pages} pages", end=" ")
         # Each page left (by the sync thread) and the last (at close), each
         # followed by the folder's fsync; the stats say the same.
         self.assertEqual(sys_counts, (pages, pages, 0))
@@ -133,6 +134,7 @@ class SyncPolicies(unittest.TestCase):
         # One frame, then 200 intervals with nothing written: the header
         # and that frame are synced (one or two looks), then nothing.
         (msync, fsync, fdatasync), stats = self.traced("interval=5", "1+1000")
+        print(f"\n  interval=5, one frame, 1 s idle: {msync} msync", end=" ")
         self.assertIn(msync, (1, 2), f"{msync} msyncs for one frame")
         self.assertEqual((fsync, fdatasync), (0, 0))
         self.assertEqual(stats, (msync, 0, 0))
@@ -143,6 +145,7 @@ class SyncPolicies(unittest.TestCase):
         elapsed = time.monotonic() - start
         pages = self.written_pages()
         looks = int(elapsed * 1000) // 20 + 2
+        print(f"\n  interval=20: {msync} msync, {fsync} fsync in {elapsed:.2f} s over {pages} pages", end=" ")
         # At most one per look plus one per page passed; the folder once
         # per page passed. 20 chunks 50 ms apart: at least one sync each.
         self.assertTrue(20 <= msync <= looks + pages, f"{msync} msyncs in {elapsed:.2f} s over {pages} pages")
