@@ -30,9 +30,9 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
-from .format import END_OF_PAGE, MARKER_ROOM, PAGE_HEADER_LEN, Geometry, map_page, page_file_name
+from .format import END_OF_PAGE, MARKER_ROOM, PAGE_HEADER_LEN, page_file_name
 
 #: The kernel's page size: ``msync`` starts at a multiple of it.
 _BLOCK = 4096
@@ -157,8 +157,9 @@ class PageSyncer:
 
 
 class IntervalSyncer:
-    """The thread of the ``interval=MS`` policy. It maps the pages itself
-    (read-write: ``msync`` of a read-only mapping is a no-op in CPython)
+    """The thread of the ``interval=MS`` policy. It maps the pages itself,
+    with ``open_page`` (read-write: ``mmap.flush`` of a read-only mapping
+    is a no-op in CPython)
     and reads only the ``len`` words the writer publishes anyway.
     :meth:`close` makes a last look (a clean close syncs everything
     published) and ends the thread."""
@@ -167,7 +168,7 @@ class IntervalSyncer:
         self,
         name: str,
         directory: str,
-        geometry: Geometry,
+        open_page: Callable[[str, int], Any],
         page_no: int,
         tail: int,
         every_ms: int,
@@ -175,16 +176,14 @@ class IntervalSyncer:
     ) -> None:
         self.name = name
         self.dir = directory
-        self.geometry = geometry
+        #: Maps a page read-write (the writer's ``_Page``): ``(path, page_no)``.
+        self.open_page = open_page
         self.stats = stats
         self.every = every_ms / 1000.0
         self._page_no = page_no
         self._scan = max(tail, PAGE_HEADER_LEN)
         self._synced = 0
-        self._fd = -1
-        self._mm = None
-        self._u32: Optional[memoryview] = None
-        self._path = ""
+        self._page: Any = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"tape-sync-{name}", daemon=True)
         self._thread.start()
@@ -208,7 +207,7 @@ class IntervalSyncer:
     def _open(self) -> bool:
         path = os.path.join(self.dir, page_file_name(self.name, self._page_no))
         try:
-            fd, mm, _size, _h = map_page(path, self._page_no, self.geometry, writable=True)
+            self._page = self.open_page(path, self._page_no)
         except FileNotFoundError:
             nxt = os.path.join(self.dir, page_file_name(self.name, self._page_no + 1))
             if os.path.exists(nxt):
@@ -220,30 +219,22 @@ class IntervalSyncer:
             return False
         except (OSError, ValueError):
             return False  # looked at again next time
-        self._fd, self._mm, self._path = fd, mm, path
-        self._u32 = memoryview(mm).cast("I")
         return True
 
     def _unmap(self) -> None:
-        if self._u32 is not None:
-            self._u32.release()
-            self._u32 = None
-        if self._mm is not None:
-            self._mm.close()
-            self._mm = None
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self._page is not None:
+            self._page.release()
+            self._page = None
 
     def _look(self) -> None:
         """Follows the published frames from where it stopped and syncs
         the range it passed."""
         while True:
-            if self._mm is None and not self._open():
+            if self._page is None and not self._open():
                 return
-            u32 = self._u32
-            assert u32 is not None and self._mm is not None
-            size = len(self._mm)
+            page = self._page
+            u32 = page.u32
+            size = page.size
             ended = False
             scan = self._scan
             while scan + MARKER_ROOM <= size:
@@ -260,7 +251,7 @@ class IntervalSyncer:
                 scan = nxt
             self._scan = scan
             if scan > self._synced:
-                sync_range(self.stats, self._mm, self._path, self._synced, scan)
+                sync_range(self.stats, page.mm, page.path, self._synced, scan)
                 self._synced = scan
             if not ended:
                 return

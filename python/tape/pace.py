@@ -5,9 +5,10 @@ The pace is set by the first frame: it falls due at once, and a frame
 recorded ``d`` ns after it falls due ``d / speed`` ns after that moment on
 ``CLOCK_MONOTONIC``. Each moment is computed from that one origin, never
 from the frame before, so a late wake-up delays one frame and the errors
-do not add up over a day. :func:`sleep_until` sleeps (``time.sleep``, an
-absolute ``clock_nanosleep`` in CPython on Linux) until :data:`SPIN_NS`
-before the moment and spins on the clock only for that last stretch.
+do not add up over a day. :func:`sleep_until` sleeps (``time.sleep``:
+``clock_nanosleep`` in CPython 3.11+, ``select`` before) until
+:data:`SPIN_NS` before the moment and spins on the clock only for that
+last stretch: no hot loop over a long gap.
 """
 
 from __future__ import annotations

@@ -284,7 +284,8 @@ class Writer:
                 self._page_syncer = PageSyncer(name, self.dir, self.sync_stats)
             elif self._sync_kind == "interval":
                 self._interval = IntervalSyncer(
-                    name, self.dir, self._geometry, self._page.page_no, self._off, sync_ms, self.sync_stats
+                    name, self.dir, lambda path, no, g=self._geometry: _Page(path, no, g),
+                    self._page.page_no, self._off, sync_ms, self.sync_stats,
                 )
             register_writer()
             try:

@@ -190,6 +190,34 @@ class SyncValues(unittest.TestCase):
             self.assertEqual(s.failures, 0)
             self.assertEqual(s.syncs > 0, policy != "none", (policy, s))
 
+    def test_the_interval_thread_follows_a_journal_reopened_mid_page(self) -> None:
+        import tempfile
+
+        d = tempfile.mkdtemp(prefix="tape-py-", dir=disk_tmp())
+        self.addCleanup(shutil.rmtree, d, True)
+        with tape.Writer("md", dir=d, service=False, page_size=1 << 20) as w:
+            for i in range(100):
+                w.write(1, b"%0200d" % i)
+        w = tape.Writer("md", dir=d, service=False, page_size=1 << 20, sync="interval=5")
+        try:
+            s = w.sync_stats
+            # What the page held before the tail is synced at the first look.
+            deadline = time.monotonic() + WATCHDOG
+            while s.syncs < 1:
+                self.assertLess(time.monotonic(), deadline, "watchdog: no first sync")
+                time.sleep(0.002)
+            self.assertEqual((s.syncs, s.dir_syncs), (1, 0))
+            # Then on across a page switch: the page to its marker, the
+            # folder, and the next page.
+            first = w.page_no
+            while w.page_no == first:
+                w.write(1, b"%0200d" % 0)
+            w.write(1, b"last")
+        finally:
+            w.close()
+        self.assertGreaterEqual(s.syncs, 3)
+        self.assertEqual((s.dir_syncs, s.failures), (1, 0))
+
     def test_a_failed_sync_is_counted_not_raised(self) -> None:
         import tempfile
 
