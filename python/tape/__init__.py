@@ -38,6 +38,7 @@ and it reads what the Rust ``Writer`` writes. x86-64 Linux, Python 3.8+.
 """
 
 from .checksum import ACCELERATED, crc32c
+from .durable import SyncStats, parse_sync
 from .format import DEFAULT_PAGE_SIZE, FormatError, TapeError
 from .position import PositionError
 from .reader import Frame, Reader, Start
@@ -84,6 +85,7 @@ __all__ = [
     "Responder",
     "ServiceError",
     "Start",
+    "SyncStats",
     "Struct",
     "TapeError",
     "Timeout",

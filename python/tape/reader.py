@@ -48,6 +48,7 @@ from .format import (
     page_file_name,
     page_numbers,
 )
+from .pace import Pacer, SpeedLike, parse_speed, sleep_until
 from .position import Position, PositionError
 from .service import Lease, NotRunning, ServiceError, default_root, journal_dir
 from .typed import Struct, unpack_payload
@@ -471,6 +472,16 @@ class Reader:
     :param verify_crc: check each frame's CRC32C (pure Python: a few µs a
         frame) and that write times never go back; damage raises
         :class:`~tape.FormatError`.
+    :param speed: read recorded journals at their own pace (``None`` or
+        ``"max"``, the default: as fast as they can be read): ``1`` the
+        pace at which they were written, ``10`` ten times faster, ``0.5``
+        half as fast. The first frame :meth:`next` returns sets the pace; a
+        frame recorded ``d`` ns after it is returned no earlier than ``d /
+        speed`` ns later (``time.monotonic_ns``, each moment from the first,
+        so errors do not add up). Until then :meth:`next` returns ``None``,
+        :meth:`due_in` says how long is left and :meth:`wait` sleeps until
+        then (a spin only for the last ~150 µs). Merged journals are paced
+        together, in write-time order. Nothing is copied.
     :param resume: keep this reader's position on each journal when it
         ends, and start each journal after the position committed there
         (:meth:`commit`) by the last reader of this name, Python or Rust
@@ -513,7 +524,11 @@ class Reader:
         service: str = "if_running",
         verify_crc: bool = False,
         resume: bool = False,
+        speed: SpeedLike = None,
     ) -> None:
+        x = parse_speed(speed)
+        #: The pace of a paced reader (``speed``), ``None`` when not paced.
+        self.pacer: Optional[Pacer] = None if x is None else Pacer(x)
         if platform.machine() not in ("x86_64", "amd64", "AMD64"):
             raise TapeError(
                 f"the Python reader relies on x86-64 ordering of plain loads; this CPU is {platform.machine()}"
@@ -610,9 +625,10 @@ class Reader:
     def next(self) -> Optional[Frame]:
         """The unread frame with the smallest ``time_ns`` among the journals
         (ties: the journal added first), or ``None`` when none has a new
-        frame. Never blocks."""
+        frame. Never blocks. A paced reader (``speed``) returns ``None``
+        while that frame is not due yet."""
         cursors = self._cursors
-        if len(cursors) == 1:
+        if len(cursors) == 1 and self.pacer is None:
             c = cursors[0]
             f = c.take()
             if f is not None and c.position is not None:
@@ -625,6 +641,8 @@ class Reader:
             if f is not None and (best is None or f.time_ns < best_t):
                 best, best_t = c, f.time_ns
         if best is None:
+            return None
+        if self.pacer is not None and not self.pacer.is_due(best_t):
             return None
         f = best.head
         best.advance()
@@ -639,6 +657,8 @@ class Reader:
         waits, woken by the writer's next frame, Rust's or Python's. With
         ``pause`` it polls instead, sleeping ``pause`` seconds between polls
         (0: spin, yielding the GIL)."""
+        if self.pacer is not None:
+            return self._wait_paced(timeout, pause)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             f = self.next()
@@ -651,6 +671,55 @@ class Reader:
                 time.sleep(pause)
                 continue
             self._sleep(1.0 if deadline is None else deadline - now)
+
+    def _head(self) -> Optional[Frame]:
+        """The frame :meth:`next` returns next, due or not; reads past
+        nothing."""
+        best: Optional[Frame] = None
+        for c in self._cursors:
+            f = c.poll()
+            if f is not None and (best is None or f.time_ns < best.time_ns):
+                best = f
+        return best
+
+    def next_time(self) -> Optional[int]:
+        """The write time of the frame :meth:`next` returns next, whether
+        or not it is due yet; ``None`` when no journal has an unread
+        frame."""
+        f = self._head()
+        return None if f is None else f.time_ns
+
+    def due_in(self) -> Optional[float]:
+        """Seconds until the frame :meth:`next` returns next falls due (0
+        when it is due, always on a reader that is not paced); ``None``
+        when no journal has an unread frame."""
+        f = self._head()
+        if f is None:
+            return None
+        if self.pacer is None:
+            return 0.0
+        return max(0, self.pacer.due_at(f.time_ns) - time.monotonic_ns()) / 1e9
+
+    def _wait_paced(self, timeout: Optional[float], pause: Optional[float]) -> Optional[Frame]:
+        """:meth:`wait` of a paced reader: for a frame to be there, then
+        until it falls due (:func:`~tape.pace.sleep_until`), or until the
+        timeout if that comes first."""
+        pacer = self.pacer
+        assert pacer is not None
+        deadline = None if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
+        while True:
+            f = self._head()
+            if f is not None:
+                at = pacer.due_at(f.time_ns)
+                sleep_until(at if deadline is None else min(at, deadline))
+                return self.next()
+            now = time.monotonic_ns()
+            if deadline is not None and now >= deadline:
+                return None
+            if pause is not None:
+                time.sleep(pause)
+            else:
+                self._sleep(1.0 if deadline is None else (deadline - now) / 1e9)
 
     def _sleep(self, left: float) -> None:
         """Sleeps on every journal's doorbell at once, at most ``left`` s."""

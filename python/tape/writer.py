@@ -75,6 +75,7 @@ from .format import (
     page_numbers,
     tmp_file_name,
 )
+from .durable import IntervalSyncer, PageSyncer, SyncStats, parse_sync, sync_page
 from .service import HeldError, Lease, default_root, journal_dir
 
 Bytes = Union[bytes, bytearray, memoryview]
@@ -225,11 +226,18 @@ class Writer:
     :param recover_crc: check the CRC of every frame of the last page when
         opening (FORMAT.md recovery step 2). Pure-Python CRC takes seconds on
         a full 128 MiB page; ``False`` checks bounds and sequence only.
+    :param sync: the durability policy, as ``tape write --sync``:
+        ``"none"`` (default: the kernel writes back in its own time; safe
+        against any process crash), ``"page"`` (each page synced when the
+        writer leaves it, and the last at :meth:`close`) or
+        ``"interval=MS"`` (what was published synced every MS ms; nothing
+        when idle). See :mod:`tape.durable`; :attr:`sync_stats` counts the
+        syncs and failures. Nothing is added to :meth:`write`.
 
     Raises :class:`~tape.NotRunning` when no service runs,
     :class:`~tape.HeldError` when another writer holds the journal,
     :class:`~tape.FormatError` when the journal is damaged where it would be
-    continued, ``ValueError`` for a bad name or page size.
+    continued, ``ValueError`` for a bad name, page size or sync policy.
     """
 
     def __init__(
@@ -243,10 +251,16 @@ class Writer:
         source: int = 0,
         dest: int = 0,
         recover_crc: bool = True,
+        sync: str = "none",
     ) -> None:
         _check_cpu()
         check_name(name)
         check_page_size(page_size)
+        self._sync_kind, sync_ms = parse_sync(sync)
+        #: What this writer's syncs did (:class:`~tape.durable.SyncStats`).
+        self.sync_stats = SyncStats()
+        self._page_syncer: Optional[PageSyncer] = None
+        self._interval: Optional[IntervalSyncer] = None
         self.name = name
         self.root = root or default_root()
         self.dir = os.path.abspath(dir or journal_dir(self.root))
@@ -265,6 +279,14 @@ class Writer:
             os.makedirs(self.dir, exist_ok=True)
             self._lock()
             self._recover(page_size, recover_crc)
+            assert self._page is not None
+            if self._sync_kind == "page":
+                self._page_syncer = PageSyncer(name, self.dir, self.sync_stats)
+            elif self._sync_kind == "interval":
+                self._interval = IntervalSyncer(
+                    name, self.dir, lambda path, no, g=self._geometry: _Page(path, no, g),
+                    self._page.page_no, self._off, sync_ms, self.sync_stats,
+                )
             register_writer()
             try:
                 self._bell = Bell.create(self.dir, name)
@@ -486,6 +508,14 @@ class Writer:
         return self._page.page_no
 
     @property
+    def sync(self) -> str:
+        """The durability policy (``"none"``, ``"page"``, ``"interval=MS"``)."""
+        if self._sync_kind == "interval":
+            assert self._interval is not None
+            return f"interval={round(self._interval.every * 1000)}"
+        return self._sync_kind
+
+    @property
     def registered(self) -> bool:
         """Whether the service has this writer registered now."""
         return self._lease is not None and self._lease.registered
@@ -654,7 +684,10 @@ class Writer:
             self._page = new
             self._page_size = new.size
             self._off = PAGE_HEADER_LEN
-            page.release()
+            if self._page_syncer is not None:
+                self._page_syncer.hand(page)  # synced, then released, by its thread
+            else:
+                page.release()
             if PAGE_HEADER_LEN + frame + MARKER_ROOM <= new.size:
                 return
 
@@ -671,6 +704,18 @@ class Writer:
         if self._next is not None:
             self._next.join()
             self._next = None
+        if self._page_syncer is not None:
+            # The pages left, then the last one (a clean close).
+            self._page_syncer.close()
+            self._page_syncer = None
+            if self._page is not None:
+                # The page being written up to its tail, as the Rust
+                # writer's clean close.
+                p = self._page
+                sync_page(self.sync_stats, p.mm, min(self._off + MARKER_ROOM, p.size), p.path, self.dir)
+        if self._interval is not None:
+            self._interval.close()  # a last look: everything published
+            self._interval = None
         if self._page is not None:
             self._page.release()
             self._page = None

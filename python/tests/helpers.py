@@ -81,12 +81,13 @@ def _env() -> dict:
 
 class Root:
     """A temporary root, removed at the end; ``start_service`` runs a
-    ``tape service`` on it, killed at the end."""
+    ``tape service`` on it, killed at the end. ``under``: the folder to
+    make it in (default the system's; ``/var/tmp`` for a disk-backed one)."""
 
-    def __init__(self, test: unittest.TestCase, binary: Optional[str] = None) -> None:
+    def __init__(self, test: unittest.TestCase, binary: Optional[str] = None, under: Optional[str] = None) -> None:
         self.test = test
         self.bin = binary
-        self.path = tempfile.mkdtemp(prefix="tape-py-")
+        self.path = tempfile.mkdtemp(prefix="tape-py-", dir=under)
         self.journal_dir = os.path.join(self.path, "journal")
         self.procs: List[subprocess.Popen] = []
         self.service: Optional[subprocess.Popen] = None
