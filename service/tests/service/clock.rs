@@ -45,3 +45,94 @@ fn in_process_service_keeps_the_clock() {
         assert!(!service_keeps);
     }
 }
+
+/// A keeper that is stopped (SIGSTOP, or hung) keeps the clock file's
+/// lock, so no process can take over: the others then keep the TSC with
+/// the last published rate and anchors of their own (`Source::Local`),
+/// within microseconds of CLOCK_REALTIME, instead of every stamp paying a
+/// stale check and a vDSO read. Once the keeper is gone, the next process
+/// takes over.
+#[test]
+fn a_stopped_keeper_leaves_the_others_on_the_tsc_and_a_dead_one_is_replaced() {
+    let _w = watchdog("stopped_keeper");
+    let root = tempfile::tempdir().unwrap();
+    let clock = root.path().join("clock");
+    let role = |role: &str| {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args(["child_role", "--exact", "--nocapture", "--test-threads=1"])
+            .env(ROLE_ENV, role)
+            .env(ROOT_ENV, root.path())
+            .env(tape_journal::clock::SHARED_PATH_ENV, &clock)
+            .env_remove("TAPE_CLOCK")
+            .stderr(Stdio::inherit());
+        c
+    };
+    let probe = || -> (String, bool, i64) {
+        let out = role("clock-probe").output().unwrap();
+        assert!(out.status.success(), "the probe failed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find_map(|l| l.split_once("CLOCK ").map(|(_, r)| r.to_string()))
+            .unwrap_or_else(|| panic!("no CLOCK line: {text}"));
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap_or_else(|| panic!("no {k} in {line}"))
+                .to_string()
+        };
+        (
+            field("source="),
+            field("keeps=") == "true",
+            field("err=").parse().unwrap(),
+        )
+    };
+    /// Killed on drop, stopped or not (a failed assertion must not leave
+    /// a stopped process holding the test's output pipes).
+    struct Keeper(std::process::Child);
+    impl Drop for Keeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut keeper = Keeper(role("clock-keeper").stdout(Stdio::piped()).spawn().unwrap());
+    let out = keeper.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.trim_end().ends_with("READY"))),
+        "the keeper did not start"
+    );
+    let (fresh, probe_keeps, _) = probe();
+    if fresh == "Vdso" {
+        // No invariant TSC here: no shared clock, nothing to take over.
+        return;
+    }
+    assert_eq!(fresh, "Shared");
+    assert!(!probe_keeps, "the keeper holds the lock");
+
+    // Stopped past the parameters' two seconds.
+    let pid = nix::unistd::Pid::from_raw(keeper.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_millis(2_300));
+    let (stale, probe_keeps, err) = probe();
+    assert_eq!(
+        stale, "Local",
+        "a stopped keeper sent the others to the vDSO"
+    );
+    assert!(
+        !probe_keeps,
+        "took the lock of a keeper that is only stopped"
+    );
+    assert!(err < 5_000, "own anchors {err} ns off CLOCK_REALTIME");
+
+    // Dead: its lock goes with it, and the next reader of the clock keeps it.
+    drop(keeper);
+    let (after, probe_keeps, err) = probe();
+    assert_eq!(after, "Shared");
+    assert!(probe_keeps, "nobody took over from a dead keeper");
+    assert!(
+        err < 5_000,
+        "the new keeper's clock {err} ns off CLOCK_REALTIME"
+    );
+}

@@ -119,6 +119,49 @@ fn child_role() {
             drop(svc);
             return;
         }
+        // Keeps the clock (its own file, TAPE_CLOCK_FILE) until killed;
+        // READY once its first parameters are out.
+        "clock-keeper" => {
+            use tape_journal::clock;
+            if clock::keep() {
+                while clock::source() != clock::Source::Shared {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            Box::new(())
+        }
+        // Reads the clock for up to 1.5 s (becoming the keeper if it can),
+        // then says where its time comes from and how far it is from
+        // CLOCK_REALTIME.
+        "clock-probe" => {
+            use tape_journal::clock;
+            let end = clock::vdso_ns() + 1_500_000_000;
+            while clock::source() != clock::Source::Shared && clock::vdso_ns() < end {
+                clock::now_ns();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let mut err = i64::MAX;
+            for _ in 0..200 {
+                let a = clock::vdso_ns();
+                let t = clock::now_ns();
+                let b = clock::vdso_ns();
+                let off = if t < a {
+                    a - t
+                } else if t > b {
+                    t - b
+                } else {
+                    0
+                };
+                err = err.min(off + (b - a));
+            }
+            println!(
+                "CLOCK source={:?} keeps={} err={err}",
+                clock::source(),
+                clock::keeps()
+            );
+            std::io::stdout().flush().unwrap();
+            return;
+        }
         other => panic!("unknown role {other}"),
     };
     println!("READY");
