@@ -2,6 +2,29 @@
 
 use super::*;
 
+/// This test binary in clock role `role` on `root`, with a clock file of
+/// its own in `root` (no other process on the box keeps it).
+fn clock_role(role: &str, root: &Path) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["child_role", "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE_ENV, role)
+        .env(ROOT_ENV, root)
+        .env(tape_journal::clock::SHARED_PATH_ENV, root.join("clock"))
+        .env_remove("TAPE_CLOCK")
+        .stderr(Stdio::inherit());
+    c
+}
+
+/// Runs clock role `role` to its end; the rest of its `CLOCK ` line.
+fn clock_line(role: &str, root: &Path) -> String {
+    let out = clock_role(role, root).output().unwrap();
+    assert!(out.status.success(), "{role} failed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.split_once("CLOCK ").map(|(_, r)| r.to_string()))
+        .unwrap_or_else(|| panic!("{role} printed no CLOCK line: {text}"))
+}
+
 /// `Service::start` in-process keeps the shared clock, as `tape service`
 /// does: without it the first writer finds the clock stale and stamps with
 /// the vDSO until it has made itself the keeper from inside `write()`.
@@ -10,22 +33,7 @@ fn in_process_service_keeps_the_clock() {
     let _w = watchdog("service_keeps_clock");
     let run = |role: &str| {
         let root = tempfile::tempdir().unwrap();
-        let clock = root.path().join("clock");
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["child_role", "--exact", "--nocapture", "--test-threads=1"])
-            .env(ROLE_ENV, role)
-            .env(ROOT_ENV, root.path())
-            .env(tape_journal::clock::SHARED_PATH_ENV, &clock)
-            .env_remove("TAPE_CLOCK")
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{role} failed");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let line = text
-            .lines()
-            .find_map(|l| l.split_once("CLOCK ").map(|(_, r)| r.to_string()))
-            .unwrap_or_else(|| panic!("{role} printed no CLOCK line: {text}"));
+        let line = clock_line(role, root.path());
         (line.contains("keeps=true"), line.contains("shared=true"))
     };
     let (control_keeps, shared) = run("clock-control");
@@ -56,25 +64,8 @@ fn in_process_service_keeps_the_clock() {
 fn a_stopped_keeper_leaves_the_others_on_the_tsc_and_a_dead_one_is_replaced() {
     let _w = watchdog("stopped_keeper");
     let root = tempfile::tempdir().unwrap();
-    let clock = root.path().join("clock");
-    let role = |role: &str| {
-        let mut c = Command::new(std::env::current_exe().unwrap());
-        c.args(["child_role", "--exact", "--nocapture", "--test-threads=1"])
-            .env(ROLE_ENV, role)
-            .env(ROOT_ENV, root.path())
-            .env(tape_journal::clock::SHARED_PATH_ENV, &clock)
-            .env_remove("TAPE_CLOCK")
-            .stderr(Stdio::inherit());
-        c
-    };
     let probe = || -> (String, bool, i64) {
-        let out = role("clock-probe").output().unwrap();
-        assert!(out.status.success(), "the probe failed");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let line = text
-            .lines()
-            .find_map(|l| l.split_once("CLOCK ").map(|(_, r)| r.to_string()))
-            .unwrap_or_else(|| panic!("no CLOCK line: {text}"));
+        let line = clock_line("clock-probe", root.path());
         let field = |k: &str| {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(k))
@@ -96,7 +87,12 @@ fn a_stopped_keeper_leaves_the_others_on_the_tsc_and_a_dead_one_is_replaced() {
             let _ = self.0.wait();
         }
     }
-    let mut keeper = Keeper(role("clock-keeper").stdout(Stdio::piped()).spawn().unwrap());
+    let mut keeper = Keeper(
+        clock_role("clock-keeper", root.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let out = keeper.0.stdout.take().unwrap();
     let mut lines = BufReader::new(out).lines();
     assert!(
