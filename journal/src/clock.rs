@@ -340,8 +340,9 @@ fn open_shared() -> Option<Shared> {
 }
 
 impl Shared {
-    /// The time from the shared parameters, or `None` (use the vDSO) when
-    /// they are missing, being written or stale.
+    /// The time from the shared parameters (from this thread's own anchor
+    /// while they are stale), or `None` (use the vDSO) when none were ever
+    /// published or they are being written.
     #[inline(always)]
     fn now(&'static self) -> Option<i64> {
         self.now_from().0
