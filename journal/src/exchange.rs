@@ -304,8 +304,7 @@ impl PageExchange {
         // The size of page `current` (stored before `current`, loaded
         // after it: Acquire above). A hint like `pos`.
         let size = self.current_size.load(Ordering::Relaxed);
-        let half_way = std::env::var_os("JB_EARLY").is_some()
-            || self.pos.load(Ordering::Relaxed) as u64 >= size / 2;
+        let half_way = self.pos.load(Ordering::Relaxed) as u64 >= size / 2;
         if !half_way {
             return (worked, wait);
         }
